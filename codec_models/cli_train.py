@@ -1,0 +1,37 @@
+"""Command line of train_codec.py: preset defaults, then tyro-generated flags."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+import tyro
+
+from .training import CodecTrainer, TrainCodecConfig, environment_record, export_codec, train_config_for, write_json
+
+
+def parse_config(argv: list[str]) -> TrainCodecConfig:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="tiny")
+    known, _ = pre.parse_known_args(argv)
+    defaults = train_config_for(known.preset)
+    return tyro.cli(TrainCodecConfig, default=defaults, args=argv, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = parse_config(argv)
+    trainer = CodecTrainer(cfg)
+    history = trainer.run()
+    if trainer.dist.is_main:
+        meta = {"command": "python train_codec.py " + shlex.join(argv), "seed": cfg.seed, "device": trainer.device,
+                "train_config": {k: v for k, v in vars(cfg).items()}, "figures": history,
+                "environment": environment_record()}
+        final = trainer.run_dir / "codec.pt"
+        export_codec(trainer.codec, final, meta)
+        write_json(trainer.run_dir / "codec.json", meta)
+        print(f"codec written to {final}")
+        if cfg.export:
+            export_codec(trainer.codec, cfg.export, meta)
+            print(f"codec exported to {cfg.export}")
+    return 0

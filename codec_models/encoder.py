@@ -1,0 +1,48 @@
+"""Feature extractor E and the per-concept split (Section II-A, eq. 2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import conv_in_lrelu
+
+
+class FeatureExtractor(nn.Module):
+    """E: image (B,3,H,W) in [0,1] -> f (B,n,H/8,W/8) in [-1,1].
+
+    Conv + instance norm + LeakyReLU layers reduce the resolution to 1/8 with N channels,
+    then a projection to n channels; tanh bounds f to the quantizer's range.
+    """
+
+    def __init__(self, feature_channels: int, code_channels: int) -> None:
+        super().__init__()
+        n_ch = feature_channels
+        self.body = nn.Sequential(
+            conv_in_lrelu(3, n_ch // 2, kernel=5),
+            conv_in_lrelu(n_ch // 2, n_ch, stride=2),
+            conv_in_lrelu(n_ch, n_ch, stride=2),
+            conv_in_lrelu(n_ch, n_ch, stride=2),
+            conv_in_lrelu(n_ch, n_ch),
+        )
+        self.project = nn.Conv2d(n_ch, code_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(self.project(self.body(x * 2.0 - 1.0)))
+
+
+def concept_masks(labels: Tensor, num_classes: int, factor: int = 8) -> tuple[Tensor, Tensor]:
+    """Down-scaled semantic masks s_d(m) of eq. 1-2 for a label map (B,H,W).
+
+    Returns ``(mask, area)``, both (B,M,H/f,W/f): ``mask`` is 1 where a block holds any pixel
+    of class m (the positions coded for concept m), ``area`` the share of the block's pixels
+    of class m (weights that merge the concepts back into one map; they sum to 1).
+    """
+    onehot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
+    area = F.avg_pool2d(onehot, factor)
+    return (area > 0).float(), area
+
+
+def split_concepts(f: Tensor, mask: Tensor) -> Tensor:
+    """f(m) = f ⊙ s_d(m) (eq. 2): (B,n,h,w) x (B,M,h,w) -> (B,M,n,h,w)."""
+    return f.unsqueeze(1) * mask.unsqueeze(2)

@@ -1,0 +1,142 @@
+"""Generative semantic decoder (Section III-B): local generator G_l (eq. 28-29), global
+generator G_g with SPADE (eq. 30) and the attention fusion module (eq. 31)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import ResidualBlock, deconv_in_relu
+
+
+class LocalGenerator(nn.Module):
+    """G_l: y(m) = G_l(f_hat(m)) (eq. 28); x_l = sum_m s(m) ⊙ y(m) (eq. 29).
+
+    A shared trunk (conv, residual blocks, two deconvolutions to 1/2 resolution) runs on
+    every concept; one deconvolution head per class (independent weights, stored stacked so
+    that all concepts of a batch go through their own heads in one grouped call) gives the
+    full-resolution y(m). Each y(m) is kept inside its class mask, so coding concept m again
+    changes x_l only in the region of m.
+    """
+
+    def __init__(self, code_channels: int, num_classes: int, channels: int = 32, res_blocks: int = 5) -> None:
+        super().__init__()
+        half = channels // 2
+        self.trunk = nn.Sequential(
+            nn.Conv2d(code_channels, channels, 3, padding=1),
+            nn.InstanceNorm2d(channels, affine=True),
+            nn.ReLU(inplace=True),
+            *[ResidualBlock(channels) for _ in range(res_blocks)],
+            deconv_in_relu(channels, half),
+            deconv_in_relu(half, half),
+        )
+        self.head_weight = nn.Parameter(torch.empty(num_classes, half, 3, 4, 4))
+        self.head_bias = nn.Parameter(torch.zeros(num_classes, 3))
+        nn.init.kaiming_uniform_(self.head_weight.view(num_classes * half, 3, 4, 4), a=5**0.5)
+        self.trunk_channels = half
+
+    def run_trunk(self, concepts: Tensor) -> Tensor:
+        """Trunk on concept feature maps (P,n,h,w) -> (P,C/2,4h,4w)."""
+        return self.trunk(concepts)
+
+    def run_heads(self, trunk_out: Tensor, class_ids: Tensor) -> Tensor:
+        """Per-class deconvolution heads: (P,C/2,4h,4w), (P,) -> y (P,3,8h,8w) in [0,1]."""
+        count, channels, height, width = trunk_out.shape
+        if count == 0:
+            return trunk_out.new_zeros(0, 3, height * 2, width * 2)
+        weight = self.head_weight[class_ids].reshape(count * channels, 3, 4, 4)
+        out = F.conv_transpose2d(trunk_out.reshape(1, count * channels, height, width), weight,
+                                 stride=2, padding=1, groups=count)
+        out = out.view(count, 3, height * 2, width * 2) + self.head_bias[class_ids].view(count, 3, 1, 1)
+        return torch.sigmoid(out)
+
+    @staticmethod
+    def compose(y: Tensor, class_ids: Tensor, batch_index: Tensor, labels: Tensor) -> Tensor:
+        """x_l (B,3,H,W) = sum over concepts of s(m) ⊙ y(m) (eq. 29)."""
+        masks = (labels[batch_index] == class_ids.view(-1, 1, 1)).unsqueeze(1).to(y.dtype)
+        out = y.new_zeros(labels.shape[0], 3, *labels.shape[-2:])
+        return out.index_add_(0, batch_index, y * masks)
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalization: IN(x) * (1 + gamma(s)) + beta(s) (GauGAN)."""
+
+    def __init__(self, channels: int, label_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.shared = nn.Sequential(nn.Conv2d(label_channels, hidden, 3, padding=1), nn.ReLU(inplace=True))
+        self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, segmap: Tensor) -> Tensor:
+        segmap = F.interpolate(segmap, size=x.shape[-2:], mode="nearest")
+        hidden = self.shared(segmap)
+        return self.norm(x) * (1 + self.gamma(hidden)) + self.beta(hidden)
+
+
+class SPADEResBlock(nn.Module):
+    """SPADE-R: residual block whose normalizations are modulated by the label map."""
+
+    def __init__(self, cin: int, cout: int, label_channels: int, hidden: int) -> None:
+        super().__init__()
+        mid = min(cin, cout)
+        self.norm0 = SPADE(cin, label_channels, hidden)
+        self.conv0 = nn.Conv2d(cin, mid, 3, padding=1)
+        self.norm1 = SPADE(mid, label_channels, hidden)
+        self.conv1 = nn.Conv2d(mid, cout, 3, padding=1)
+        self.learned_shortcut = cin != cout
+        if self.learned_shortcut:
+            self.norm_s = SPADE(cin, label_channels, hidden)
+            self.conv_s = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: Tensor, segmap: Tensor) -> Tensor:
+        shortcut = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
+        h = self.conv0(F.leaky_relu(self.norm0(x, segmap), 0.2))
+        h = self.conv1(F.leaky_relu(self.norm1(h, segmap), 0.2))
+        return shortcut + h
+
+
+class GlobalGenerator(nn.Module):
+    """G_g: x_g = G_g(f_hat, s) (eq. 30): three SPADE-R blocks, each followed by 2x upsampling."""
+
+    def __init__(self, code_channels: int, num_classes: int, channels: int = 48, hidden: int = 32) -> None:
+        super().__init__()
+        c0, c1, c2 = channels, max(channels // 2, 4), max(channels // 4, 4)
+        self.num_classes = num_classes
+        self.head = nn.Conv2d(code_channels, c0, 3, padding=1)
+        self.blocks = nn.ModuleList([
+            SPADEResBlock(c0, c0, num_classes, hidden),
+            SPADEResBlock(c0, c1, num_classes, hidden),
+            SPADEResBlock(c1, c2, num_classes, hidden),
+        ])
+        self.to_image = nn.Conv2d(c2, 3, 3, padding=1)
+
+    def forward(self, features: Tensor, segmap: Tensor) -> Tensor:
+        """features (B,n,h,w) merged f_hat, segmap (B,M,H,W) one-hot -> x_g (B,3,H,W) in [0,1]."""
+        h = self.head(features)
+        for block in self.blocks:
+            h = F.interpolate(block(h, segmap), scale_factor=2, mode="nearest")
+        return torch.sigmoid(self.to_image(F.leaky_relu(h, 0.2)))
+
+
+class AttentionFusion(nn.Module):
+    """Attention module (eq. 31): three deconvolutions and a convolution -> softmax over
+    {local, global}; x_hat = W_l ⊙ x_l + W_g ⊙ x_g."""
+
+    def __init__(self, code_channels: int, channels: int = 16) -> None:
+        super().__init__()
+        half = max(channels // 2, 2)
+        self.body = nn.Sequential(
+            deconv_in_relu(code_channels, channels),
+            deconv_in_relu(channels, half),
+            deconv_in_relu(half, half),
+            nn.Conv2d(half, 2, 3, padding=1),
+        )
+
+    def weights(self, features: Tensor) -> Tensor:
+        """(B,n,h,w) -> (B,2,8h,8w) softmax weights: channel 0 local, channel 1 global."""
+        return torch.softmax(self.body(features), dim=1)
+
+    def forward(self, features: Tensor, x_local: Tensor, x_global: Tensor) -> Tensor:
+        w = self.weights(features)
+        return w[:, :1] * x_local + w[:, 1:] * x_global

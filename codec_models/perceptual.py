@@ -1,0 +1,101 @@
+"""Perceptual network phi and the perceptual loss L_P = ||phi(x) - phi(x_hat)||^2 (eq. 11).
+
+Two feature networks are available:
+
+* ``"vgg16"``: torchvision's VGG16 with ImageNet weights, used when those weights are in the
+  local torch cache (``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth``). Nothing is downloaded.
+* ``"streets-vgg"`` (default): a narrow network of the same VGG layout, built with
+  torchvision's ``vgg.make_layers``, trained by this project on the embedded data (with a
+  segmentation head, so its features keep spatial and semantic detail) and shipped with the
+  codec weights. Reports name which one ran.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import vgg as tv_vgg
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VGG16_FILE = "vgg16-397923af.pth"
+
+
+def _vgg_cfg(widths: tuple[int, ...]) -> list[int | str]:
+    cfg: list[int | str] = []
+    for w in widths:
+        cfg += [w, w, "M"]
+    return cfg
+
+
+class PerceptualNet(nn.Module):
+    """phi: VGG-layout feature stacks; ``features(x)`` returns the activation of every stage."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 19, name: str = "streets-vgg") -> None:
+        super().__init__()
+        self.name = name
+        layers = tv_vgg.make_layers(_vgg_cfg(widths), batch_norm=False)
+        self.stages = nn.ModuleList()
+        stage: list[nn.Module] = []
+        for layer in layers:
+            if isinstance(layer, nn.MaxPool2d):
+                self.stages.append(nn.Sequential(*stage))
+                stage = [layer]
+            else:
+                stage.append(layer)
+        self.seg_head = nn.Conv2d(sum(widths), num_classes, 1) if num_classes else None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        h = (x - self.mean) / self.std
+        feats = []
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Segmentation logits (training objective of the project's phi)."""
+        feats = self.features(x)
+        size = x.shape[-2:]
+        stacked = torch.cat([F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats], 1)
+        return self.seg_head(stacked)
+
+
+class VGG16Features(nn.Module):
+    """torchvision VGG16 (ImageNet weights from the local cache) cut after relu1_2..relu4_3."""
+
+    name = "vgg16"
+    CUTS = (4, 9, 16, 23)
+
+    def __init__(self, weights_path: Path) -> None:
+        super().__init__()
+        model = tv_vgg.vgg16(weights=None)
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        body = model.features[: self.CUTS[-1]]
+        self.stages = nn.ModuleList(body[a:b] for a, b in zip((0,) + self.CUTS[:-1], self.CUTS))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    features = PerceptualNet.features
+
+
+def local_vgg16_weights() -> Path | None:
+    """Path of torchvision's VGG16 ImageNet weights in the local torch cache, if present."""
+    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    path = home / "hub" / "checkpoints" / VGG16_FILE
+    return path if path.is_file() else None
+
+
+def perceptual_loss(phi: nn.Module, x: Tensor, x_hat: Tensor, x_features: list[Tensor] | None = None) -> Tensor:
+    """L_P (eq. 11), per image: mean squared feature distance averaged over phi's stages.
+
+    ``x_features`` lets callers pass cached phi(x) of the original. Returns shape (B,).
+    """
+    ref = x_features if x_features is not None else phi.features(x)
+    out = phi.features(x_hat)
+    return sum((a - b).pow(2).flatten(1).mean(1) for a, b in zip(ref, out)) / len(out)

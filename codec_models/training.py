@@ -1,0 +1,419 @@
+"""Stage I training (Algorithm 1) and the networks it needs first (F, phi), then the code tables.
+
+Phases, each resumable from ``<run>/last.pt``:
+
+1. ``segmenter``: F trained with cross-entropy on the data's label maps.
+2. ``perceptual``: phi (VGG layout) trained with a segmentation head on the same data.
+3. ``stage1``: alternate one D step on L_D and one E/G_l/G_g/attention/classifier step on
+   adv * L_G + lambda1 * L_P + lambda2 * L_C (+ l1 * |x - x_hat|), Adam(beta1 0.5, beta2 0.999).
+4. ``tables``: Huffman/range code tables per level and channel and the label-map context
+   model, counted on training images, stored with the weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from . import entropy
+from .checkpoint import atomic_save, check_format, codec_payload, safe_load
+from .classes import IGNORE_INDEX, colorize
+from .classifier import classification_loss
+from .codec import SemanticCodec
+from .config import codec_preset
+from .datasets import load_dataset
+from .discriminator import discriminator_hinge_loss, generator_hinge_loss
+from .distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
+from .perceptual import perceptual_loss
+
+TRAIN_STATE_FORMAT = "rlasc-codec-training"
+PHASES = ("segmenter", "perceptual", "stage1", "tables", "done")
+
+
+@dataclass
+class TrainCodecConfig:
+    """Stage I of RL-ASC: train F, phi, then E, G_l, G_g, attention, D (Algorithm 1)."""
+
+    preset: str = "tiny"  # codec preset: tiny | paper | paper-medium | paper-high | test
+    dataset: str = "streets"  # streets (embedded) | cityscapes (needs --data-root)
+    data_root: str | None = None
+    train_images: int | None = None  # limit the training split (None: the split's size)
+    run_dir: str = "runs/codec"  # checkpoints, tensorboard logs, samples
+    export: str | None = None  # also write the final codec here (e.g. codec_models/weights/tiny.pt)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 8
+    num_workers: int = 0
+    segmenter_steps: int = 800
+    perceptual_steps: int = 600
+    stage1_steps: int = 2000
+    table_images: int = 1000
+    lr: float = 2e-4  # Algorithm 1
+    beta1: float = 0.5
+    beta2: float = 0.999
+    aux_lr: float = 2e-3  # F and phi
+    perceptual_weight: float = 1.0  # lambda1 of eq. 33
+    classification_weight: float = 0.1  # lambda2 of eq. 33
+    adversarial_weight: float = 0.1  # weight of L_G (1.0 in the paper's eq. 33)
+    l1_weight: float = 1.0  # pixel L1 term (not in eq. 33; speeds up small CPU runs; 0 disables)
+    level_mix: float = 0.5  # share of batches with random per-concept levels (0 = Algorithm 1: highest only)
+    labels: str = "segmenter"  # label map fed to the codec in stage I: segmenter (F) | ground_truth
+    log_every: int = 25
+    sample_every: int = 250
+    checkpoint_every: int = 100
+    resume: bool = False  # continue from <run_dir>/last.pt
+    progress: bool = True
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "paper": dict(segmenter_steps=20000, perceptual_steps=10000, stage1_steps=70 * 2975 // 8,
+                  adversarial_weight=1.0, l1_weight=0.0, level_mix=0.0, perceptual_weight=10.0, table_images=2975),
+    "test": dict(batch_size=2, segmenter_steps=2, perceptual_steps=2, stage1_steps=3, table_images=4,
+                 train_images=8, log_every=1, sample_every=2, checkpoint_every=2, progress=False),
+}
+for _name in ("paper-medium", "paper-high"):
+    TRAIN_PRESETS[_name] = TRAIN_PRESETS["paper"]
+
+
+def train_config_for(preset: str, **overrides: Any) -> TrainCodecConfig:
+    """The training defaults of a preset, with overrides."""
+    if preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(TRAIN_PRESETS)}")
+    return replace(TrainCodecConfig(preset=preset, **TRAIN_PRESETS[preset]), **overrides)
+
+
+# --------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def infinite_batches(dataset: Dataset, cfg: TrainCodecConfig, info: DistInfo, start_step: int) -> Iterator:
+    """Endless shuffled batches; the epoch order depends only on the seed and the epoch."""
+    steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * info.world_size))
+    epoch, skip = divmod(start_step, steps_per_epoch)
+    while True:
+        if info.enabled:
+            sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(dataset, cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers)
+        else:
+            gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
+            loader = DataLoader(dataset, cfg.batch_size, shuffle=True, generator=gen, drop_last=True,
+                                num_workers=cfg.num_workers)
+        for i, batch in enumerate(loader):
+            if i < skip:
+                continue
+            yield batch
+        skip = 0
+        epoch += 1
+
+
+def random_levels(present: Tensor, num_levels: int, mix: float, generator: torch.Generator) -> Tensor:
+    """Per-concept levels: the highest for all (Algorithm 1), or random for a ``mix`` share of batches."""
+    levels = torch.full(present.shape, num_levels - 1, dtype=torch.long)
+    if mix > 0 and torch.rand((), generator=generator).item() < mix:
+        levels = torch.randint(0, num_levels, present.shape, generator=generator)
+    return levels.to(present.device)
+
+
+class GeneratorObjective(nn.Module):
+    """E, G_l, G_g, attention and classifier under one module, so DDP can wrap them together."""
+
+    def __init__(self, codec: SemanticCodec, cfg: TrainCodecConfig) -> None:
+        super().__init__()
+        self.codec = codec
+        self.cfg = cfg
+
+    def forward(self, images: Tensor, labels: Tensor, levels: Tensor | None, generator: torch.Generator):
+        codec = self.codec
+        analysis = codec.analyse(images, labels)
+        if levels is None:
+            levels = random_levels(analysis.present, codec.num_levels, self.cfg.level_mix, generator)
+        x_hat, parts = codec.decode(analysis, levels, return_parts=True)
+        batch_index, class_ids = parts["batch_index"], parts["class_ids"]
+        concepts = analysis.features.unsqueeze(1) * analysis.mask.unsqueeze(2)
+        logits = codec.classifier(concepts[batch_index, class_ids], analysis.mask[batch_index, class_ids])
+        return x_hat, analysis.onehot, classification_loss(logits, class_ids)
+
+
+def make_grid_image(images: Tensor, x_hat: Tensor, labels: Tensor) -> Tensor:
+    """Rows: originals, reconstructions, label maps (for tensorboard)."""
+    from torchvision.utils import make_grid
+
+    colours = torch.from_numpy(colorize(labels.cpu().numpy().astype(np.uint8))).permute(0, 3, 1, 2).float() / 255
+    k = min(4, images.shape[0])
+    stacked = torch.cat([images[:k].cpu(), x_hat[:k].detach().cpu().clamp(0, 1), colours[:k]])
+    return make_grid(stacked, nrow=k, padding=2)
+
+
+# --------------------------------------------------------------------------- trainer
+class CodecTrainer:
+    """Runs the phases of :data:`PHASES`, checkpointing atomically and resuming on request."""
+
+    def __init__(self, cfg: TrainCodecConfig) -> None:
+        self.cfg = cfg
+        self.dist = init_distributed(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(cfg.device, self.dist)
+        seed_everything(cfg.seed + self.dist.rank)
+        self.run_dir = Path(cfg.run_dir)
+        self.codec = SemanticCodec(codec_preset(cfg.preset)).to(self.device)
+        size = self.codec.config.height, self.codec.config.width
+        kwargs: dict[str, Any] = {}
+        if cfg.dataset == "cityscapes":
+            kwargs.update(root=cfg.data_root, height=size[0], width=size[1])
+        self.train_set = load_dataset(cfg.dataset, "train", preset=self._data_preset(), size=cfg.train_images, **kwargs)
+        self.phase = PHASES[0]
+        self.step = 0
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.history: dict[str, float] = {}
+        self.writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(self.run_dir / "tb"))
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def _data_preset(self) -> str:
+        return "paper" if self.cfg.preset.startswith("paper") else ("tiny" if self.cfg.preset == "tiny" else "test")
+
+    # ---- checkpoint --------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def save_state(self) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "format": TRAIN_STATE_FORMAT, "version": 1, "phase": self.phase, "step": self.step,
+            "train_config": asdict(self.cfg), "codec": codec_payload(self.codec),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "torch_rng": torch.get_rng_state(), "gen_rng": self.generator.get_state(),
+            "history": dict(self.history),
+        }
+        atomic_save(state, self.last_path)
+
+    def load_state(self) -> None:
+        obj = safe_load(self.last_path)
+        check_format(obj, self.last_path, TRAIN_STATE_FORMAT, 1)
+        saved = obj["train_config"]
+        if saved.get("preset") != self.cfg.preset:
+            raise ValueError(f"{self.last_path} was trained with preset {saved.get('preset')!r}, not {self.cfg.preset!r}")
+        from .checkpoint import build_codec
+
+        loaded = build_codec(obj["codec"], self.last_path, self.device)
+        self.codec.load_state_dict(loaded.state_dict())
+        self.codec.tables, self.codec.label_model = loaded.tables, loaded.label_model
+        self.phase, self.step = obj["phase"], int(obj["step"])
+        self._pending_optimizers = obj["optimizers"]
+        torch.set_rng_state(obj["torch_rng"])
+        self.generator.set_state(obj["gen_rng"])
+        self.history = dict(obj.get("history", {}))
+
+    def optimizer(self, name: str, params, lr: float, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+        if name not in self.optimizers:
+            opt = torch.optim.Adam(params, lr=lr, betas=betas)
+            pending = getattr(self, "_pending_optimizers", {}).pop(name, None)
+            if pending is not None:
+                opt.load_state_dict(pending)
+            self.optimizers[name] = opt
+        return self.optimizers[name]
+
+    def log(self, tag: str, value: float) -> None:
+        self.history[tag] = float(value)
+        if self.writer is not None:
+            self.writer.add_scalar(tag, float(value), self.step)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        if self.dist.enabled:
+            return DistributedDataParallel(module, device_ids=[self.dist.local_rank] if self.device.startswith("cuda") else None)
+        return module
+
+    def progress(self, total: int, desc: str) -> tqdm:
+        return tqdm(total=total, initial=min(self.step, total), desc=desc, dynamic_ncols=True,
+                    disable=not (self.cfg.progress and self.dist.is_main), unit="step")
+
+    # ---- phases ------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        if self.cfg.resume and self.last_path.is_file():
+            self.load_state()
+        elif self.cfg.resume and self.dist.is_main:
+            print(f"--resume: no {self.last_path}, starting from scratch", file=sys.stderr)
+        started = time.time()
+        while self.phase != "done":
+            getattr(self, f"train_{self.phase}")()
+            self.phase = PHASES[PHASES.index(self.phase) + 1]
+            self.step = 0
+            self.optimizers = {}
+            self.save_state()
+        self.history["train_seconds"] = self.history.get("train_seconds", 0.0) + time.time() - started
+        barrier(self.dist)
+        if self.writer is not None:
+            self.writer.close()
+        shutdown(self.dist)
+        return self.history
+
+    def _supervised(self, name: str, model: nn.Module, steps: int) -> None:
+        """Cross-entropy training of a segmentation-style network (F or phi)."""
+        net = self.wrap(model.train())
+        opt = self.optimizer(name, model.parameters(), self.cfg.aux_lr)
+        sched_start = self.step
+        batches = infinite_batches(self.train_set, self.cfg, self.dist, self.step)
+        bar = self.progress(steps, name)
+        while self.step < steps:
+            images, labels = next(batches)
+            images, labels = images.to(self.device), labels.to(self.device)
+            lr = self.cfg.aux_lr * 0.5 * (1 + math.cos(math.pi * self.step / max(steps, 1)))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = net(images)
+            loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == steps:
+                acc = (logits.argmax(1) == labels).float().mean().item()
+                self.log(f"{name}/loss", loss.item())
+                self.log(f"{name}/pixel_accuracy", acc)
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+            if self.step % self.cfg.checkpoint_every == 0:
+                self.save_state()
+        bar.close()
+        del sched_start
+        model.eval()
+
+    def train_segmenter(self) -> None:
+        if self.cfg.labels == "ground_truth":
+            self.codec.segmenter.requires_grad_(False)
+        self._supervised("segmenter", self.codec.segmenter, self.cfg.segmenter_steps)
+        self.codec.segmenter.requires_grad_(False)
+
+    def train_perceptual(self) -> None:
+        self._supervised("perceptual", self.codec.perceptual, self.cfg.perceptual_steps)
+        self.codec.perceptual.requires_grad_(False)
+
+    def train_stage1(self) -> None:
+        """Algorithm 1: alternate D and generator steps (eq. 32, 33)."""
+        cfg, codec = self.cfg, self.codec
+        codec.segmenter.requires_grad_(False).eval()
+        codec.perceptual.requires_grad_(False).eval()
+        gen_modules = [codec.encoder, codec.classifier, codec.local, codec.global_, codec.attention]
+        for module in gen_modules + [codec.discriminator]:
+            module.train()
+        objective = self.wrap(GeneratorObjective(codec, cfg))
+        disc = self.wrap(codec.discriminator)
+        betas = (cfg.beta1, cfg.beta2)
+        opt_g = self.optimizer("stage1_g", [p for m in gen_modules for p in m.parameters()], cfg.lr, betas)
+        opt_d = self.optimizer("stage1_d", codec.discriminator.parameters(), cfg.lr, betas)
+        batches = infinite_batches(self.train_set, cfg, self.dist, self.step)
+        bar = self.progress(cfg.stage1_steps, "stage I")
+        while self.step < cfg.stage1_steps:
+            images, gt = next(batches)
+            images = images.to(self.device)
+            with torch.no_grad():
+                labels = codec.segment(images) if cfg.labels == "segmenter" else gt.to(self.device).clamp_max(codec.num_classes - 1)
+            x_hat, onehot, loss_c = objective(images, labels, None, self.generator)
+            # D step (Algorithm 1, line 7)
+            loss_d = discriminator_hinge_loss(disc(images, onehot), disc(x_hat.detach(), onehot))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            # E/G step (line 8), D frozen
+            codec.discriminator.requires_grad_(False)
+            loss_g = generator_hinge_loss(disc(x_hat, onehot))
+            loss_p = perceptual_loss(codec.perceptual, images, x_hat).mean()
+            loss_l1 = (x_hat - images).abs().mean()
+            total = (cfg.adversarial_weight * loss_g + cfg.perceptual_weight * loss_p
+                     + cfg.classification_weight * loss_c + cfg.l1_weight * loss_l1)
+            opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            opt_g.step()
+            codec.discriminator.requires_grad_(True)
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.stage1_steps:
+                mse = F.mse_loss(x_hat.detach().clamp(0, 1), images).item()
+                psnr = 10 * math.log10(1.0 / max(mse, 1e-10))
+                for tag, value in (("loss_d", loss_d), ("loss_g", loss_g), ("loss_p", loss_p), ("loss_c", loss_c),
+                                   ("loss_l1", loss_l1), ("loss_total", total)):
+                    self.log(f"stage1/{tag}", value.item())
+                self.log("stage1/psnr", psnr)
+                bar.set_postfix(psnr=f"{psnr:.2f}", lp=f"{loss_p.item():.3f}", d=f"{loss_d.item():.2f}")
+            if self.writer is not None and (self.step % cfg.sample_every == 0 or self.step == cfg.stage1_steps):
+                self.writer.add_image("stage1/samples", make_grid_image(images, x_hat, labels), self.step)
+            if self.step % cfg.checkpoint_every == 0:
+                self.save_state()
+        bar.close()
+        codec.eval()
+
+    def train_tables(self) -> None:
+        """Fit the entropy-code tables (eq. 26) and label-map model (eq. 27); rank 0 only."""
+        if self.dist.is_main:
+            fit_code_tables(self.codec, self.train_set, self.cfg.table_images, self.cfg.batch_size,
+                            progress=self.cfg.progress)
+        barrier(self.dist)
+
+
+@torch.no_grad()
+def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_size: int = 16,
+                    progress: bool = True) -> None:
+    """Count quantization symbols per (level, channel) and label-map contexts on ``images`` images."""
+    codec.eval()
+    cfg = codec.config
+    counts = [np.zeros((cfg.code_channels, k), np.int64) for k in cfg.level_centers]
+    label_maps: list[np.ndarray] = []
+    total = min(images, len(dataset))
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(total)), batch_size)
+    for batch_images, _ in tqdm(loader, desc="code tables", disable=not progress, unit="batch"):
+        analysis = codec.analyse(batch_images.to(codec.device))
+        label_maps.extend(analysis.labels.cpu().numpy().astype(np.uint8))
+        covered = analysis.mask.sum(1) > 0  # every position is coded at least once
+        weight = analysis.mask.sum(1)  # number of concepts that code this position
+        for q, k in enumerate(cfg.level_centers):
+            idx = codec.quantizer.indices(analysis.features, q)  # (B,n,h,w)
+            for ch in range(cfg.code_channels):
+                values = idx[:, ch][covered]
+                counts[q][ch] += np.bincount(values.cpu().numpy(), weights=weight[covered].cpu().numpy(),
+                                             minlength=k).astype(np.int64)
+    codec.tables = entropy.SymbolTables.from_counts(counts)
+    codec.label_model = entropy.LabelMapModel.from_label_maps(label_maps, cfg.num_classes)
+    codec.invalidate_id()
+
+
+def export_codec(codec: SemanticCodec, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write the inference checkpoint (with D, for stage III) atomically."""
+    return atomic_save(codec_payload(codec, meta), path)
+
+
+def environment_record() -> dict[str, Any]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

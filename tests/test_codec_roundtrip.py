@@ -1,0 +1,118 @@
+"""compress / decompress through real bytes; validation of inputs; graceful degradation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codec_models import BitstreamError
+from codec_models.channel import BinarySymmetric
+
+
+def test_roundtrip_matches_tensor_path(test_codec, test_dataset):
+    image, _ = test_dataset[3]
+    data = test_codec.compress(image)
+    assert isinstance(data, bytes) and len(data) > 0
+    assert test_codec.compress(image) == data  # deterministic
+    x_hat = test_codec.decompress(data)
+    assert x_hat.shape == image.shape
+    analysis = test_codec.analyse(image[None])
+    levels = torch.full((1, test_codec.num_classes), test_codec.num_levels - 1)
+    torch.testing.assert_close(x_hat, test_codec.decode(analysis, levels)[0], rtol=0, atol=1e-6)
+
+
+def test_lower_levels_cost_fewer_bytes(test_codec, test_dataset):
+    image, _ = test_dataset[1]
+    sizes = [len(test_codec.compress(image, {m: q for m in range(test_codec.num_classes)}))
+             for q in range(test_codec.num_levels)]
+    assert sizes[0] < sizes[-1]
+    assert sizes == sorted(sizes)
+
+
+def test_levels_per_concept_round_trip(test_codec, test_dataset):
+    image, _ = test_dataset[2]
+    analysis = test_codec.analyse(image[None])
+    present = analysis.present[0].nonzero().flatten().tolist()
+    rng = np.random.default_rng(0)
+    level_map = {m: int(rng.integers(test_codec.num_levels)) for m in present}
+    level_map[test_codec.num_classes - 1 if test_codec.num_classes - 1 not in present else 0] = 0  # absent id: no effect
+    data = test_codec.compress(image, level_map)
+    x_hat, info = test_codec.decompress_with_info(data)
+    levels = torch.full((1, test_codec.num_classes), test_codec.num_levels - 1)
+    for m in present:
+        levels[0, m] = level_map[m]
+        assert info["levels"][m] == level_map[m]
+    torch.testing.assert_close(x_hat, test_codec.decode(analysis, levels)[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [
+    {99: 0}, {0: 99}, {0: -1}, {"road": 1}, {0: 1.5},
+])
+def test_invalid_levels_raise(test_codec, test_dataset, bad):
+    with pytest.raises(ValueError):
+        test_codec.compress(test_dataset[0][0], bad)
+
+
+@pytest.mark.parametrize("image", [
+    torch.rand(3, 30, 64), torch.rand(1, 32, 64), torch.rand(3, 32, 64) * 3, torch.zeros(3, 32, 64, dtype=torch.uint8),
+])
+def test_invalid_images_raise(test_codec, image):
+    with pytest.raises(ValueError):
+        test_codec.compress(image)
+
+
+def test_corrupted_streams_raise_or_degrade(test_codec, test_dataset):
+    rng = np.random.default_rng(1)
+    image, _ = test_dataset[5]
+    data = test_codec.compress(image)
+    outcomes = {"error": 0, "decoded": 0}
+    for trial in range(200):
+        buf = bytearray(data)
+        kind = trial % 4
+        if kind == 0:
+            buf = buf[: int(rng.integers(0, len(buf)))]
+        elif kind == 1:
+            for _ in range(int(rng.integers(1, 4))):
+                buf[int(rng.integers(len(buf)))] ^= 1 << int(rng.integers(8))
+        elif kind == 2:
+            buf = bytearray(rng.integers(0, 256, int(rng.integers(0, 200)), dtype=np.uint8).tobytes())
+        else:
+            pos = int(rng.integers(len(buf)))
+            buf[pos:pos] = bytes(rng.integers(0, 256, 3, dtype=np.uint8).tolist())
+        try:
+            out = test_codec.decompress(bytes(buf))
+            assert out.shape == image.shape and torch.isfinite(out).all()
+            outcomes["decoded"] += 1
+        except BitstreamError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 100  # strict mode rejects damage
+
+
+def test_noisy_channel_degrades_per_concept(test_codec, test_dataset):
+    image, _ = test_dataset[4]
+    data = test_codec.compress(image)
+    rng = np.random.default_rng(3)
+    degraded = 0
+    for _ in range(30):
+        noisy = BinarySymmetric(0.002).transmit(data, rng)
+        try:
+            x_hat, info = test_codec.decompress_with_info(noisy, strict=False)
+        except BitstreamError:
+            continue  # the header itself was hit
+        assert x_hat.shape == image.shape and torch.isfinite(x_hat).all()
+        degraded += bool(info["damaged"])
+    assert degraded > 0
+
+
+def test_foreign_codec_is_rejected(test_codec, test_dataset):
+    from codec_models.codec import SemanticCodec
+    other = SemanticCodec(test_codec.config).eval()
+    other.tables, other.label_model = test_codec.tables, test_codec.label_model
+    data = other.compress(test_dataset[0][0])
+    with pytest.raises(BitstreamError, match="codec"):
+        test_codec.decompress(data)
+
+
+def test_not_bytes(test_codec):
+    with pytest.raises(TypeError):
+        test_codec.decompress("hello")
