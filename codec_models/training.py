@@ -407,7 +407,7 @@ def export_codec(codec: SemanticCodec, path: str | os.PathLike, meta: dict[str, 
 
 
 def environment_record() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+    return {"python": platform.python_version(), "torch": str(torch.__version__), "platform": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
