@@ -1,0 +1,269 @@
+"""Task networks H of eq. 4 (Section II-B), small enough to ship (< 1 MB of weights each).
+
+No pretrained PSPNet / Mask R-CNN / VGG weights are reachable here, so the project trains
+its own small stand-ins on the embedded "streets" data (``python train_tasks.py``):
+
+- :class:`SegNetH`: semantic segmentation, a mini PSPNet (dilated residual trunk at 1/4
+  resolution, pyramid pooling head, one low-level skip at 1/2) -> 19 class logits per pixel.
+- :class:`DetNetH`: a *segmentation-based* dense detector for the "thing" classes: a small
+  feature-pyramid network predicting per-pixel logits over background + the 11 thing classes;
+  boxes are the bounding boxes of the connected components of each predicted class mask
+  (see ``rlasc_env.tasks.detection.extract_boxes``). It is not an anchor/region detector.
+- :class:`ClsNetH`: multi-label image classifier (which of the 19 classes the image holds),
+  a strided CNN with global average + max pooling and a linear head.
+
+All three are different architectures from the codec's segmenter F (a U-Net with instance
+norm, ``codec_models.segmenter``) and are trained separately; they use batch norm, which is
+per-sample in eval mode, so H's output on one image does not depend on the batch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codec_models.checkpoint import CheckpointError, check_format, safe_load
+from codec_models.classes import NUM_TRAIN_CLASSES, TRAIN_ID
+
+TASK_FORMAT = "rlasc-task"
+TASK_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+# Thing classes of the detection task (train ids), in DetNetH's channel order 1..11.
+THING_NAMES: tuple[str, ...] = ("pole", "traffic light", "traffic sign", "person", "rider", "car", "truck",
+                                "bus", "train", "motorcycle", "bicycle")
+THING_TRAIN_IDS: tuple[int, ...] = tuple(TRAIN_ID[n] for n in THING_NAMES)
+NUM_DET_CLASSES = len(THING_TRAIN_IDS) + 1  # channel 0 = background ("stuff" classes)
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
+                 groups: int = 1) -> nn.Sequential:
+    """Convolution + batch norm + ReLU (the unit of all three task networks)."""
+    pad = dilation * (kernel // 2)
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, groups=groups, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _normalize(x: Tensor) -> Tensor:
+    return x * 2.0 - 1.0
+
+
+class DilatedBlock(nn.Module):
+    """Residual block of two 3x3 convolutions, the second dilated (PSPNet's dilated ResNet trunk)."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(channels, channels),
+            nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x + self.body(x))
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling module: pool to bins, 1x1 reduce, upsample, concatenate."""
+
+    def __init__(self, channels: int, bins: tuple[int, ...] = (1, 2, 4)) -> None:
+        super().__init__()
+        reduced = channels // len(bins)
+        self.bins = bins
+        self.stages = nn.ModuleList(conv_bn_relu(channels, reduced, kernel=1) for _ in bins)
+        self.out_channels = channels + reduced * len(bins)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        feats = [x]
+        for b, stage in zip(self.bins, self.stages):
+            pooled = stage(F.adaptive_avg_pool2d(x, (min(b, size[0]), min(b, size[1]))))
+            feats.append(F.interpolate(pooled, size=size, mode="bilinear", align_corners=False))
+        return torch.cat(feats, 1)
+
+
+class SegNetH(nn.Module):
+    """Mini PSPNet for semantic segmentation (the paper's H for eq. 5-6): logits (B, M, H, W)."""
+
+    def __init__(self, num_classes: int = NUM_TRAIN_CLASSES, width: int = 40, dilations: tuple[int, ...] = (1, 2, 4),
+                 skip_width: int = 16, decoder_width: int = 32) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.stem = conv_bn_relu(3, skip_width, stride=2)                 # 1/2
+        self.down = conv_bn_relu(skip_width, width, stride=2)             # 1/4
+        self.trunk = nn.Sequential(*(DilatedBlock(width, d) for d in dilations))
+        self.ppm = PyramidPooling(width)
+        self.fuse = conv_bn_relu(self.ppm.out_channels, width, kernel=1)
+        self.refine = nn.Sequential(conv_bn_relu(width + skip_width, decoder_width, kernel=1),
+                                    conv_bn_relu(decoder_width, decoder_width))
+        self.head = nn.Conv2d(decoder_width, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        low = self.stem(_normalize(x))
+        h = self.fuse(self.ppm(self.trunk(self.down(low))))
+        h = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        h = self.head(self.refine(torch.cat([h, low], 1)))
+        return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Label map (B, H, W) int64 of train ids."""
+        return self(x).argmax(1)
+
+
+class DetNetH(nn.Module):
+    """Dense (segmentation-based) detector: a small feature-pyramid network (strides 2 to 16).
+
+    Output: logits (B, 12, H, W) over background + :data:`THING_TRAIN_IDS`; boxes are taken from
+    the connected components of the argmax masks (eq. 7 compares their box sets).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64), fpn_width: int = 32,
+                 num_classes: int = NUM_DET_CLASSES) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.stages = nn.ModuleList()
+        cin = 3
+        for i, w in enumerate(widths):  # strides 2, 4, 8, 16
+            dilation = 1 if i < 2 else 2
+            self.stages.append(nn.Sequential(conv_bn_relu(cin, w, stride=2), conv_bn_relu(w, w, dilation=dilation)))
+            cin = w
+        self.lateral = nn.ModuleList(nn.Conv2d(w, fpn_width, 1) for w in widths)
+        self.smooth = conv_bn_relu(fpn_width, fpn_width)
+        self.head = nn.Conv2d(fpn_width, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        feats = []
+        h = _normalize(x)
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        top = self.lateral[-1](feats[-1])
+        for i in reversed(range(len(feats) - 1)):  # top-down pathway
+            lat = self.lateral[i](feats[i])
+            top = lat + F.interpolate(top, size=lat.shape[-2:], mode="bilinear", align_corners=False)
+        out = self.head(self.smooth(top))
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Thing label map (B, H, W) int64 in *train ids*; background pixels are 255."""
+        lut = torch.tensor((255, *THING_TRAIN_IDS), dtype=torch.long, device=x.device)
+        return lut[self(x).argmax(1)]
+
+
+class ClsNetH(nn.Module):
+    """Multi-label classifier (the classification H of eq. 8-9): presence logits (B, M).
+
+    A strided CNN (strides 2 to 16) whose global average + max pooled features feed a linear
+    head. A 1x1 auxiliary head on the stride-8 features predicts coarse class maps; it is used
+    only as an extra training signal (dense supervision makes the short training converge)
+    and never in ``forward``.
+    """
+
+    def __init__(self, num_classes: int = NUM_TRAIN_CLASSES, widths: tuple[int, ...] = (16, 32, 48, 64)) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.stages = nn.ModuleList()
+        cin = 3
+        for w in widths:
+            self.stages.append(nn.Sequential(conv_bn_relu(cin, w, stride=2), conv_bn_relu(w, w)))
+            cin = w
+        self.aux_stage = len(widths) - 2
+        self.aux_head = nn.Conv2d(widths[self.aux_stage], num_classes, 1)
+        self.dropout = nn.Dropout(0.1)
+        self.head = nn.Linear(2 * cin, num_classes)
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(last-stage features, auxiliary coarse class logits at stride 8)."""
+        h, aux = _normalize(x), None
+        for i, stage in enumerate(self.stages):
+            h = stage(h)
+            if i == self.aux_stage:
+                aux = self.aux_head(h)
+        return h, aux
+
+    def forward_with_aux(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(presence logits (B, M), coarse class logits (B, M, H/8, W/8)) for training."""
+        h, aux = self.features(x)
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
+        return self.head(self.dropout(pooled)), aux
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_aux(x)[0]
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, threshold: float = 0.5) -> Tensor:
+        """Presence vector (B, M) float in {0, 1}."""
+        return (torch.sigmoid(self(x)) >= threshold).float()
+
+
+NETWORKS: dict[str, type[nn.Module]] = {"SegNetH": SegNetH, "DetNetH": DetNetH, "ClsNetH": ClsNetH}
+
+
+def build_network(name: str, **kwargs) -> nn.Module:
+    """Instantiate a task network by class name (used by the checkpoint loader)."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown task network {name!r}; known: {sorted(NETWORKS)}")
+    return NETWORKS[name](**kwargs)
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes of the float32 state (parameters + buffers)."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def default_weights_path(task: str) -> Path:
+    """The shipped weights of ``task``: ``rlasc_env/weights/{task}.pt``."""
+    return WEIGHTS_DIR / f"{task}.pt"
+
+
+def task_payload(task: str, network: nn.Module, network_name: str, network_kwargs: dict[str, Any],
+                 train_config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint dictionary of a trained task network (read back by :func:`load_task_network`)."""
+    return {"format": TASK_FORMAT, "version": TASK_VERSION, "task": task,
+            "config": {"network": network_name, "network_kwargs": dict(network_kwargs), "train": dict(train_config)},
+            "state": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+            "meta": dict(meta)}
+
+
+def load_task_network(task: str, weights: str | os.PathLike | None = None,
+                      device: torch.device | str = "cpu") -> tuple[nn.Module, Path, dict[str, Any]]:
+    """(network in eval mode, path, meta) from a task checkpoint (``weights_only=True``).
+
+    Raises FileNotFoundError (with the command that trains the weights) for a missing file and
+    :class:`CheckpointError` for a file of another format, version or task.
+    """
+    path = Path(weights) if weights is not None else default_weights_path(task)
+    if not path.is_file():
+        raise FileNotFoundError(f"task weights {path} do not exist: run `python train_tasks.py --task {task}`"
+                                + ("" if weights is None else f" --out-dir {path.parent}"))
+    obj = safe_load(path)
+    try:
+        check_format(obj, path, TASK_FORMAT, TASK_VERSION)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (task weights: retrain with `python train_tasks.py --task {task}`)") from None
+    if obj.get("task") != task:
+        raise CheckpointError(f"{path} holds weights of task {obj.get('task')!r}, not {task!r}")
+    config = obj.get("config") or {}
+    try:
+        network = build_network(config["network"], **config.get("network_kwargs", {}))
+        network.load_state_dict(obj["state"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the task network: {exc}") from exc
+    return network.to(device).eval(), path, dict(obj.get("meta") or {})
+
+
+def network_input(network: nn.Module, images: Tensor) -> Tensor:
+    """A batch (B,3,H,W) (or one image 3xHxW) as float in [0, 1] on the network's device."""
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+    device = next(network.parameters()).device
+    return images.detach().to(device=device, dtype=torch.float32).clamp(0.0, 1.0)

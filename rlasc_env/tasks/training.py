@@ -1,0 +1,325 @@
+"""Training of the task networks H (Section II-B) on the embedded streets data: ``train_tasks.py``.
+
+    python train_tasks.py --task all --seed 0          # the shipped rlasc_env/weights/*.pt
+
+Each H is trained with Adam (cosine-decayed learning rate) on random batches of the train
+split, with light degradations (blur, noise, downsample-upsample, colour quantisation and
+jitter) so that its output, and so L_S, changes smoothly with reconstruction quality. The
+checkpoint ``{out_dir}/{task}.pt`` holds ``{"format": "rlasc-task", "version": 1, "task",
+"config", "state", "meta"}``; ``{task}.json`` repeats the meta (command, seed, val figures).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from codec_models.checkpoint import atomic_save
+from codec_models.classes import IGNORE_INDEX, NUM_TRAIN_CLASSES
+
+from .base import Task
+from .classification import ClassificationTask, presence_vector
+from .detection import DetectionTask
+from .networks import (NUM_DET_CLASSES, THING_TRAIN_IDS, ClsNetH, DetNetH, SegNetH, task_payload,
+                       weight_bytes)
+from .segmentation import SegmentationTask
+
+AUX_WEIGHT = 0.5  # weight of ClsNetH's auxiliary coarse segmentation loss
+TASK_NAMES = ("segmentation", "detection", "classification")
+DEFAULT_STEPS = {"segmentation": 600, "detection": 1200, "classification": 2000}
+NETWORK_OF = {"segmentation": SegNetH, "detection": DetNetH, "classification": ClsNetH}
+TASK_CLASS = {"segmentation": SegmentationTask, "detection": DetectionTask, "classification": ClassificationTask}
+
+
+@dataclass
+class TrainTasksConfig:
+    """Flags of train_tasks.py (one field per flag)."""
+
+    task: Literal["segmentation", "detection", "classification", "all"] = "all"
+    """Which task network H to train ("all" = the three, one after the other)."""
+    steps: int | None = None
+    """Optimiser steps; default per task: segmentation 600, detection 1200, classification 2000
+    (about 3 CPU-minutes each on one core)."""
+    batch_size: int = 16
+    lr: float = 2e-3
+    """Adam learning rate at the start (cosine decay to 5% of it)."""
+    seed: int = 0
+    out_dir: str = "rlasc_env/weights"
+    """Folder of {task}.pt and {task}.json."""
+    device: str = "auto"
+    """"auto" (cuda when available), "cpu", "cuda", "cuda:1", ..."""
+    dataset: str = "streets"
+    preset: str = "tiny"
+    train_size: int | None = None
+    """Images of the train split (None = the split's default size)."""
+    val_size: int | None = None
+    """Images of the val split used for the figures (None = the split's default size)."""
+    augment: bool = True
+    """Train on degraded copies too (blur, noise, downsample-upsample, quantisation, jitter)."""
+    clean_fraction: float = 0.35
+    """Share of each batch left undegraded when augmenting."""
+    crop_width: int = 0
+    """Train on random full-height crops of this width (cheaper steps); 0 = whole images."""
+    threads: int = 1
+    """torch CPU threads (1 is fastest on a shared 2-core machine); 0 = torch's default."""
+    progress: bool = True
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_split(cfg: TrainTasksConfig, split: str, size: int | None) -> tuple[Tensor, Tensor]:
+    """A whole split in memory: images (N,3,H,W) uint8 and labels (N,H,W) uint8."""
+    from codec_models.datasets import load_dataset
+
+    ds = load_dataset(cfg.dataset, split=split, preset=cfg.preset, size=size)
+    if hasattr(ds, "arrays"):  # streets: the whole split as uint8 arrays (NxHxWx3, NxHxW)
+        img, lab = ds.arrays()
+        return torch.from_numpy(np.array(img)).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(np.array(lab))
+    images, labels = [], []
+    for i in tqdm(range(len(ds)), desc=f"load {split}", disable=not cfg.progress, leave=False):
+        img, lab = ds[i]
+        images.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+        labels.append(lab.to(torch.uint8))
+    return torch.stack(images), torch.stack(labels)
+
+
+# --- degradations ------------------------------------------------------------------------------
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (B,3,H,W) with reflect padding."""
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    x = F.pad(x, (radius, radius, 0, 0), mode="reflect" if x.shape[-1] > radius else "replicate")
+    x = F.conv2d(x, k, groups=x.shape[1])
+    x = F.pad(x, (0, 0, radius, radius), mode="reflect" if x.shape[-2] > radius else "replicate")
+    return F.conv2d(x, k.transpose(-1, -2), groups=x.shape[1])
+
+
+def down_up(x: Tensor, factor: float, mode: str = "bilinear") -> Tensor:
+    """Downsample by ``factor`` (antialiased) and upsample back: JPEG-like loss of detail."""
+    size = x.shape[-2:]
+    small = (max(1, round(size[0] / factor)), max(1, round(size[1] / factor)))
+    low = F.interpolate(x, size=small, mode="bilinear", align_corners=False, antialias=True)
+    if mode == "nearest":
+        return F.interpolate(low, size=size, mode="nearest")
+    return F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+def degrade(x: Tensor, gen: torch.Generator) -> Tensor:
+    """One random mix of the degradations for one image batch (1,3,H,W) in [0,1]."""
+    def u(a: float, b: float) -> float:
+        return a + (b - a) * float(torch.rand((), generator=gen))
+
+    if u(0, 1) < 0.5:
+        x = gaussian_blur(x, u(0.4, 2.0))
+    if u(0, 1) < 0.5:
+        x = down_up(x, u(1.5, 4.0), "nearest" if u(0, 1) < 0.3 else "bilinear")
+    if u(0, 1) < 0.3:
+        levels = int(u(6, 32))
+        x = torch.round(x * levels) / levels
+    if u(0, 1) < 0.5:
+        mean = x.mean((-2, -1), keepdim=True)
+        x = (x - mean) * u(0.75, 1.25) + mean + u(-0.08, 0.08)
+    if u(0, 1) < 0.5:
+        x = x + u(0.0, 0.08) * torch.randn(x.shape, generator=gen).to(x.device)
+    return x.clamp(0, 1)
+
+
+def augment_batch(images: Tensor, labels: Tensor, gen: torch.Generator, clean_fraction: float) -> tuple[Tensor, Tensor]:
+    """Random horizontal flips for all, degradations for all but ~clean_fraction of the batch."""
+    flip = torch.rand(images.shape[0], generator=gen) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+    labels = torch.where(flip.view(-1, 1, 1).to(labels.device), labels.flip(-1), labels)
+    out = [img if float(torch.rand((), generator=gen)) < clean_fraction else degrade(img, gen)[0]
+           for img in images.unsqueeze(1)]
+    return torch.cat([o.view(1, *o.shape[-3:]) for o in out]), labels
+
+
+def evaluation_degradation(x: Tensor) -> Tensor:
+    """The fixed degradation of the 'degraded' figures: blur sigma 1.5 + 4x downsample-upsample."""
+    return down_up(gaussian_blur(x, 1.5), 4.0)
+
+
+# --- per-task targets and losses ----------------------------------------------------------------
+
+def det_targets(labels: Tensor) -> Tensor:
+    """Train-id maps -> DetNetH classes: 0 background, 1..11 thing classes, 255 ignored."""
+    lut = torch.zeros(256, dtype=torch.long, device=labels.device)
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    for i, c in enumerate(THING_TRAIN_IDS, start=1):
+        lut[c] = i
+    return lut[labels.long()]
+
+
+def class_weights(counts: Tensor) -> Tensor:
+    """Inverse square-root frequency weights, mean 1, capped at 10 (helps thin/small classes)."""
+    freq = counts.double() / counts.sum().clamp(min=1)
+    w = (freq + 1e-4).rsqrt()
+    w = w / w[counts > 0].mean() if (counts > 0).any() else torch.ones_like(w)
+    return w.clamp(max=10.0).float()
+
+
+def training_objective(task: str, labels: Tensor) -> tuple[Any, Tensor | None]:
+    """(loss function of (logits, labels), class weights) for one task."""
+    if task == "segmentation":
+        valid = labels[labels < NUM_TRAIN_CLASSES].long()
+        weights = class_weights(torch.bincount(valid, minlength=NUM_TRAIN_CLASSES))
+
+        def seg_loss(logits: Tensor, lab: Tensor) -> Tensor:
+            return F.cross_entropy(logits, lab.long(), weight=weights.to(logits.device), ignore_index=IGNORE_INDEX)
+        return seg_loss, weights
+    if task == "detection":
+        tgt = det_targets(labels)
+        weights = class_weights(torch.bincount(tgt[tgt != IGNORE_INDEX], minlength=NUM_DET_CLASSES))
+
+        def det_loss(logits: Tensor, lab: Tensor) -> Tensor:
+            return F.cross_entropy(logits, det_targets(lab), weight=weights.to(logits.device),
+                                   ignore_index=IGNORE_INDEX)
+        return det_loss, weights
+
+    valid = labels[labels < NUM_TRAIN_CLASSES].long()
+    weights = class_weights(torch.bincount(valid, minlength=NUM_TRAIN_CLASSES))
+
+    def cls_loss(outputs: tuple[Tensor, Tensor], lab: Tensor) -> Tensor:
+        logits, aux = outputs
+        presence = F.binary_cross_entropy_with_logits(logits, presence_vector(lab).to(logits.device))
+        coarse = F.interpolate(lab[:, None].float(), size=aux.shape[-2:], mode="nearest")[:, 0].long()
+        dense = F.cross_entropy(aux, coarse, weight=weights.to(aux.device), ignore_index=IGNORE_INDEX)
+        return presence + AUX_WEIGHT * dense
+    return cls_loss, weights
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate_task(task: Task, images: Tensor, labels: Tensor, batch_size: int = 64,
+                  transform: Any = None) -> dict[str, float]:
+    """Mean L_S and metric of ``task`` against ground truth on images (N,3,H,W) (uint8 or float)."""
+    losses, metrics, has_ref = [], [], []
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i:i + batch_size]
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        lab = labels[i:i + batch_size].long()
+        refs = task.references(x, lab)
+        if transform is not None:
+            x = transform(x)
+        ls, metric = task.loss(x, refs)
+        losses.append(ls)
+        metrics.append(metric)
+        has_ref += [bool(r) if isinstance(r, dict) else True for r in refs]
+    ls, metric, mask = torch.cat(losses), torch.cat(metrics), torch.tensor(has_ref)
+    out = {"semantic_loss": float(ls.mean()), task.metric_name: float(metric.mean())}
+    if isinstance(task, DetectionTask):  # also over the images that hold a thing class
+        out[f"{task.metric_name}_images_with_things"] = float(metric[mask].mean()) if mask.any() else 1.0
+        out["images_with_things"] = int(mask.sum())
+    return out
+
+
+# --- training -----------------------------------------------------------------------------------
+
+def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+              device: torch.device, command: str) -> dict[str, Any]:
+    """Train H of ``task``, evaluate it on val, write ``{task}.pt`` and ``{task}.json``; return the meta."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps = cfg.steps if cfg.steps is not None else DEFAULT_STEPS[task]
+    crop = cfg.crop_width
+    network = NETWORK_OF[task]().to(device)
+    objective, weights = training_objective(task, train[1])
+    opt = torch.optim.Adam(network.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
+    images, labels = train
+    start, cpu_start = time.time(), time.process_time()
+    network.train()
+    bar = tqdm(range(steps), desc=f"train {task}", disable=not cfg.progress, dynamic_ncols=True)
+    running = None
+    for step in bar:
+        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
+        x = images[idx].to(device).float() / 255.0
+        lab = labels[idx].to(device).long()
+        if 0 < crop < x.shape[-1]:
+            x0 = int(torch.randint(0, x.shape[-1] - crop + 1, (), generator=gen))
+            x, lab = x[..., x0:x0 + crop], lab[..., x0:x0 + crop]
+        if cfg.augment:
+            x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
+        outputs = network.forward_with_aux(x) if isinstance(network, ClsNetH) else network(x)
+        loss = objective(outputs, lab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = loss.item()
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+    bar.close()
+    train_seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    network.eval()
+    evaluator = TASK_CLASS[task](network, "ground_truth", type(network).__name__)
+    figures = {f"val_{k}": v for k, v in evaluate_task(evaluator, *val).items()}
+    figures.update({f"val_degraded_{k}": v
+                    for k, v in evaluate_task(evaluator, *val, transform=evaluation_degradation).items()})
+    figures["final_train_loss"] = running
+    meta = {"command": command, "seed": cfg.seed, "device": str(device), "torch_threads": torch.get_num_threads(),
+            "steps": steps, "train_seconds": round(train_seconds, 1),
+            "train_cpu_seconds": round(cpu_seconds, 1), "train_images": int(images.shape[0]),
+            "val_images": int(val[0].shape[0]), "dataset": cfg.dataset, "preset": cfg.preset,
+            "network": type(network).__name__, "weight_bytes": weight_bytes(network),
+            "class_weights": None if weights is None else [round(float(w), 4) for w in weights],
+            "degraded_figures": "val images blurred (sigma 1.5) then 4x downsampled-upsampled",
+            "figures": figures, "python": platform.python_version(), "torch": str(torch.__version__)}
+    out_dir = Path(cfg.out_dir)
+    train_config = asdict(cfg) | {"task": task, "steps": steps, "crop_width": crop}
+    payload = task_payload(task, network, type(network).__name__, {}, train_config, meta)
+    atomic_save(payload, out_dir / f"{task}.pt")
+    tmp = out_dir / f".{task}.json.tmp"
+    tmp.write_text(json.dumps({"task": task, "format": payload["format"], "version": payload["version"],
+                               "meta": meta}, indent=2) + "\n")
+    tmp.replace(out_dir / f"{task}.json")
+    return meta
+
+
+def run(cfg: TrainTasksConfig, command: str = "") -> dict[str, dict[str, Any]]:
+    """Train the configured task network(s); returns {task: meta}."""
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    tasks = TASK_NAMES if cfg.task == "all" else (cfg.task,)
+    train = load_split(cfg, "train", cfg.train_size)
+    val = load_split(cfg, "val", cfg.val_size)
+    results = {}
+    for task in tasks:
+        results[task] = train_one(task, cfg, train, val, device, command)
+        figs = results[task]["figures"]
+        print(f"{task}: " + ", ".join(f"{k}={v:.4f}" for k, v in figs.items() if isinstance(v, float)))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of train_tasks.py."""
+    import tyro
+
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = tyro.cli(TrainTasksConfig, args=argv, description=__doc__)
+    run(cfg, command="python train_tasks.py " + shlex.join(argv))
+    return 0
