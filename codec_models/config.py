@@ -14,7 +14,7 @@ class CodecConfig:
     width: int = 128
     num_classes: int = 19  # M
     feature_channels: int = 32  # N: width of E before the projection to n channels
-    code_channels: int = 8  # n: channels of f (the bitrate mode, Section IV-A.4)
+    code_channels: int = 4  # n: channels of f (the bitrate mode, Section IV-A.4)
     level_centers: tuple[int, ...] = (2, 3, 4, 6, 8, 12)  # centres per level, Q = len
     soft_sigma: float = 1.0  # softness of eq. 25, scaled by the centre spacing
     local_channels: int = 32  # width of G_l's trunk

@@ -59,9 +59,9 @@ class TrainCodecConfig:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 8
     num_workers: int = 0
-    segmenter_steps: int = 800
-    perceptual_steps: int = 600
-    stage1_steps: int = 2000
+    segmenter_steps: int = 500
+    perceptual_steps: int = 400
+    stage1_steps: int = 1200
     table_images: int = 1000
     lr: float = 2e-4  # Algorithm 1
     beta1: float = 0.5
@@ -69,9 +69,9 @@ class TrainCodecConfig:
     aux_lr: float = 2e-3  # F and phi
     perceptual_weight: float = 1.0  # lambda1 of eq. 33
     classification_weight: float = 0.1  # lambda2 of eq. 33
-    adversarial_weight: float = 0.1  # weight of L_G (1.0 in the paper's eq. 33)
+    adversarial_weight: float = 0.05  # weight of L_G (1.0 in the paper's eq. 33)
     l1_weight: float = 1.0  # pixel L1 term (not in eq. 33; speeds up small CPU runs; 0 disables)
-    level_mix: float = 0.5  # share of batches with random per-concept levels (0 = Algorithm 1: highest only)
+    level_mix: float = 0.0  # share of batches with random per-concept levels (0 = Algorithm 1: highest only)
     labels: str = "segmenter"  # label map fed to the codec in stage I: segmenter (F) | ground_truth
     log_every: int = 25
     sample_every: int = 250
