@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Throughput of the RL-ASC environment: single env, SyncVectorEnv, batched env, forward-only.
+
+    python benchmark.py --preset tiny --batch-size 16 --device auto --json runs/benchmark.json
+
+Every flag is a field of rlasc_env.benchmark.BenchmarkConfig (python benchmark.py --help).
+"""
+from __future__ import annotations
+
+import sys
+
+from rlasc_env.benchmark import main
+
+if __name__ == "__main__":
+    sys.exit(main())

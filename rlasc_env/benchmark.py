@@ -1,0 +1,223 @@
+"""Environment throughput: single env, ``SyncVectorEnv``, the batched env and forward-only.
+
+Every figure counts environment transitions (one ``step`` of one sub-env) per second over
+whole episodes: the time of the resets that occur (one encoder pass, G_l, x_hat(0) and
+x_hat(all highest) per image) is included. Vector envs use same-step autoreset, so every
+call advances every sub-env by one transition. "Forward-only" times the networks that a step
+must run for the same batch, alone: G_g + attention (``codec.fuse``), the task network H
+(``task.loss``) and phi (``perceptual_loss``) -- the limit for a step. Each figure is the
+median over ``repeats`` interleaved runs of ``steps`` transitions, with random actions. On a
+CPU shared with other work, wall-clock figures move with the load; the JSON also holds the
+same figures per second of process CPU time (``cpu_time_*``) and the load average. Torch
+runs one CPU thread per process by default (``--threads``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+
+from codec_models.perceptual import perceptual_loss
+
+from .env import SemanticCodingEnv, build_parts, resolve_device
+from .vector import BatchedSemanticCodingEnv
+
+__all__ = ["BenchmarkConfig", "run_benchmark", "main"]
+
+
+@dataclass
+class BenchmarkConfig:
+    """Flags of ``benchmark.py``."""
+
+    preset: str = "tiny"  # data preset (image size); also the shipped codec's name unless --codec
+    batch_size: int = 16  # envs stepped together (SyncVectorEnv, batched env, forward-only batch)
+    steps: int = 512  # env transitions per measurement
+    repeats: int = 3  # measurements per figure; the median is reported
+    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda"
+    json: Path | None = None  # write the results (DESIGN.md's benchmark JSON) here
+    task: str = "segmentation"  # downstream task (registered name)
+    codec: str | None = None  # shipped codec name or checkpoint path (default: --preset)
+    task_weights: str | None = None  # task network checkpoint (default: the shipped one)
+    split: str = "train"
+    threads: int = 1  # torch.set_num_threads; 1 = one per env process (0: torch's default)
+    seed: int = 0
+    progress: bool = True  # print each repeat's figures to stderr
+
+
+class _Clock:
+    """Wall-clock and process CPU time since creation (CPU time is steadier on a shared machine)."""
+
+    def __init__(self) -> None:
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+
+
+def _median_rate(runs: list[dict[str, float]], clock: str = "wall") -> float:
+    return float(np.median([r["transitions"] / r[clock] for r in runs]))
+
+
+def _single_env_run(env: SemanticCodingEnv, steps: int, rng: np.random.Generator, seed: int) -> dict[str, float]:
+    """``steps`` transitions of one env, resetting at episode ends (resets timed in)."""
+    q = env.action_space.n
+    clock = _Clock()
+    env.reset(seed=seed)
+    step_time, resets, done_steps = 0.0, 1, 0
+    while done_steps < steps:
+        t0 = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(q)))
+        step_time += time.perf_counter() - t0
+        done_steps += 1
+        if (terminated or truncated) and done_steps < steps:
+            env.reset()
+            resets += 1
+    wall, cpu = clock.read()
+    return {"transitions": done_steps, "wall": wall, "cpu": cpu, "step_wall": step_time, "resets": resets}
+
+
+def _vector_run(venv: gym.vector.VectorEnv, steps: int, rng: np.random.Generator, seed: int) -> dict[str, float]:
+    """Same-step-autoreset vector env: ceil(steps / n) calls (the initial reset timed in)."""
+    n, q = venv.num_envs, int(venv.single_action_space.n)
+    calls = -(-steps // n)
+    clock = _Clock()
+    venv.reset(seed=seed)
+    ended = 0
+    for _ in range(calls):
+        _, _, terminated, _, _ = venv.step(rng.integers(q, size=n))
+        ended += int(terminated.sum())
+    wall, cpu = clock.read()
+    return {"transitions": calls * n, "wall": wall, "cpu": cpu, "episodes": ended}
+
+
+@torch.inference_mode()
+def _forward_only_run(benv: BatchedSemanticCodingEnv, steps: int, cached_spade: bool) -> dict[str, float]:
+    """The per-step networks alone on the batched env's current batch: G_g + attention
+    (``codec.fuse``, or with the env's cached SPADE modulations), H (``task.loss``) and phi."""
+    core, codec, task = benv.core, benv.codec, benv.task
+    st = core.store
+    merged = codec.merged_features(st, codec.select_levels(st, core.levels) * st.mask.unsqueeze(2))
+    refs = list(core.refs)
+    n = benv.num_envs
+    calls = -(-steps // n)
+    clock = _Clock()
+    for _ in range(calls):
+        if cached_spade:
+            x_hat = core._fuse(merged, core.x_local, core.mods)
+        else:
+            x_hat = codec.fuse(merged, st.onehot, core.x_local)
+        task.loss(x_hat, refs)
+        perceptual_loss(codec.perceptual, None, x_hat, core.phi_feats).cpu()
+    wall, cpu = clock.read()
+    return {"transitions": calls * n, "wall": wall, "cpu": cpu}
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """Measure the four throughputs of DESIGN.md (plus extras) and return the JSON object."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    task_kwargs = {"weights": cfg.task_weights} if cfg.task_weights else None
+    parts = build_parts(task=cfg.task, split=cfg.split, codec=cfg.codec or cfg.preset, preset=cfg.preset,
+                        device=device, task_kwargs=task_kwargs)
+    common = dict(task=parts.task, codec=parts.codec, images=parts.images, device=device)
+    b, rng = cfg.batch_size, np.random.default_rng(cfg.seed)
+
+    single = SemanticCodingEnv(**common)
+    sync = gym.vector.SyncVectorEnv([lambda: SemanticCodingEnv(**common) for _ in range(b)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    batched = BatchedSemanticCodingEnv(b, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **common)
+
+    warm = min(cfg.steps, 2 * b)  # untimed: first-call allocations, lazy code-table builds
+    _single_env_run(single, warm, rng, cfg.seed)
+    _vector_run(sync, warm, rng, cfg.seed)
+    _vector_run(batched, warm, rng, cfg.seed)
+    _forward_only_run(batched, warm, False)
+
+    runs: dict[str, list[dict[str, float]]] = {"single": [], "sync": [], "batched": [], "forward": [], "cached": []}
+    load_before = os.getloadavg()[0]
+    for r in range(cfg.repeats):  # interleaved, so that load changes hit every figure alike
+        seed = cfg.seed + 1000 * (r + 1)
+        runs["single"].append(_single_env_run(single, cfg.steps, rng, seed))
+        runs["sync"].append(_vector_run(sync, cfg.steps, rng, seed))
+        runs["batched"].append(_vector_run(batched, cfg.steps, rng, seed))
+        runs["forward"].append(_forward_only_run(batched, cfg.steps, False))
+        runs["cached"].append(_forward_only_run(batched, cfg.steps, True))
+        if cfg.progress:
+            rates = {k: v[-1]["transitions"] / v[-1]["wall"] for k, v in runs.items()}
+            print(f"repeat {r + 1}/{cfg.repeats}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+                  + " steps/s", file=sys.stderr, flush=True)
+    load_after = os.getloadavg()[0]
+
+    wall = {k: _median_rate(v) for k, v in runs.items()}
+    cpu = {k: _median_rate(v, "cpu") for k, v in runs.items()}
+    singles = runs["single"]
+    episodes = sum(r["episodes"] for r in runs["batched"])
+    transitions = sum(r["transitions"] for r in runs["batched"])
+    codec = parts.codec
+    return {
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "preset": cfg.preset,
+        "batch_size": b,
+        "single_env_steps_per_s": wall["single"],
+        "sync_vector_steps_per_s": wall["sync"],
+        "batched_env_steps_per_s": wall["batched"],
+        "forward_only_steps_per_s": wall["forward"],
+        "forward_only_cached_spade_steps_per_s": wall["cached"],
+        "single_env_step_ms": float(np.median([1000 * s["step_wall"] / s["transitions"] for s in singles])),
+        "single_env_reset_ms": float(np.median([1000 * (s["wall"] - s["step_wall"]) / s["resets"] for s in singles])),
+        "single_env_ms_per_transition": 1000.0 / wall["single"],
+        "batched_vs_sync": wall["batched"] / wall["sync"],
+        "batched_vs_forward_only": wall["batched"] / wall["forward"],
+        "sync_vs_single": wall["sync"] / wall["single"],
+        "cpu_time_steps_per_s": cpu,  # transitions per second of process CPU time, same keys as the runs
+        "cpu_time_batched_vs_sync": cpu["batched"] / cpu["sync"],
+        "cpu_time_batched_vs_forward_only": cpu["batched"] / cpu["forward"],
+        "load_average": [load_before, load_after],
+        "mean_episode_length": transitions / episodes if episodes else None,
+        "steps": cfg.steps,
+        "repeats": cfg.repeats,
+        "autoreset_mode": "SameStep",
+        "torch_threads": torch.get_num_threads(),
+        "codec": getattr(codec, "source", type(codec).__name__),
+        "codec_config": codec.config.name,
+        "perceptual_network": codec.perceptual.name,
+        "task": parts.task.describe(),
+        "image_size": [parts.height, parts.width],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+
+
+def _summary(res: dict[str, Any]) -> str:
+    lines = [f"device {res['device']}, preset {res['preset']}, batch {res['batch_size']}, "
+             f"{res['torch_threads']} torch threads, mean episode {res['mean_episode_length'] or float('nan'):.1f} steps"]
+    for key in ("single_env_steps_per_s", "sync_vector_steps_per_s", "batched_env_steps_per_s",
+                "forward_only_steps_per_s", "forward_only_cached_spade_steps_per_s"):
+        lines.append(f"  {key:40s} {res[key]:10.1f}")
+    lines.append(f"  single env: {res['single_env_step_ms']:.2f} ms/step, {res['single_env_reset_ms']:.2f} ms/reset")
+    lines.append(f"  batched / sync {res['batched_vs_sync']:.2f}x, batched / forward-only "
+                 f"{100 * res['batched_vs_forward_only']:.0f}% (CPU time: {res['cpu_time_batched_vs_sync']:.2f}x, "
+                 f"{100 * res['cpu_time_batched_vs_forward_only']:.0f}%); load average {res['load_average']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = tyro.cli(BenchmarkConfig, args=argv, description=__doc__)
+    res = run_benchmark(cfg)
+    print(_summary(res))
+    if cfg.json is not None:
+        cfg.json.parent.mkdir(parents=True, exist_ok=True)
+        cfg.json.write_text(json.dumps({**res, "config": {k: str(v) if isinstance(v, Path) else v
+                                                           for k, v in asdict(cfg).items()}}, indent=2) + "\n")
+    return 0

@@ -1,0 +1,627 @@
+"""The MDP of Section II-C as a Gymnasium environment (Algorithm 2, stage II).
+
+:class:`EpisodeCore` holds the per-episode caches of ``num_slots`` images and does the
+batched work; :class:`SemanticCodingEnv` is one slot of it with Gymnasium's single-env API,
+and :class:`rlasc_env.vector.BatchedSemanticCodingEnv` steps many slots together. Both run
+the same code, so they give the same rewards for the same images and actions.
+
+Per episode the encoder runs once (``codec.analyse``). A step codes one concept and rebuilds
+x_hat(m) from caches: x_l changes only inside the region of the coded concept (eq. 29, the
+concept image y(m, a) of G_l), the merged features are re-selected from the cached quantized
+levels, and only G_g + attention (eq. 30-31, with SPADE's label-map branch cached, see
+:class:`CachedGlobalGenerator`), the task network H and phi run per step.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from torch import Tensor
+
+from codec_models.bitstream import section_sizes
+from codec_models.classes import TRAIN_COLORS, colorize
+from codec_models.codec import Analysis, SemanticCodec
+from codec_models.generators import GlobalGenerator, LocalGenerator
+from codec_models.perceptual import perceptual_loss
+
+from .reward import normalized_score, rsp_loss, step_reward
+from .tasks import Task, make_task
+
+__all__ = ["CachedGlobalGenerator", "EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action",
+           "NUM_STATS"]
+
+NUM_STATS = 7  # length of the "stats" observation, see SemanticCodingEnv
+
+
+# --------------------------------------------------------------------------- components
+@dataclass
+class EnvParts:
+    """What an environment is built from: the frozen codec, the task and the images."""
+
+    codec: SemanticCodec
+    task: Task
+    images: Any  # indexable data set of (image (3,H,W) float in [0,1], labels (H,W) int64)
+    height: int
+    width: int
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_parts(task: str | Task = "segmentation", split: str = "train", codec: str | os.PathLike | SemanticCodec = "tiny",
+                dataset: str = "streets", data_root: str | os.PathLike | None = None, preset: str = "tiny",
+                reference: str = "ground_truth", device: str | torch.device = "cpu", images: Any = None,
+                task_kwargs: dict[str, Any] | None = None) -> EnvParts:
+    """Load (or take) the codec, the task and the data set of an environment."""
+    dev = resolve_device(device)
+    if isinstance(codec, SemanticCodec):
+        codec_obj = codec.to(dev).eval()
+    else:
+        from codec_models.checkpoint import load_codec
+
+        codec_obj = load_codec(codec, device=dev).eval()
+    if codec_obj.tables is None or codec_obj.label_model is None:
+        raise ValueError("the codec has no fitted code tables (codec_models.training.fit_code_tables); the env "
+                         "counts real bitstream bits and needs them")
+    if isinstance(task, Task):
+        task_obj = task.to(dev)
+    elif isinstance(task, str):
+        task_obj = make_task(task, reference=reference, device=dev, **(task_kwargs or {}))
+    else:
+        raise TypeError(f"task must be a registered task name or a Task, not {type(task).__name__}")
+    if images is None:
+        from codec_models.datasets import load_dataset
+
+        extra = {} if data_root is None else {"root": data_root}
+        images = load_dataset(dataset, split=split, preset=preset, **extra)
+    if len(images) == 0:
+        raise ValueError("the image data set is empty")
+    first, first_labels = images[0]
+    if not isinstance(first, Tensor) or first.dim() != 3 or first.shape[0] != 3:
+        raise ValueError(f"data set items must be (image (3,H,W) tensor, labels (H,W)), got image {type(first).__name__}"
+                         f" {tuple(getattr(first, 'shape', ()))}")
+    height, width = int(first.shape[1]), int(first.shape[2])
+    if height % 8 or width % 8:
+        raise ValueError(f"image size {height}x{width} must be a multiple of 8")
+    if tuple(first_labels.shape) != (height, width):
+        raise ValueError(f"labels of shape {tuple(first_labels.shape)} do not match the image {height}x{width}")
+    return EnvParts(codec_obj, task_obj, images, height, width)
+
+
+def check_action(action: Any, num_levels: int) -> int:
+    """A level index in [0, Q): int, NumPy integer or 0-d integer array; anything else raises ValueError."""
+    value = action
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"action must be an integer quantization level in [0, {num_levels}), got {action!r} "
+                         f"({type(action).__name__})")
+    if not 0 <= int(value) < num_levels:
+        raise ValueError(f"action {int(value)} is not a quantization level in [0, {num_levels})")
+    return int(value)
+
+
+def check_actions(actions: Any, count: int, num_levels: int) -> np.ndarray:
+    """A batch of ``count`` level indices (sequence or integer array) -> int64 array; else ValueError."""
+    arr = np.asarray(actions)
+    if arr.shape != (count,):
+        raise ValueError(f"actions must have shape ({count},), got {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"actions must be integer quantization levels in [0, {num_levels}), got dtype {arr.dtype}")
+    bad = (arr < 0) | (arr >= num_levels)
+    if bad.any():
+        raise ValueError(f"actions {arr[bad].tolist()} are not quantization levels in [0, {num_levels})")
+    return arr.astype(np.int64)
+
+
+def observation_space(codec: SemanticCodec, height: int, width: int) -> spaces.Dict:
+    """Observation of one env: f(m) masked (eq. 2), s_d(m), the concept one-hot and stats."""
+    n, m = codec.config.code_channels, codec.num_classes
+    h, w = height // 8, width // 8
+    return spaces.Dict({
+        "features": spaces.Box(-1.0, 1.0, (n, h, w), np.float32),
+        "mask": spaces.Box(0.0, 1.0, (1, h, w), np.float32),
+        "concept": spaces.Box(0.0, 1.0, (m,), np.float32),
+        "stats": spaces.Box(-1.0, 1.0, (NUM_STATS,), np.float32),
+    })
+
+
+# --------------------------------------------------------------------------- cached G_g
+class CachedGlobalGenerator:
+    """G_g (eq. 30) split into its label-map branch and its feature path.
+
+    In every SPADE layer, gamma(s) and beta(s) depend only on the label map s, which is fixed
+    for an episode; :meth:`modulations` computes them once (at reset) and :meth:`__call__`
+    runs the feature path with them, giving exactly ``generator(features, segmap)``.
+    """
+
+    def __init__(self, generator: GlobalGenerator) -> None:
+        self.generator = generator
+
+    def _spades(self, block) -> list:
+        return [block.norm0, block.norm1] + ([block.norm_s] if block.learned_shortcut else [])
+
+    def modulations(self, segmap: Tensor, feature_size: tuple[int, int]) -> list[Tensor]:
+        """Flat list [(1 + gamma), beta, ...] of every SPADE layer for label maps (B,M,H,W)."""
+        out: list[Tensor] = []
+        h, w = feature_size
+        for i, block in enumerate(self.generator.blocks):
+            size = (h << i, w << i)
+            seg = F.interpolate(segmap, size=size, mode="nearest")
+            for spade in self._spades(block):
+                hidden = spade.shared(seg)
+                out += [1 + spade.gamma(hidden), spade.beta(hidden)]
+        return out
+
+    def __call__(self, features: Tensor, mods: Sequence[Tensor]) -> Tensor:
+        """x_g = G_g(f_hat, s) (B,3,H,W) from merged features and cached modulations."""
+        g = self.generator
+        it = iter(mods)
+        h = g.head(features)
+        for block in g.blocks:
+            scale0, shift0, scale1, shift1 = next(it), next(it), next(it), next(it)
+            if block.learned_shortcut:
+                scale_s, shift_s = next(it), next(it)
+                shortcut = block.conv_s(block.norm_s.norm(h) * scale_s + shift_s)
+            else:
+                shortcut = h
+            x = block.conv0(F.leaky_relu(block.norm0.norm(h) * scale0 + shift0, 0.2))
+            x = block.conv1(F.leaky_relu(block.norm1.norm(x) * scale1 + shift1, 0.2))
+            h = F.interpolate(shortcut + x, scale_factor=2, mode="nearest")
+        return torch.sigmoid(g.to_image(F.leaky_relu(h, 0.2)))
+
+
+# --------------------------------------------------------------------------- batched core
+class EpisodeCore:
+    """Per-episode caches and the batched step arithmetic for ``num_slots`` images.
+
+    ``reset(slots, ...)`` starts episodes in some slots with one batched pass: the encoder
+    (label map, f, s_d(m), every quantized level), SPADE's modulations of the label map, G_l
+    on every present concept at the coarsest and at the highest level, x_hat(0) and x_hat(all
+    highest) (for L(0) and L_high), the task references and phi(x). ``step(slots, actions)``
+    codes the next concept of each of those slots (Algorithm 2, lines 5-10). Every method
+    returns NumPy arrays, one row per slot.
+
+    The concept images y(m, q) and the byte size of each concept's bitstream section at each
+    level are computed on first use: levels 0 and Q-1 at reset, an intermediate level when the
+    agent picks it. That is at most 3P G_l passes and entropy encodings per episode of P
+    concepts, where a full (m, q) precompute would do Q*P.
+    """
+
+    def __init__(self, parts: EnvParts, num_slots: int, lam: float, eta: float) -> None:
+        if num_slots < 1:
+            raise ValueError("num_slots must be >= 1")
+        self.codec, self.task = parts.codec, parts.task
+        self.lam, self.eta = float(lam), float(eta)
+        self.num_slots = num_slots
+        self.height, self.width = parts.height, parts.width
+        self.pixels = parts.height * parts.width
+        self.device = self.codec.device
+        cfg = self.codec.config
+        self.M, self.Q, self.n = self.codec.num_classes, self.codec.num_levels, cfg.code_channels
+        self.h, self.w = parts.height // 8, parts.width // 8
+        self.generator = CachedGlobalGenerator(self.codec.global_)
+        self.phi = self.codec.perceptual
+        self.metric_name = self.task.metric_name
+        s, m, q = num_slots, self.M, self.Q
+        # NumPy bookkeeping (one row per slot)
+        self.order = np.full((s, m), -1, np.int64)  # present class ids in label order
+        self.count = np.zeros(s, np.int64)  # number of present concepts (episode length)
+        self.t = np.zeros(s, np.int64)  # concepts coded so far
+        self.levels_np = np.zeros((s, m), np.int64)
+        self.coded = np.zeros((s, m), bool)
+        self.cost = np.full((s, m, q), -1, np.int64)  # bytes of concept m's section at level q (lazy)
+        self.base_bytes = np.zeros(s, np.int64)  # header + label map, no concept
+        self.label_len = np.zeros(s, np.int64)  # bytes of the label map payload r_s
+        self.share = np.zeros((s, m), np.float64)  # pixel share of each class
+        self.bits = np.zeros(s, np.int64)
+        self.bits0 = np.zeros(s, np.int64)
+        self.bits_high = np.zeros(s, np.int64)
+        self.loss_prev = np.zeros(s, np.float64)
+        self.loss0 = np.zeros(s, np.float64)
+        self.loss_high = np.zeros(s, np.float64)
+        self.returns = np.zeros(s, np.float64)
+        self.index = np.full(s, -1, np.int64)  # data set index of each slot's image
+        self.started = np.zeros(s, bool)
+        self.refs: list[Any] = [None] * s
+        self._alloc_tensors()
+
+    @torch.inference_mode()
+    def _alloc_tensors(self) -> None:
+        s, m, q, n, h, w = self.num_slots, self.M, self.Q, self.n, self.h, self.w
+        hh, ww, dev = self.height, self.width, self.device
+        z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
+        self.store = Analysis(labels=z(s, hh, ww, dtype=torch.long), onehot=z(s, m, hh, ww), features=z(s, n, h, w),
+                              mask=z(s, m, h, w), area=z(s, m, h, w), quantized=z(q, s, n, h, w))
+        self.images = z(s, 3, hh, ww)
+        self.levels = z(s, m, dtype=torch.long)
+        self.x_local = z(s, 3, hh, ww)  # x_l of the current levels (eq. 29)
+        self.y_high = z(s, 3, hh, ww)  # x_l with every concept at the highest level
+        self.x_hat = z(s, 3, hh, ww)
+        self.mods: list[Tensor] | None = None
+        self.phi_feats: list[Tensor] | None = None
+
+    # ---------------------------------------------------------------- helpers
+    def _sel(self, slots: np.ndarray) -> slice | Tensor:
+        if len(slots) == self.num_slots and np.array_equal(slots, np.arange(self.num_slots)):
+            return slice(None)
+        return torch.as_tensor(slots, device=self.device)
+
+    def _section_bytes(self, slot: int, class_id: int, level: int) -> int:
+        """Bytes that concept ``class_id`` at ``level`` adds to the bitstream (payload + its entry)."""
+        c = self.cost[slot, class_id, level]
+        if c < 0:
+            payload = len(self.codec.encode_concept(self.store, slot, class_id, level))
+            header = self.codec.stream_header(self.height, self.width, [(class_id, level)])
+            c = section_sizes(header, int(self.label_len[slot]), [payload]) - self.base_bytes[slot]
+            self.cost[slot, class_id, level] = c
+        return int(c)
+
+    def _fuse(self, merged: Tensor, x_local: Tensor, mods: Sequence[Tensor]) -> Tensor:
+        """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""
+        return self.codec.attention(merged, x_local, self.generator(merged, mods))
+
+    def _evaluate(self, x_hat: Tensor, refs: list[Any], phi_feats: list[Tensor]) -> tuple[np.ndarray, ...]:
+        """(L_S, metric, L_P) per image for reconstructions (B,3,H,W)."""
+        semantic, metric = self.task.loss(x_hat, refs)
+        perceptual = perceptual_loss(self.phi, None, x_hat, phi_feats)
+        return (semantic.detach().cpu().double().numpy(), metric.detach().cpu().double().numpy(),
+                perceptual.detach().cpu().double().numpy())
+
+    def _info(self, slots: np.ndarray, semantic: np.ndarray, metric: np.ndarray, perceptual: np.ndarray,
+              concept: np.ndarray, level: np.ndarray) -> dict[str, np.ndarray]:
+        levels = np.where(self.coded[slots], self.levels_np[slots], -1)
+        return {"bits": self.bits[slots].copy(), "bpp": self.bits[slots] / self.pixels, "semantic_loss": semantic,
+                "perceptual_loss": perceptual, "loss": self.loss_prev[slots].copy(), "concept": concept,
+                "level": level, self.metric_name: metric, "levels": levels, "image_index": self.index[slots].copy()}
+
+    # ---------------------------------------------------------------- reset
+    @torch.inference_mode()
+    def reset(self, slots: np.ndarray, images: Tensor, labels: Tensor, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Start episodes in ``slots`` with images (k,3,H,W) and data labels (k,H,W) (Algorithm 2, line 3)."""
+        slots = np.asarray(slots, np.int64)
+        k = len(slots)
+        if tuple(images.shape) != (k, 3, self.height, self.width):
+            raise ValueError(f"images of shape {tuple(images.shape)}, expected ({k}, 3, {self.height}, {self.width})")
+        codec, sel = self.codec, self._sel(slots)
+        images = codec.check_images(images)
+        labels = labels.to(self.device).long()
+        an = codec.analyse(images)  # s = F(x), f = E(x), masks, every level: once per episode
+        present = an.present
+        present_np = present.cpu().numpy()
+        # G_l on every present concept at the coarsest and the highest level, one batched call
+        b_idx, c_idx = present.nonzero(as_tuple=True)
+        masks = an.mask[b_idx, c_idx].unsqueeze(1)
+        low, high = an.quantized[0][b_idx] * masks, an.quantized[-1][b_idx] * masks
+        y = codec.concept_images(torch.cat([low, high]), torch.cat([c_idx, c_idx]))
+        p = len(c_idx)
+        x_l0 = LocalGenerator.compose(y[:p], c_idx, b_idx, an.labels)
+        x_lh = LocalGenerator.compose(y[p:], c_idx, b_idx, an.labels)
+        mods = self.generator.modulations(an.onehot, (self.h, self.w))
+        lev0 = torch.zeros(k, self.M, dtype=torch.long, device=self.device)
+        merged0 = codec.merged_features(an, codec.select_levels(an, lev0) * an.mask.unsqueeze(2))
+        mergedh = codec.merged_features(an, codec.select_levels(an, lev0 + self.Q - 1) * an.mask.unsqueeze(2))
+        x_hat = self._fuse(torch.cat([merged0, mergedh]), torch.cat([x_l0, x_lh]), [torch.cat([t, t]) for t in mods])
+        refs = self.task.references(images, labels)
+        feats = self.phi.features(images)
+        semantic, metric, perceptual = self._evaluate(x_hat, list(refs) + list(refs), [torch.cat([f, f]) for f in feats])
+
+        # write the caches into the slots
+        st = self.store
+        st.labels[sel], st.onehot[sel], st.features[sel] = an.labels, an.onehot, an.features
+        st.mask[sel], st.area[sel], st.quantized[:, sel] = an.mask, an.area, an.quantized
+        self.images[sel], self.levels[sel] = images, 0
+        self.x_local[sel], self.y_high[sel], self.x_hat[sel] = x_l0, x_lh, x_hat[:k]
+        if self.mods is None:
+            self.mods = [torch.zeros(self.num_slots, *t.shape[1:], device=self.device) for t in mods]
+            self.phi_feats = [torch.zeros(self.num_slots, *f.shape[1:], device=self.device) for f in feats]
+        for dst, src in zip(self.mods, mods):
+            dst[sel] = src
+        for dst, src in zip(self.phi_feats, feats):
+            dst[sel] = src
+        self.share[slots] = an.area.mean((-2, -1)).double().cpu().numpy()
+
+        # real bitstream sizes: label map, and every concept at the coarsest / highest level
+        self.cost[slots] = -1
+        empty = codec.stream_header(self.height, self.width, [])
+        for j, slot in enumerate(slots.tolist()):
+            self.refs[slot] = refs[j]
+            self.label_len[slot] = len(codec.encode_labels(an.labels[j]))
+            self.base_bytes[slot] = section_sizes(empty, int(self.label_len[slot]), [])
+            classes = np.flatnonzero(present_np[j])
+            self.order[slot] = -1
+            self.order[slot, :len(classes)] = classes
+            self.count[slot] = len(classes)
+        bits0 = np.zeros(k, np.int64)
+        bits_high = np.zeros(k, np.int64)
+        for j, slot in enumerate(slots.tolist()):
+            classes = self.order[slot, :self.count[slot]].tolist()
+            bits0[j] = 8 * (self.base_bytes[slot] + sum(self._section_bytes(slot, c, 0) for c in classes))
+            bits_high[j] = 8 * (self.base_bytes[slot] + sum(self._section_bytes(slot, c, self.Q - 1) for c in classes))
+
+        self.t[slots], self.levels_np[slots], self.coded[slots] = 0, 0, False
+        self.bits[slots], self.bits0[slots], self.bits_high[slots] = bits0, bits0, bits_high
+        self.loss0[slots] = rsp_loss(bits0, bits0, self.pixels, semantic[:k], perceptual[:k], self.lam, self.eta)
+        self.loss_high[slots] = rsp_loss(bits_high, bits0, self.pixels, semantic[k:], perceptual[k:], self.lam, self.eta)
+        self.loss_prev[slots] = self.loss0[slots]
+        self.returns[slots] = 0.0
+        self.index[slots] = indices
+        self.started[slots] = True
+        minus = np.full(k, -1, np.int64)
+        return self._info(slots, semantic[:k], metric[:k], perceptual[:k], minus, minus)
+
+    # ---------------------------------------------------------------- step
+    @torch.inference_mode()
+    def step(self, slots: np.ndarray, actions: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Code the next concept of each slot at ``actions`` (validated levels).
+
+        Returns reward (eq. 14), terminated, info arrays (one row per slot) and the end-of-episode
+        arrays ``normalized_score``, ``episode_return``, ``episode_length`` (one row per
+        terminated slot). Slots whose episode is over raise ``RuntimeError``."""
+        slots = np.asarray(slots, np.int64)
+        over = ~self.started[slots] | (self.t[slots] >= self.count[slots])
+        if over.any():
+            raise RuntimeError(f"episode of env(s) {slots[over].tolist()} is over (or never started): call reset() "
+                               "before step()")
+        codec, sel, dev = self.codec, self._sel(slots), self.device
+        cls = self.order[slots, self.t[slots]]
+        self.levels_np[slots, cls] = actions
+        self.coded[slots, cls] = True
+        cls_t = torch.as_tensor(cls, device=dev)
+        act_t = torch.as_tensor(actions, device=dev)
+        levels = self.levels[sel]
+        rows = torch.arange(len(slots), device=dev)
+        levels[rows, cls_t] = act_t
+        self.levels[sel] = levels
+        st = self.store
+        labels, mask = st.labels[sel], st.mask[sel]
+
+        # x_l: y(m, a) replaces the region of concept m (eq. 29); level 0 is already in place
+        new_y = self.y_high[sel].clone()
+        mid = np.flatnonzero((actions > 0) & (actions < self.Q - 1))
+        if len(mid):
+            mid_t = torch.as_tensor(mid, device=dev)
+            q_sel = st.quantized[:, sel][act_t[mid_t], mid_t]  # (k',n,h,w)
+            concepts = q_sel * mask[mid_t, cls_t[mid_t]].unsqueeze(1)
+            new_y[mid_t] = codec.concept_images(concepts, cls_t[mid_t])
+        region = (labels == cls_t.view(-1, 1, 1)) & (act_t > 0).view(-1, 1, 1)
+        x_local = torch.where(region.unsqueeze(1), new_y, self.x_local[sel])
+        self.x_local[sel] = x_local
+
+        # merged features from the cached quantized levels, then G_g + attention, H, phi
+        sub = Analysis(labels, None, None, mask, st.area[sel], st.quantized[:, sel])
+        merged = codec.merged_features(sub, codec.select_levels(sub, levels) * mask.unsqueeze(2))
+        x_hat = self._fuse(merged, x_local, [t[sel] for t in self.mods])
+        self.x_hat[sel] = x_hat
+        refs = [self.refs[s] for s in slots.tolist()]
+        semantic, metric, perceptual = self._evaluate(x_hat, refs, [f[sel] for f in self.phi_feats])
+
+        # rate of the real bitstream, eq. 13 and eq. 14
+        for j in np.flatnonzero(self.cost[slots, cls, actions] < 0).tolist():
+            self._section_bytes(int(slots[j]), int(cls[j]), int(actions[j]))  # encode r(m) at the new level
+        self.bits[slots] += 8 * (self.cost[slots, cls, actions] - self.cost[slots, cls, 0])
+        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam, self.eta)
+        reward = step_reward(self.loss_prev[slots], loss)
+        self.loss_prev[slots] = loss
+        self.returns[slots] += reward
+        self.t[slots] += 1
+        terminated = self.t[slots] == self.count[slots]
+        info = self._info(slots, semantic, metric, perceptual, cls, actions.astype(np.int64))
+        ended = slots[terminated]
+        final = {"normalized_score": normalized_score(self.loss0[ended], self.loss_prev[ended], self.loss_high[ended]),
+                 "episode_return": self.returns[ended].copy(), "episode_length": self.count[ended].copy()}
+        return reward, terminated, info, final
+
+    # ---------------------------------------------------------------- observation
+    @torch.inference_mode()
+    def observation(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """State of Section II-C for the next concept of each slot; zeros where the episode is over."""
+        slots = np.asarray(slots, np.int64)
+        k, sel = len(slots), self._sel(slots)
+        live = self.t[slots] < self.count[slots]
+        cls = np.where(live, self.order[slots, np.minimum(self.t[slots], self.M - 1)], 0)
+        live_t = torch.as_tensor(live, device=self.device)
+        rows = torch.arange(k, device=self.device)
+        mask = self.store.mask[sel][rows, torch.as_tensor(cls, device=self.device)] * live_t.view(-1, 1, 1)
+        features = self.store.features[sel] * mask.unsqueeze(1)
+        concept = np.zeros((k, self.M), np.float32)
+        concept[np.flatnonzero(live), cls[live]] = 1.0
+        stats = np.zeros((k, NUM_STATS), np.float64)
+        count = np.maximum(self.count[slots], 1)
+        high_total = np.maximum(self.bits_high[slots] // 8, 1)
+        span = self.bits_high[slots] - self.bits0[slots]
+        score = normalized_score(self.loss0[slots], self.loss_prev[slots], self.loss_high[slots])
+        stats[:, 0] = self.share[slots, cls]
+        stats[:, 1] = self.t[slots] / count
+        stats[:, 2] = self.count[slots] / self.M
+        stats[:, 3] = np.clip((self.bits[slots] - self.bits0[slots]) / np.maximum(span, 1), 0.0, 1.0)
+        stats[:, 4] = np.clip(self.cost[slots, cls, 0] / high_total, 0.0, 1.0)
+        stats[:, 5] = np.clip(self.cost[slots, cls, self.Q - 1] / high_total, 0.0, 1.0)
+        stats[:, 6] = np.clip(np.nan_to_num(score, nan=0.0), -1.0, 1.0)
+        stats[~live] = 0.0
+        return {"features": features.float().cpu().numpy(), "mask": mask.unsqueeze(1).float().cpu().numpy(),
+                "concept": concept, "stats": stats.astype(np.float32)}
+
+    def zero_observation(self, k: int) -> dict[str, np.ndarray]:
+        return {"features": np.zeros((k, self.n, self.h, self.w), np.float32),
+                "mask": np.zeros((k, 1, self.h, self.w), np.float32),
+                "concept": np.zeros((k, self.M), np.float32), "stats": np.zeros((k, NUM_STATS), np.float32)}
+
+    # ---------------------------------------------------------------- render
+    def render(self, slot: int) -> np.ndarray:
+        """original | x_hat | label map s | one bar per concept (height = level chosen)."""
+        def rgb(img: Tensor) -> np.ndarray:
+            return (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+        hh, ww = self.height, self.width
+        labels = self.store.labels[slot].cpu().numpy()
+        strip = np.full((hh, ww, 3), 24, np.uint8)
+        count = int(self.count[slot])
+        if count:
+            width = max(ww // count, 1)
+            for j, cls in enumerate(self.order[slot, :count].tolist()):
+                x0, x1 = j * width, min((j + 1) * width - 1, ww)
+                colour = TRAIN_COLORS[cls] if cls < len(TRAIN_COLORS) else np.array([128, 128, 128], np.uint8)
+                level = int(self.levels_np[slot, cls]) if self.coded[slot, cls] else 0
+                top = hh - max(1, round(hh * (level + 1) / self.Q))
+                strip[top:, x0:x1] = colour if self.coded[slot, cls] else colour // 3
+                if j == self.t[slot]:
+                    strip[:2, x0:x1] = 255  # the concept coded next
+        sep = np.full((hh, 2, 3), 255, np.uint8)
+        return np.concatenate([rgb(self.images[slot]), sep, rgb(self.x_hat[slot]), sep, colorize(labels), sep, strip],
+                              axis=1)
+
+
+def pick_index(rng: np.random.Generator, size: int, index: Any = None) -> int:
+    """The data set index of an episode: ``index`` when given (validated), else drawn from ``rng``."""
+    if index is None:
+        return int(rng.integers(size))
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < size:
+        raise ValueError(f"options['index'] must be an image index in [0, {size}), got {index!r}")
+    return int(index)
+
+
+def load_items(images: Any, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Stack data set items ``indices`` -> images (k,3,H,W), labels (k,H,W)."""
+    pairs = [images[i] for i in indices]
+    return torch.stack([p[0] for p in pairs]), torch.stack([torch.as_tensor(p[1]).long() for p in pairs])
+
+
+# --------------------------------------------------------------------------- the single env
+class SemanticCodingEnv(gym.Env):
+    """RL-based semantic bit allocation (RL-ASC, arXiv 2208.04094, Section II-C, Algorithm 2).
+
+    ## Description
+    An episode codes one image. The frozen semantic codec segments it (label map s = F(x)),
+    extracts f = E(x) and splits it into one concept f(m) per class present (eq. 2). Starting
+    from x_hat(0), every concept at the coarsest level l1 (Algorithm 2, line 3), each step codes
+    the next present concept, in label order, at the quantization level chosen by the agent;
+    the decoder rebuilds x_hat(m) and the step is rewarded by the drop of the
+    rate-semantic-perceptual criterion.
+
+    ## Action space
+    ``Discrete(Q)``: the quantization level of the current concept, 0 the coarsest (fewest
+    centres, fewest bits), Q - 1 the finest. An int, NumPy integer or 0-d integer array;
+    anything else raises ``ValueError``.
+
+    ## Observation space
+    ``Dict`` (SB3 ``MultiInputPolicy`` compatible), for the concept m coded next:
+
+    - ``"features"`` Box(-1, 1, (n, H/8, W/8)): f(m) = f ⊙ s_d(m) (eq. 2), unquantized.
+    - ``"mask"`` Box(0, 1, (1, H/8, W/8)): s_d(m), the positions coded for m.
+    - ``"concept"`` Box(0, 1, (M,)): one-hot of the class id m.
+    - ``"stats"`` Box(-1, 1, (7,)): [pixel share of m; fraction of the image's concepts coded;
+      number of concepts / M; rate spent so far, (bits - bits(0)) / (bits(all highest) - bits(0))
+      clipped to [0, 1]; bytes of m at the coarsest level and at the highest level, each over the
+      all-highest bitstream size; normalized score so far (below) clipped to [-1, 1], 0 if undefined].
+
+    After the last concept the observation is all zeros.
+
+    ## Rewards
+    With psi the length in bits of the real bitstream (label map r_s and the coded concepts;
+    concepts not coded yet count at level 0), eq. 13 and eq. 14::
+
+        L(m) = lam * (psi(x_hat(m)) - psi(x_hat(0))) / (H*W) + L_S(x, x_hat(m)) + eta * L_P(x, x_hat(m))
+        r(m) = L(m-1) - L(m)
+
+    L_S is the task's semantic loss (e.g. 1 - mIoU), L_P the perceptual loss of eq. 11.
+    The sum of the rewards of an episode is L(0) - L(final).
+
+    ## Starting state
+    A data set image drawn with ``self.np_random`` (``options={"index": i}`` picks one), all
+    concepts at level 0.
+
+    ## Episode end
+    Terminates after the last present concept (1 to M steps); never truncated.
+
+    ## Arguments
+    ``task`` (registered name, or a ``Task`` instance, which keeps its own reference mode), ``split``, ``lam`` and ``eta`` (eq. 13, the
+    paper's 1 and 10), ``codec`` (shipped name, checkpoint path or a ``SemanticCodec`` with code
+    tables), ``dataset``, ``data_root``, ``preset`` (data set size preset), ``reference``
+    (``"ground_truth"`` or ``"original"``: what H's output is compared with), ``render_mode``
+    (``None`` or ``"rgb_array"``), ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``), ``images``
+    (a data set object used instead of loading one), ``task_kwargs`` (extra task factory args).
+
+    ## Info (reset and every step)
+    ``bits`` (int, equals ``len(codec.compress(image, levels)) * 8`` for ``levels``), ``bpp``
+    (bits / (H*W)), ``semantic_loss``, ``perceptual_loss``, ``loss`` (L), ``concept`` (class
+    coded, -1 at reset), ``level`` (-1 at reset), the task metric under ``task.metric_name``,
+    ``levels`` ({class id: level} of the concepts coded so far; the others are at 0),
+    ``image_index``; on the last step also ``episode_return`` and ``normalized_score`` =
+    (L(0) - L_final) / (L(0) - L_high), L_high being L with every concept at the highest level:
+    0 = all coarsest, 1 = all highest, > 1 better than all highest (NaN when L(0) == L_high).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, task: str | Task = "segmentation", split: str = "train", lam: float = 1.0, eta: float = 10.0,
+                 codec: str | os.PathLike | SemanticCodec = "tiny", dataset: str = "streets",
+                 data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
+                 render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
+                 task_kwargs: dict[str, Any] | None = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
+        self.render_mode = render_mode
+        self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs)
+        self.core = EpisodeCore(self.parts, 1, lam, eta)
+        self.codec, self.task = self.parts.codec, self.parts.task
+        self.lam, self.eta = float(lam), float(eta)
+        self.action_space = spaces.Discrete(self.codec.num_levels)
+        self.observation_space = observation_space(self.codec, self.parts.height, self.parts.width)
+        self._slot = np.zeros(1, np.int64)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.parts.images)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        index = pick_index(self.np_random, self.num_images, (options or {}).get("index"))
+        images, labels = load_items(self.parts.images, [index])
+        info = self.core.reset(self._slot, images, labels, np.array([index]))
+        return self._obs(), self._single_info(info)
+
+    def step(self, action: Any):
+        level = check_action(action, self.codec.num_levels)
+        reward, terminated, info, final = self.core.step(self._slot, np.array([level], np.int64))
+        done = bool(terminated[0])
+        if done:
+            info.update(final)
+        obs = {k: v[0] for k, v in self.core.zero_observation(1).items()} if done else self._obs()
+        return obs, float(reward[0]), done, False, self._single_info(info)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; create the env with render_mode='rgb_array'")
+            return None
+        if not self.core.started[0]:
+            raise RuntimeError("call reset() before render()")
+        return self.core.render(0)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.core.observation(self._slot).items()}
+
+    @staticmethod
+    def _single_info(info: dict[str, np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in info.items():
+            item = value[0]
+            if key == "levels":
+                out[key] = {int(m): int(q) for m, q in enumerate(item.tolist()) if q >= 0}
+            elif isinstance(item, np.integer):
+                out[key] = int(item)
+            else:
+                out[key] = float(item)
+        return out

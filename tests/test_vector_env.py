@@ -1,0 +1,161 @@
+"""BatchedSemanticCodingEnv (Gymnasium 1.x VectorEnv) and SB3VecEnvAdapter."""
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+from torch import nn
+
+from rlasc_env import BatchedSemanticCodingEnv, SB3VecEnvAdapter, SemanticCodingEnv
+from rlasc_env.tasks import Task, register_task
+
+
+class PixelTask(Task):
+    """Test task without a network: L_S = mean |x_hat - x|, metric = PSNR."""
+
+    name = "pixel-test-vec"
+    metric_name = "psnr"
+
+    def __init__(self, reference: str = "ground_truth", device: str = "cpu") -> None:
+        super().__init__(nn.Identity(), reference, "identity")
+
+    def references(self, images, labels):
+        return [image.detach().clone() for image in images]
+
+    def loss(self, x_hat, references):
+        ref = torch.stack(references).to(x_hat.device)
+        mse = (x_hat - ref).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        return (x_hat - ref).abs().flatten(1).mean(1).cpu(), (10 * torch.log10(1 / mse)).cpu()
+
+
+register_task("pixel-test-vec", PixelTask)
+
+
+@pytest.fixture()
+def kwargs(test_codec, test_dataset):
+    return {"task": "pixel-test-vec", "codec": test_codec, "images": test_dataset}
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_batched_matches_single_envs(mode, kwargs):
+    """Same seeds and actions: batched env == SyncVectorEnv of single envs (eq. 14 rewards to 1e-5)."""
+    n = 3
+    batched = BatchedSemanticCodingEnv(n, autoreset_mode=mode, **kwargs)
+    sync = gym.vector.SyncVectorEnv([lambda: SemanticCodingEnv(**kwargs) for _ in range(n)], autoreset_mode=mode)
+    obs_b, info_b = batched.reset(seed=7)
+    obs_s, info_s = sync.reset(seed=7)
+    np.testing.assert_array_equal(info_b["image_index"], info_s["image_index"])
+    rng = np.random.default_rng(0)
+    ended = 0
+    for _ in range(30):
+        actions = rng.integers(batched.single_action_space.n, size=n)
+        obs_b, rew_b, term_b, trunc_b, info_b = batched.step(actions)
+        obs_s, rew_s, term_s, trunc_s, info_s = sync.step(actions)
+        np.testing.assert_allclose(rew_b, rew_s, atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(term_b, term_s)
+        assert not trunc_b.any()
+        for key in obs_b:
+            np.testing.assert_allclose(obs_b[key], obs_s[key], atol=1e-5, rtol=0)
+        for key in ("bits", "concept", "level", "image_index"):
+            np.testing.assert_array_equal(info_b["_" + key], info_s["_" + key])
+            np.testing.assert_array_equal(info_b[key][info_b["_" + key]], info_s[key][info_s["_" + key]])
+        np.testing.assert_allclose(info_b["loss"][info_b["_loss"]], info_s["loss"][info_s["_loss"]], atol=1e-5)
+        if mode == AutoresetMode.SAME_STEP and term_b.any():
+            fb, fs = info_b["final_info"], info_s["final_info"]
+            np.testing.assert_array_equal(info_b["_final_info"], term_b)
+            np.testing.assert_allclose(fb["episode_return"][term_b], fs["episode_return"][term_s], atol=1e-5)
+            np.testing.assert_array_equal(fb["bits"][term_b], fs["bits"][term_s])
+            for i in np.flatnonzero(term_b):
+                assert all(not v.any() for v in info_b["final_obs"][i].values())
+        ended += int(term_b.sum())
+    assert ended > 0
+
+
+def test_next_step_autoreset(kwargs):
+    env = BatchedSemanticCodingEnv(2, **kwargs)
+    assert env.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    env.reset(seed=0)
+    lengths = env.core.count.copy()
+    for _ in range(int(lengths[0])):
+        _, _, term, _, info = env.step(np.zeros(2, np.int64))
+    assert term[0] and info["_episode_return"][0]
+    _, rew, term, _, info = env.step(np.zeros(2, np.int64))  # env 0 resets, its action ignored
+    assert rew[0] == 0.0 and not term[0] and info["concept"][0] == -1 and env.core.t[0] == 0
+
+
+def test_disabled_autoreset_and_reset_mask(kwargs):
+    env = BatchedSemanticCodingEnv(2, autoreset_mode="Disabled", **kwargs)
+    env.reset(seed=0, options={"indices": [3, 4]})
+    assert env.core.index.tolist() == [3, 4]
+    term = np.zeros(2, bool)
+    while not term.any():
+        _, _, term, _, _ = env.step(np.ones(2, np.int64))
+    with pytest.raises(RuntimeError, match="reset_mask"):
+        env.step(np.ones(2, np.int64))
+    obs, info = env.reset(options={"reset_mask": term})
+    assert info["_bits"].tolist() == term.tolist() and (env.core.t[term] == 0).all()
+    env.step(np.ones(2, np.int64))
+
+
+def test_invalid_batched_actions(kwargs):
+    env = BatchedSemanticCodingEnv(2, **kwargs)
+    env.reset(seed=0)
+    q = env.single_action_space.n
+    for bad in (np.array([0, q]), np.array([-1, 0]), np.array([0.0, 1.0]), np.array([True, False]), [0, 1, 2], 1):
+        with pytest.raises(ValueError):
+            env.step(bad)
+
+
+def test_sb3_adapter_semantics(kwargs):
+    adapter = SB3VecEnvAdapter(autoreset_mode=AutoresetMode.SAME_STEP, num_envs=2, **kwargs)
+    adapter.seed(0)
+    obs = adapter.reset()
+    assert obs["features"].shape[0] == 2 and len(adapter.reset_infos) == 2
+    episodes = []
+    for _ in range(40):
+        adapter.step_async(np.full(2, 1))
+        obs, rewards, dones, infos = adapter.step_wait()
+        assert rewards.dtype == np.float32 and len(infos) == 2
+        for i in np.flatnonzero(dones):
+            info = infos[i]
+            assert set(info["terminal_observation"]) == {"features", "mask", "concept", "stats"}
+            assert info["episode"]["l"] == info["episode_length"]
+            assert info["episode"]["r"] == pytest.approx(info["episode_return"])
+            assert obs["concept"][i].sum() == 1  # already the next episode's first observation
+            episodes.append(info["episode"])
+    assert episodes
+    with pytest.raises(ValueError, match="SameStep"):
+        SB3VecEnvAdapter(BatchedSemanticCodingEnv(2, **kwargs))
+
+
+def test_sb3_ppo_learns(kwargs):
+    from stable_baselines3 import PPO
+
+    adapter = SB3VecEnvAdapter(BatchedSemanticCodingEnv(2, autoreset_mode="SameStep", **kwargs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PPO("MultiInputPolicy", adapter, n_steps=8, batch_size=8, seed=0, device="cpu")
+        model.learn(16)
+    assert model.num_timesteps >= 16
+
+
+def test_benchmark_json(tmp_path, test_codec):
+    """benchmark.py's logic end to end on the test codec (tiny run): DESIGN.md's JSON keys."""
+    import json
+
+    from codec_models.checkpoint import atomic_save, codec_payload
+    from rlasc_env.benchmark import main
+
+    path = atomic_save(codec_payload(test_codec), tmp_path / "codec.pt")
+    out = tmp_path / "bench.json"
+    assert main(["--preset", "test", "--codec", str(path), "--task", "pixel-test-vec", "--device", "cpu",
+                 "--batch-size", "2", "--steps", "4", "--repeats", "1", "--json", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    for key in ("device", "preset", "batch_size", "single_env_steps_per_s", "sync_vector_steps_per_s",
+                "batched_env_steps_per_s", "forward_only_steps_per_s"):
+        assert key in res
+    assert res["preset"] == "test" and res["batch_size"] == 2 and res["single_env_steps_per_s"] > 0
