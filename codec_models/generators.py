@@ -59,7 +59,11 @@ class LocalGenerator(nn.Module):
 
 
 class SPADE(nn.Module):
-    """Spatially-adaptive normalization: IN(x) * (1 + gamma(s)) + beta(s) (GauGAN)."""
+    """Spatially-adaptive normalization: IN(x) * (1 + gamma(s)) + beta(s) (GauGAN).
+
+    ``modulation`` (the label-map branch) can be computed once and passed back in, since it
+    depends only on s: the RL environment does so once per episode.
+    """
 
     def __init__(self, channels: int, label_channels: int, hidden: int) -> None:
         super().__init__()
@@ -68,10 +72,15 @@ class SPADE(nn.Module):
         self.gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.beta = nn.Conv2d(hidden, channels, 3, padding=1)
 
-    def forward(self, x: Tensor, segmap: Tensor) -> Tensor:
-        segmap = F.interpolate(segmap, size=x.shape[-2:], mode="nearest")
-        hidden = self.shared(segmap)
-        return self.norm(x) * (1 + self.gamma(hidden)) + self.beta(hidden)
+    def modulation(self, segmap: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """(1 + gamma(s), beta(s)) at spatial ``size``."""
+        hidden = self.shared(F.interpolate(segmap, size=size, mode="nearest"))
+        return 1 + self.gamma(hidden), self.beta(hidden)
+
+    def forward(self, x: Tensor, segmap: Tensor | None = None,
+                modulation: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        scale, shift = modulation if modulation is not None else self.modulation(segmap, x.shape[-2:])
+        return self.norm(x) * scale + shift
 
 
 class SPADEResBlock(nn.Module):
@@ -89,10 +98,16 @@ class SPADEResBlock(nn.Module):
             self.norm_s = SPADE(cin, label_channels, hidden)
             self.conv_s = nn.Conv2d(cin, cout, 1, bias=False)
 
-    def forward(self, x: Tensor, segmap: Tensor) -> Tensor:
-        shortcut = self.conv_s(self.norm_s(x, segmap)) if self.learned_shortcut else x
-        h = self.conv0(F.leaky_relu(self.norm0(x, segmap), 0.2))
-        h = self.conv1(F.leaky_relu(self.norm1(h, segmap), 0.2))
+    @property
+    def spades(self) -> list[SPADE]:
+        return [self.norm0, self.norm1] + ([self.norm_s] if self.learned_shortcut else [])
+
+    def forward(self, x: Tensor, segmap: Tensor | None = None,
+                modulations: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+        mods = modulations or [spade.modulation(segmap, x.shape[-2:]) for spade in self.spades]
+        shortcut = self.conv_s(self.norm_s(x, modulation=mods[2])) if self.learned_shortcut else x
+        h = self.conv0(F.leaky_relu(self.norm0(x, modulation=mods[0]), 0.2))
+        h = self.conv1(F.leaky_relu(self.norm1(h, modulation=mods[1]), 0.2))
         return shortcut + h
 
 
@@ -111,11 +126,28 @@ class GlobalGenerator(nn.Module):
         ])
         self.to_image = nn.Conv2d(c2, 3, 3, padding=1)
 
-    def forward(self, features: Tensor, segmap: Tensor) -> Tensor:
-        """features (B,n,h,w) merged f_hat, segmap (B,M,H,W) one-hot -> x_g (B,3,H,W) in [0,1]."""
+    def modulations(self, segmap: Tensor, feature_size: tuple[int, int]) -> list[Tensor]:
+        """Flat list [scale, shift, ...] of every SPADE layer for one-hot label maps (B,M,H,W).
+
+        Depends only on the label map: compute once per image and pass to :meth:`forward`.
+        """
+        height, width = feature_size
+        out: list[Tensor] = []
+        for i, block in enumerate(self.blocks):
+            for spade in block.spades:
+                out.extend(spade.modulation(segmap, (height << i, width << i)))
+        return out
+
+    def forward(self, features: Tensor, segmap: Tensor | None = None, modulations: list[Tensor] | None = None) -> Tensor:
+        """features (B,n,h,w) merged f_hat, segmap (B,M,H,W) one-hot (or its cached
+        ``modulations``) -> x_g (B,3,H,W) in [0,1]."""
+        if modulations is None:
+            modulations = self.modulations(segmap, features.shape[-2:])
+        pairs = iter(zip(modulations[0::2], modulations[1::2]))
         h = self.head(features)
         for block in self.blocks:
-            h = F.interpolate(block(h, segmap), scale_factor=2, mode="nearest")
+            mods = [next(pairs) for _ in block.spades]
+            h = F.interpolate(block(h, modulations=mods), scale_factor=2, mode="nearest")
         return torch.sigmoid(self.to_image(F.leaky_relu(h, 0.2)))
 
 

@@ -9,7 +9,7 @@ Per episode the encoder runs once (``codec.analyse``). A step codes one concept 
 x_hat(m) from caches: x_l changes only inside the region of the coded concept (eq. 29, the
 concept image y(m, a) of G_l), the merged features are re-selected from the cached quantized
 levels, and only G_g + attention (eq. 30-31, with SPADE's label-map branch cached, see
-:class:`CachedGlobalGenerator`), the task network H and phi run per step.
+:meth:`GlobalGenerator.modulations`), the task network H and phi run per step.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from codec_models.perceptual import perceptual_loss
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
 
-__all__ = ["CachedGlobalGenerator", "EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action",
+__all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action",
            "NUM_STATS"]
 
 NUM_STATS = 7  # length of the "stats" observation, see SemanticCodingEnv
@@ -137,51 +137,6 @@ def observation_space(codec: SemanticCodec, height: int, width: int) -> spaces.D
     })
 
 
-# --------------------------------------------------------------------------- cached G_g
-class CachedGlobalGenerator:
-    """G_g (eq. 30) split into its label-map branch and its feature path.
-
-    In every SPADE layer, gamma(s) and beta(s) depend only on the label map s, which is fixed
-    for an episode; :meth:`modulations` computes them once (at reset) and :meth:`__call__`
-    runs the feature path with them, giving exactly ``generator(features, segmap)``.
-    """
-
-    def __init__(self, generator: GlobalGenerator) -> None:
-        self.generator = generator
-
-    def _spades(self, block) -> list:
-        return [block.norm0, block.norm1] + ([block.norm_s] if block.learned_shortcut else [])
-
-    def modulations(self, segmap: Tensor, feature_size: tuple[int, int]) -> list[Tensor]:
-        """Flat list [(1 + gamma), beta, ...] of every SPADE layer for label maps (B,M,H,W)."""
-        out: list[Tensor] = []
-        h, w = feature_size
-        for i, block in enumerate(self.generator.blocks):
-            size = (h << i, w << i)
-            seg = F.interpolate(segmap, size=size, mode="nearest")
-            for spade in self._spades(block):
-                hidden = spade.shared(seg)
-                out += [1 + spade.gamma(hidden), spade.beta(hidden)]
-        return out
-
-    def __call__(self, features: Tensor, mods: Sequence[Tensor]) -> Tensor:
-        """x_g = G_g(f_hat, s) (B,3,H,W) from merged features and cached modulations."""
-        g = self.generator
-        it = iter(mods)
-        h = g.head(features)
-        for block in g.blocks:
-            scale0, shift0, scale1, shift1 = next(it), next(it), next(it), next(it)
-            if block.learned_shortcut:
-                scale_s, shift_s = next(it), next(it)
-                shortcut = block.conv_s(block.norm_s.norm(h) * scale_s + shift_s)
-            else:
-                shortcut = h
-            x = block.conv0(F.leaky_relu(block.norm0.norm(h) * scale0 + shift0, 0.2))
-            x = block.conv1(F.leaky_relu(block.norm1.norm(x) * scale1 + shift1, 0.2))
-            h = F.interpolate(shortcut + x, scale_factor=2, mode="nearest")
-        return torch.sigmoid(g.to_image(F.leaky_relu(h, 0.2)))
-
-
 # --------------------------------------------------------------------------- batched core
 class EpisodeCore:
     """Per-episode caches and the batched step arithmetic for ``num_slots`` images.
@@ -211,7 +166,7 @@ class EpisodeCore:
         cfg = self.codec.config
         self.M, self.Q, self.n = self.codec.num_classes, self.codec.num_levels, cfg.code_channels
         self.h, self.w = parts.height // 8, parts.width // 8
-        self.generator = CachedGlobalGenerator(self.codec.global_)
+        self.generator = self.codec.global_
         self.phi = self.codec.perceptual
         self.metric_name = self.task.metric_name
         s, m, q = num_slots, self.M, self.Q
@@ -270,7 +225,7 @@ class EpisodeCore:
 
     def _fuse(self, merged: Tensor, x_local: Tensor, mods: Sequence[Tensor]) -> Tensor:
         """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""
-        return self.codec.attention(merged, x_local, self.generator(merged, mods))
+        return self.codec.attention(merged, x_local, self.generator(merged, modulations=mods))
 
     def _evaluate(self, x_hat: Tensor, refs: list[Any], phi_feats: list[Tensor]) -> tuple[np.ndarray, ...]:
         """(L_S, metric, L_P) per image for reconstructions (B,3,H,W)."""
