@@ -1,0 +1,191 @@
+"""Baseline bit-allocation policies, evaluated on the same held-out images as the agent.
+
+- ``random``: a uniformly random level per concept (seeded NumPy generator).
+- ``fixed_<q>``: level q for every concept; ``fixed_<Q-1>`` (all highest) is the paper's
+  "simplified RL-ASC".
+- ``greedy``: one-step look-ahead. For the current concept it codes every level on copies of
+  the episode state and keeps the level with the best immediate reward r (eq. 14); it peeks at
+  rewards, which no deployable policy can.
+- ``oracle``: exhaustive search over all Q^K level sequences of an image (K concepts), the
+  best return reachable; only where Q^K is at most a cap, otherwise skipped with a reason.
+
+The look-ahead and the search run on a batched :class:`rlasc_env.env.EpisodeCore`, copying
+one slot's state into others (:func:`agents.episodes.copy_slot`, ``method="clone"``), or by
+replaying the episode prefix on freshly reset slots (``method="replay"``, slower, the
+reference the copy is tested against).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rlasc_env.env import EpisodeCore
+
+from .episodes import EpisodeRecord, copy_slot, record_from, reset_slots
+
+__all__ = ["RandomPolicy", "FixedPolicy", "greedy_episodes", "oracle_episodes", "OracleSkipped"]
+
+
+class RandomPolicy:
+    """A uniformly random level in [0, Q) for every concept, from a seeded generator."""
+
+    def __init__(self, num_levels: int, seed: int = 0) -> None:
+        self.num_levels = int(num_levels)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        return self.rng.integers(self.num_levels, size=len(slots)).astype(np.int64)
+
+
+class FixedPolicy:
+    """The same level ``level`` for every concept."""
+
+    def __init__(self, level: int, num_levels: int) -> None:
+        if not 0 <= level < num_levels:
+            raise ValueError(f"level {level} is not in [0, {num_levels})")
+        self.level = int(level)
+
+    def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        return np.full(len(slots), self.level, np.int64)
+
+
+# --------------------------------------------------------------------------- greedy
+def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name: str) -> list[EpisodeRecord]:
+    q = core.Q
+    groups = np.arange(len(chunk))
+    base = groups * q
+    reset_slots(core, images, base, chunk)
+    for g in groups.tolist():
+        copy_slot(core, int(base[g]), base[g] + np.arange(1, q))
+    rewards: list[list[float]] = [[] for _ in chunk]
+    levels: list[list[int]] = [[] for _ in chunk]
+    concepts: list[list[int]] = [[] for _ in chunk]
+    candidates: list[list[list[float]]] = [[] for _ in chunk]
+    done: dict[int, EpisodeRecord] = {}
+    live = groups[core.count[base] > 0]
+    if len(live) < len(groups):
+        raise RuntimeError("an image has no semantic concept: an episode needs at least one step")
+    while len(live):
+        slots = (live[:, None] * q + np.arange(q)[None, :]).reshape(-1)
+        reward, terminated, info, final = core.step(slots, np.tile(np.arange(q), len(live)))
+        table = reward.reshape(len(live), q)
+        best = table.argmax(1)  # ties -> the coarsest level
+        final_row = np.cumsum(terminated) - 1
+        ended = []
+        for i, g in enumerate(live.tolist()):
+            row = i * q + int(best[i])
+            rewards[g].append(float(table[i, best[i]]))
+            levels[g].append(int(best[i]))
+            concepts[g].append(int(info["concept"][row]))
+            candidates[g].append(table[i].tolist())
+            if terminated[row]:
+                rec = record_from(info, final, row, int(final_row[row]), metric_name, chunk[g], rewards[g], levels[g],
+                                  concepts[g])
+                rec.extra["candidate_rewards"] = candidates[g]
+                done[g] = rec
+                ended.append(i)
+            else:
+                others = base[g] + np.delete(np.arange(q), best[i])
+                copy_slot(core, int(base[g] + best[i]), others)
+        live = np.delete(live, ended)
+    return [done[g] for g in groups.tolist()]
+
+
+def _greedy_replay(core: EpisodeCore, images: Any, index: int, metric_name: str) -> EpisodeRecord:
+    """Greedy on one image by replaying the chosen prefix on Q freshly reset slots per step."""
+    q = core.Q
+    slots = np.arange(q)
+    chosen: list[int] = []
+    rewards: list[float] = []
+    concepts: list[int] = []
+    candidates: list[list[float]] = []
+    while True:
+        reset_slots(core, images, slots, [index] * q)
+        if core.count[0] == 0:
+            raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
+        for level in chosen:
+            core.step(slots, np.full(q, level, np.int64))
+        reward, terminated, info, final = core.step(slots, np.arange(q))
+        best = int(reward.argmax())
+        chosen.append(best)
+        rewards.append(float(reward[best]))
+        concepts.append(int(info["concept"][best]))
+        candidates.append(reward.tolist())
+        if terminated[best]:
+            rec = record_from(info, final, best, best, metric_name, index, rewards, chosen, concepts)
+            rec.extra["candidate_rewards"] = candidates
+            return rec
+
+
+def greedy_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
+                    method: str = "clone") -> list[EpisodeRecord]:
+    """Greedy one-step look-ahead episodes on ``indices`` (records in that order).
+
+    ``core`` needs at least Q slots; with ``method="clone"`` it runs ``num_slots // Q`` images at
+    a time. Each record's ``extra["candidate_rewards"]`` holds the immediate reward of every level
+    at every step (the chosen one is the maximum).
+    """
+    q = core.Q
+    if core.num_slots < q:
+        raise ValueError(f"greedy needs a core with at least Q = {q} slots, got {core.num_slots}")
+    indices = [int(i) for i in indices]
+    if method == "replay":
+        return [_greedy_replay(core, images, i, metric_name) for i in indices]
+    if method != "clone":
+        raise ValueError(f"method must be 'clone' or 'replay', not {method!r}")
+    per_chunk = core.num_slots // q
+    out: list[EpisodeRecord] = []
+    for start in range(0, len(indices), per_chunk):
+        out += _greedy_clone(core, images, indices[start:start + per_chunk], metric_name)
+    return out
+
+
+# --------------------------------------------------------------------------- oracle
+@dataclass
+class OracleSkipped:
+    """Why the exhaustive oracle was not run."""
+
+    reason: str
+
+
+def oracle_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], lengths: Sequence[int],
+                    metric_name: str, cap: int) -> list[EpisodeRecord] | OracleSkipped:
+    """The best of all Q^K level sequences per image (exhaustive search), or :class:`OracleSkipped`
+    when some image has Q^K > ``cap`` (``lengths`` = K per image, e.g. from a fixed-level run)."""
+    q, slots = core.Q, core.num_slots
+    for index, k in zip(indices, lengths):
+        if q ** int(k) > cap:
+            return OracleSkipped(f"image {index} has K={k} concepts: Q^K = {q}^{k} = {float(q) ** int(k):.3g} "
+                                 f"sequences > cap {cap}")
+    out: list[EpisodeRecord] = []
+    for index, k in zip(indices, lengths):
+        best: EpisodeRecord | None = None
+        if int(k) < 1:
+            raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
+        sequences = np.array(list(itertools.product(range(q), repeat=int(k))), np.int64)
+        for start in range(0, len(sequences), slots):
+            seq = sequences[start:start + slots]
+            rows = np.arange(len(seq))
+            reset_slots(core, images, rows[:1], [index])
+            if int(core.count[0]) != int(k):
+                raise RuntimeError(f"image {index} has {int(core.count[0])} concepts, not the {k} given")
+            copy_slot(core, 0, rows[1:])
+            per_step: list[np.ndarray] = []
+            concepts: list[int] = []
+            for t in range(int(k)):
+                reward, terminated, info, final = core.step(rows, seq[:, t])
+                per_step.append(reward)
+                concepts.append(int(info["concept"][0]))
+            rewards_t = np.stack(per_step)  # (K, sequences of this chunk)
+            total = rewards_t.sum(0)
+            j = int(total.argmax())
+            if best is None or total[j] > best.episode_return:  # first chunk always sets it
+                best = record_from(info, final, j, j, metric_name, index, rewards_t[:, j].tolist(), seq[j].tolist(),
+                                   concepts)
+        best.extra["sequences"] = len(sequences)
+        out.append(best)
+    return out

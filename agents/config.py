@@ -1,0 +1,84 @@
+"""Configuration of ``train_agent.py`` (stage II, Algorithm 2); tyro turns it into flags."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["TrainAgentConfig", "ALGOS"]
+
+ALGOS = ("reinforce", "ppo", "a2c", "dqn", "maskable_ppo")
+
+
+@dataclass
+class TrainAgentConfig:
+    """Train the RL-ASC bit-allocation agent (stage II) and evaluate it against baselines
+    (random, every fixed level, greedy look-ahead) on held-out test images."""
+
+    algo: Literal["reinforce", "ppo", "a2c", "dqn", "maskable_ppo"] = "reinforce"
+    """Learning algorithm: the paper's REINFORCE (eq. 15-22) or a stable-baselines3 one."""
+    task: tuple[str, ...] = ("segmentation",)
+    """Downstream task(s) of the semantic loss: segmentation, detection, classification (several: one run each)."""
+    seed: int = 0
+    """Random seed of a single run."""
+    seeds: tuple[int, ...] | None = None
+    """Several seeds (one run each; the table shows mean ± 95% CI across seeds). Overrides --seed."""
+    device: str = "auto"
+    """Device of the env and the agent: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
+    preset: Literal["tiny", "paper"] = "tiny"
+    """Hyperparameter preset (agents/hyperparams/<algo>.yml) and data set size preset."""
+    episodes: int | None = None
+    """Training budget in episodes (images); default from the preset's hyperparameters."""
+    steps: int | None = None
+    """Training budget in env steps (concepts coded); default from the preset for SB3 algorithms."""
+    eval_images: int = 48
+    """Number of held-out test images (the first N of the test split) every policy is evaluated on."""
+    train_images: int | None = 1000
+    """Training images: the first N of the train split (None = all); episodes draw images from them."""
+    json: Path | None = None
+    """Write the results as JSON here (DESIGN.md's train_agent.py format)."""
+    eval_only: Path | None = None
+    """Skip training: evaluate this saved policy (policy.pt of REINFORCE or model.zip of SB3)."""
+    run_dir: Path | None = None
+    """Run folder (config, tensorboard logs, trained policy, results); default runs/agent/<algo>-<task>-<seed>.
+    With several tasks or seeds it is the parent of one folder per run."""
+    resume: bool = False
+    """Continue the training saved in the run folder up to the budget."""
+    hp: tuple[str, ...] = ()
+    """Hyperparameter overrides key=value (YAML values, dotted keys for nested ones), e.g. learning_rate=3e-4."""
+    codec: str = "tiny"
+    """Codec: shipped name or checkpoint path."""
+    dataset: Literal["streets", "cityscapes"] = "streets"
+    """Image data set."""
+    data_root: Path | None = None
+    """Local Cityscapes folder (dataset=cityscapes)."""
+    lam: float = 1.0
+    """lambda of eq. 13 (rate weight, per bit per pixel)."""
+    eta: float = 10.0
+    """eta of eq. 13 (perceptual loss weight)."""
+    reference: Literal["ground_truth", "original"] = "ground_truth"
+    """What the task network's output on x_hat is compared with."""
+    greedy: bool = True
+    """Evaluate the greedy one-step look-ahead baseline."""
+    oracle_cap: int = 4096
+    """Exhaustive oracle when every eval image has Q^K <= cap level sequences (0 = never)."""
+    deterministic: bool = True
+    """Evaluate the trained policy with its most probable level (else sample)."""
+    eval_batch: int = 96
+    """Env slots stepped as one batch during evaluation (images x policies sharing one reset per image)."""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        for name in ("json", "eval_only", "run_dir", "data_root"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                setattr(self, name, Path(value))
+        if isinstance(self.task, str):
+            self.task = (self.task,)
+        if self.eval_images < 1:
+            raise ValueError(f"--eval-images must be >= 1, got {self.eval_images}")
+        if self.train_images is not None and self.train_images < 1:
+            raise ValueError(f"--train-images must be >= 1, got {self.train_images}")

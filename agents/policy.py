@@ -1,0 +1,171 @@
+"""The policy network pi_theta of Section II-C (Fig. 2).
+
+The state of step m is {f(m), s(m), m}: the masked features f(m) (n channels) and the mask
+s_d(m) are stacked as channels and go through two conv layers, each followed by ReLU and 2x2
+max-pooling; the result is flattened, concatenated with the concept id (one-hot) and the
+env's scalar stats, and fed to three FC layers (ReLU and dropout after the first two) that
+yield one logit per quantization level; a softmax gives pi(a(m) | state(m)).
+
+:class:`PaperTrunk` is the shared part (convs + the first two FC layers);
+:class:`PaperPolicy` adds the last FC layer (the logits) for REINFORCE (eq. 15-22), and
+:class:`PaperFeaturesExtractor` exposes the trunk to stable-baselines3, which adds its own
+action (and value) heads.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import Tensor, nn
+
+__all__ = ["ObsShapes", "PaperTrunk", "PaperPolicy", "PaperFeaturesExtractor", "obs_shapes", "obs_to_tensors"]
+
+OBS_KEYS = ("features", "mask", "concept", "stats")
+
+
+class ObsShapes(dict):
+    """Shapes the network is built for: features (n,h,w), mask (1,h,w), concepts M, stats S."""
+
+    @property
+    def channels(self) -> int:
+        return int(self["features"][0]) + int(self["mask"][0])
+
+
+def obs_shapes(observation_space: spaces.Dict | Mapping[str, Any]) -> ObsShapes:
+    """Shapes from the env's ``spaces.Dict`` (``concept`` a one-hot Box or a Discrete) or a saved dict."""
+    if isinstance(observation_space, spaces.Dict):
+        missing = [k for k in OBS_KEYS if k not in observation_space.spaces]
+        if missing:
+            raise ValueError(f"observation space lacks keys {missing}; expected {list(OBS_KEYS)}")
+        concept = observation_space["concept"]
+        num_concepts = int(concept.n) if isinstance(concept, spaces.Discrete) else int(np.prod(concept.shape))
+        shapes = {"features": tuple(observation_space["features"].shape), "mask": tuple(observation_space["mask"].shape),
+                  "concept": (num_concepts,), "stats": tuple(observation_space["stats"].shape)}
+    else:
+        shapes = {k: tuple(int(v) for v in observation_space[k]) for k in OBS_KEYS}
+    if len(shapes["features"]) != 3 or len(shapes["mask"]) != 3 or shapes["features"][1:] != shapes["mask"][1:]:
+        raise ValueError(f"features {shapes['features']} and mask {shapes['mask']} must be (C,h,w) of equal h,w")
+    return ObsShapes(shapes)
+
+
+def obs_to_tensors(obs: Mapping[str, Any], shapes: ObsShapes, device: torch.device | str) -> dict[str, Tensor]:
+    """A batched observation (NumPy or tensors, or one unbatched observation) -> float tensors with
+    a batch dimension; a concept given as class ids (Discrete space) becomes a one-hot."""
+    out: dict[str, Tensor] = {}
+    batched = np.ndim(obs["features"]) == len(shapes["features"]) + 1
+    for key in OBS_KEYS:
+        value = torch.as_tensor(np.asarray(obs[key]) if not isinstance(obs[key], Tensor) else obs[key], device=device)
+        if not batched:
+            value = value.unsqueeze(0)
+        if key == "concept" and value.dim() == 1:  # class ids
+            value = nn.functional.one_hot(value.long(), shapes["concept"][0])
+        out[key] = value.float()
+    return out
+
+
+class PaperTrunk(nn.Module):
+    """conv-ReLU-maxpool x2 on [f(m), s_d(m)], flatten, concat [one-hot m, stats], FC-ReLU-dropout x2."""
+
+    def __init__(self, shapes: ObsShapes, conv_channels: Sequence[int] = (32, 64), hidden: Sequence[int] = (256, 128),
+                 dropout: float = 0.1, kernel_size: int = 3) -> None:
+        super().__init__()
+        if len(conv_channels) != 2 or len(hidden) != 2:
+            raise ValueError("the paper's network has two conv layers and three FC layers: conv_channels needs 2 "
+                             f"widths and hidden 2 widths (the third FC layer is the output), got {conv_channels}, {hidden}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.shapes = shapes
+        c1, c2 = (int(c) for c in conv_channels)
+        pad = kernel_size // 2
+        self.conv = nn.Sequential(
+            nn.Conv2d(shapes.channels, c1, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c1, c2, kernel_size, padding=pad), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, shapes.channels, *shapes["features"][1:])).shape[1]
+        extra = shapes["concept"][0] + shapes["stats"][0]
+        h1, h2 = (int(v) for v in hidden)
+        self.fc = nn.Sequential(nn.Linear(flat + extra, h1), nn.ReLU(), nn.Dropout(dropout),
+                                nn.Linear(h1, h2), nn.ReLU(), nn.Dropout(dropout))
+        self.out_features = h2
+
+    def forward(self, obs: Mapping[str, Tensor]) -> Tensor:
+        image = torch.cat([obs["features"], obs["mask"]], dim=1)
+        flat = self.conv(image)
+        return self.fc(torch.cat([flat, obs["concept"].flatten(1), obs["stats"].flatten(1)], dim=1))
+
+
+class PaperPolicy(nn.Module):
+    """pi_theta(a(m) | state(m)): :class:`PaperTrunk` + the third FC layer -> Q logits (softmax -> probabilities)."""
+
+    def __init__(self, observation_space: spaces.Dict | Mapping[str, Any], num_levels: int,
+                 conv_channels: Sequence[int] = (32, 64), hidden: Sequence[int] = (256, 128),
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if num_levels < 2:
+            raise ValueError(f"num_levels must be >= 2, got {num_levels}")
+        self.shapes = obs_shapes(observation_space)
+        self.num_levels = int(num_levels)
+        self.arch = {"conv_channels": [int(c) for c in conv_channels], "hidden": [int(h) for h in hidden],
+                     "dropout": float(dropout)}
+        self.trunk = PaperTrunk(self.shapes, conv_channels, hidden, dropout)
+        self.head = nn.Linear(self.trunk.out_features, self.num_levels)
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def forward(self, obs: Mapping[str, Tensor]) -> Tensor:
+        """Logits (B, Q) for a batch of observation tensors (see :func:`obs_to_tensors`)."""
+        return self.head(self.trunk(obs))
+
+    def distribution(self, obs: Mapping[str, Any]) -> torch.distributions.Categorical:
+        """The softmax distribution over levels for (NumPy or tensor) observations."""
+        return torch.distributions.Categorical(logits=self(obs_to_tensors(obs, self.shapes, self.device)))
+
+    def probabilities(self, obs: Mapping[str, Any]) -> Tensor:
+        return self.distribution(obs).probs
+
+    @torch.no_grad()
+    def act(self, obs: Mapping[str, Any], deterministic: bool = True) -> np.ndarray:
+        """Levels (B,) int64 for a batch of observations: argmax or a sample of pi (eval mode, no dropout)."""
+        was_training = self.training
+        self.eval()
+        try:
+            dist = self.distribution(obs)
+            action = dist.probs.argmax(-1) if deterministic else dist.sample()
+        finally:
+            self.train(was_training)
+        return action.cpu().numpy().astype(np.int64)
+
+    def spec(self) -> dict[str, Any]:
+        """Everything needed to rebuild the network (saved beside the weights)."""
+        return {"shapes": {k: list(v) for k, v in self.shapes.items()}, "num_levels": self.num_levels, **self.arch}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "PaperPolicy":
+        return cls(spec["shapes"], int(spec["num_levels"]), spec["conv_channels"], spec["hidden"], spec["dropout"])
+
+
+class PaperFeaturesExtractor(BaseFeaturesExtractor):
+    """The paper's trunk as an SB3 features extractor for ``MultiInputPolicy`` (SB3 adds the heads).
+
+    SB3 one-hot encodes a ``Discrete`` concept itself. Keep ``dropout=0`` for on-policy SB3
+    algorithms: they collect rollouts in eval mode and compute gradients in train mode, so
+    dropout would make the sampling and the optimised policy differ.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, conv_channels: Sequence[int] = (32, 64),
+                 hidden: Sequence[int] = (256, 128), dropout: float = 0.0) -> None:
+        shapes = obs_shapes(observation_space)
+        trunk = PaperTrunk(shapes, conv_channels, hidden, dropout)
+        super().__init__(observation_space, features_dim=trunk.out_features)
+        self.trunk = trunk
+
+    def forward(self, observations: dict[str, Tensor]) -> Tensor:
+        return self.trunk(observations)

@@ -1,0 +1,315 @@
+"""What ``train_agent.py`` does: train (or load) an agent, evaluate it and the baselines on the
+same held-out images, write the run folder, the JSON (DESIGN.md) and the results table."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .config import TrainAgentConfig
+from .episodes import ActFn, Engine, EnvSpec
+from .evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
+from .hyperparams import ENV_ID, apply_overrides, load_hyperparams
+
+__all__ = ["run", "run_one", "resolve_device", "design_json", "DESIGN_EVAL_KEYS"]
+
+DESIGN_EVAL_KEYS = ("return_mean", "return_std", "bpp_mean", "semantic_loss_mean", "perceptual_loss_mean")
+Log = Callable[[str], None]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; an unavailable CUDA device raises."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def default_run_dir(cfg: TrainAgentConfig, task: str, seed: int, several: bool) -> Path:
+    if cfg.run_dir is None and cfg.eval_only is not None:
+        return Path(cfg.eval_only).parent / "eval"
+    if cfg.run_dir is None:
+        return Path("runs") / "agent" / f"{cfg.algo}-{task}-{seed}"
+    return cfg.run_dir / f"{task}-{seed}" if several else cfg.run_dir
+
+
+def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
+    return apply_overrides(load_hyperparams(cfg.algo, cfg.preset), cfg.hp)
+
+
+def make_engine(cfg: TrainAgentConfig, task: str, device: str) -> Engine:
+    """Codec, task network and data of ``task``: the first ``train_images`` train images and the
+    first ``eval_images`` test images."""
+    sizes = {"test": cfg.eval_images}
+    if cfg.train_images is not None:
+        sizes["train"] = cfg.train_images
+    spec = EnvSpec(task=task, codec=cfg.codec, lam=cfg.lam, eta=cfg.eta, dataset=cfg.dataset,
+                   data_root=None if cfg.data_root is None else str(cfg.data_root), preset=cfg.preset,
+                   reference=cfg.reference, device=device, sizes=sizes)
+    return Engine(spec)
+
+
+EngineFactory = Callable[[TrainAgentConfig, str, str], Engine]
+
+
+def describe_engine(engine: Engine) -> dict[str, Any]:
+    """Which codec, task network and data every report names (DESIGN.md)."""
+    spec_codec = engine.spec.codec
+    if isinstance(spec_codec, str):
+        from codec_models.checkpoint import resolve_codec_path
+
+        codec_name, codec_path = spec_codec, str(resolve_codec_path(spec_codec))
+    else:
+        codec_name, codec_path = f"in-process {type(spec_codec).__name__} ({spec_codec.config.name})", None
+    return {"codec": codec_name, "codec_path": codec_path, "num_levels": engine.num_levels,
+            "num_classes": int(engine.codec.num_classes), "task_network": engine.task.describe(),
+            "metric": engine.metric_name, "dataset": engine.spec.dataset, "data_preset": engine.spec.preset,
+            "train_images": engine.num_images("train"), "test_images": engine.num_images("test"),
+            "lam": engine.spec.lam, "eta": engine.spec.eta}
+
+
+# --------------------------------------------------------------------------- training
+def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed: int, device: str, run_dir: Path,
+                 log: Log) -> tuple[ActFn, dict[str, Any]]:
+    """Train ``cfg.algo`` (or load it with --eval-only); returns its evaluation policy and facts."""
+    if cfg.algo == "reinforce":
+        from .checkpoint import load_policy
+        from .reinforce import ReinforceConfig, ReinforceTrainer
+
+        if cfg.eval_only is not None:
+            policy, meta = load_policy(cfg.eval_only, device)
+            check_policy_fits(policy, engine, cfg.eval_only)
+            facts = {"train_episodes": int(meta.get("train_episodes", 0)), "train_steps": meta.get("train_steps"),
+                     "policy_path": str(cfg.eval_only)}
+        else:
+            budget = {k: hp.pop(k) for k in ("n_episodes", "n_timesteps") if k in hp}
+            episodes = cfg.episodes if cfg.episodes is not None else (None if cfg.steps is not None
+                                                                       else budget.get("n_episodes"))
+            steps = cfg.steps if cfg.steps is not None else (None if episodes is not None else budget.get("n_timesteps"))
+            rcfg = ReinforceConfig(**hp)
+            trainer = ReinforceTrainer(engine, rcfg, seed=seed, device=device, tb_dir=run_dir / "tb" / "REINFORCE_1")
+            state_path = run_dir / "checkpoint.pt"
+            if cfg.resume:
+                if not state_path.is_file():
+                    raise FileNotFoundError(f"--resume: no training state {state_path} to continue")
+                trainer.load_state(state_path)
+                log(f"resumed from {state_path}: {trainer.stats.episodes} episodes done")
+            log(f"REINFORCE: budget {episodes if episodes is not None else steps} "
+                f"{'episodes' if episodes is not None else 'steps'}, lr {rcfg.learning_rate}, "
+                f"b = {rcfg.episodes_per_update}, return {rcfg.return_mode}, baseline {rcfg.baseline}")
+            t0 = time.perf_counter()
+            trainer.train(episodes=episodes, steps=steps, progress=cfg.progress, checkpoint_path=state_path)
+            trainer.close()
+            policy_path = trainer.save_policy(run_dir / "policy.pt", {"task": str(engine.task.name), "seed": seed,
+                                                                      "train_steps": trainer.stats.steps})
+            policy = trainer.policy.eval()
+            facts = {"train_episodes": trainer.stats.episodes, "train_steps": trainer.stats.steps,
+                     "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
+        return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
+
+    from .sb3 import load_sb3, sb3_act, train_sb3
+
+    if cfg.eval_only is not None:
+        model = load_sb3(cfg.algo, cfg.eval_only, device)
+        state = Path(cfg.eval_only).with_name("sb3_state.json")
+        episodes = json.loads(state.read_text())["episodes"] if state.is_file() else None
+        facts = {"train_episodes": episodes, "train_steps": int(model.num_timesteps), "policy_path": str(cfg.eval_only)}
+    else:
+        steps = cfg.steps if cfg.steps is not None else (None if cfg.episodes is not None else hp.get("n_timesteps"))
+        log(f"{cfg.algo.upper()}: budget {steps if steps is not None else cfg.episodes} "
+            f"{'steps' if steps is not None else 'episodes'}, n_envs {hp.get('n_envs', 8)}")
+        model, facts = train_sb3(engine, cfg.algo, hp, seed, device, run_dir, steps, cfg.episodes, cfg.resume,
+                                 cfg.progress)
+        facts["policy_path"] = str(run_dir / "model.zip")
+    return sb3_act(model, cfg.deterministic), facts
+
+
+def check_policy_fits(policy: Any, engine: Engine, path: Path) -> None:
+    from .policy import obs_shapes
+
+    want = obs_shapes(engine.observation_space)
+    if dict(policy.shapes) != dict(want) or policy.num_levels != engine.num_levels:
+        raise ValueError(f"{path} was trained for observations {dict(policy.shapes)} and Q = {policy.num_levels}, "
+                         f"but this env has {dict(want)} and Q = {engine.num_levels} (another codec or preset?)")
+
+
+# --------------------------------------------------------------------------- one run
+def design_json(cfg: TrainAgentConfig, task: str, seed: int, device: str, facts: dict[str, Any],
+                ev: dict[str, dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """DESIGN.md's object: algo, task, seed, device, train_episodes, eval_images, eval{NAME: 5 keys + extras}."""
+    for name, row in ev.items():
+        missing = [k for k in DESIGN_EVAL_KEYS if k not in row]
+        if missing:
+            raise KeyError(f"evaluation of {name} lacks {missing}")
+    return {"algo": cfg.algo, "task": task, "seed": seed, "device": device,
+            "train_episodes": facts.get("train_episodes"), "eval_images": cfg.eval_images, "eval": ev, **extra}
+
+
+def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device: str, run_dir: Path,
+            cache: dict[str, dict[str, Any]], log: Log) -> dict[str, Any]:
+    """Train/load, evaluate, write ``run_dir`` (config.yaml, results.json, results.md); returns the JSON object."""
+    t_start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    hp = hyperparameters(cfg)
+    resolved = {"config": dataclasses.asdict(cfg), "task": task, "seed": seed, "device": device, "env_id": ENV_ID,
+                "hyperparameters": hp, "environment": describe_engine(engine)}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(resolved), sort_keys=False))
+    write_json(run_dir / "config.json", resolved)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    act, facts = train_policy(cfg, engine, dict(hp), seed, device, run_dir, log)
+
+    t_eval = time.perf_counter()
+    log(f"evaluating on the first {cfg.eval_images} test images")
+    policies = {"policy": act, **baseline_policies(engine.num_levels, seed)}
+    if cache:  # fixed levels, greedy and oracle are deterministic: evaluated once per task, shared by the seeds
+        ev = evaluate(engine, {k: policies[k] for k in ("policy", "random")}, cfg.eval_images,
+                      batch_size=cfg.eval_batch, greedy=False, log=log)
+    else:
+        ev = evaluate(engine, policies, cfg.eval_images, batch_size=cfg.eval_batch, greedy=cfg.greedy,
+                      oracle_cap=cfg.oracle_cap, log=log)
+        cache.update({k: dict(v) for k, v in ev.items() if k not in ("policy", "random")})
+    ev.update({k: dict(v) for k, v in cache.items()})
+    skipped = {k: ev.pop(k)["skipped"] for k in [k for k, v in ev.items() if "skipped" in v]}
+    eval_seconds = time.perf_counter() - t_eval
+    extra: dict[str, Any] = {
+        "preset": cfg.preset, "metric": engine.metric_name, "train_steps": facts.get("train_steps"),
+        "train_seconds": facts.get("train_seconds"), "eval_seconds": eval_seconds,
+        "total_seconds": time.perf_counter() - t_start, "policy_path": facts.get("policy_path"),
+        "run_dir": str(run_dir), "hyperparameters": hp, "environment": describe_engine(engine),
+    }
+    if skipped:
+        extra["skipped"] = skipped  # baselines not run, with the reason (e.g. an intractable oracle)
+    if "greedy" in ev:
+        extra["gap_closure"] = gap_closure(ev)
+    result = design_json(cfg, task, seed, device, facts, ev, extra)
+    write_json(run_dir / "results.json", result)
+    table = results_table({**ev, **{k: {"skipped": v} for k, v in skipped.items()}}, engine.metric_name,
+                          f"{cfg.algo} on {task}, seed {seed}, {cfg.eval_images} test images")
+    table += _gap_line(result)
+    (run_dir / "results.md").write_text(table)
+    return result
+
+
+def _gap_line(result: dict[str, Any]) -> str:
+    gap = result.get("gap_closure")
+    if not gap:
+        return ""
+    return (f"\nGap closure (policy - best fixed) / (greedy - best fixed) on the return: {gap['ratio']:.3f} "
+            f"(best fixed = {gap['best_fixed']})\n")
+
+
+# --------------------------------------------------------------------------- several runs
+def run(cfg: TrainAgentConfig, log: Log = print, engine_factory: EngineFactory = make_engine) -> dict[str, Any]:
+    """All runs of ``cfg`` (tasks x seeds); prints the table(s), writes results.md and --json.
+    ``engine_factory(cfg, task, device)`` builds the codec/task/data (tests pass in-process ones)."""
+    t0 = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if cfg.eval_only is not None and cfg.resume:
+        raise ValueError("--eval-only and --resume exclude each other")
+    device = resolve_device(cfg.device)
+    seeds = list(cfg.seeds) if cfg.seeds else [cfg.seed]
+    tasks = list(cfg.task)
+    if not tasks:
+        raise ValueError("give at least one --task")
+    several = len(seeds) * len(tasks) > 1
+    if several and cfg.eval_only is not None:
+        raise ValueError("--eval-only evaluates one saved policy: give one task and one seed")
+    results: list[dict[str, Any]] = []
+    tables: list[str] = []
+    for task in tasks:
+        engine = engine_factory(cfg, task, device)
+        cache: dict[str, dict[str, Any]] = {}
+        task_results = []
+        for seed in seeds:
+            run_dir = default_run_dir(cfg, task, seed, several)
+            log(f"== {cfg.algo} | task {task} | seed {seed} | device {device} | run folder {run_dir}")
+            res = run_one(cfg, engine, task, seed, device, run_dir, cache, log)
+            task_results.append(res)
+            print((run_dir / "results.md").read_text())
+        results += task_results
+        if len(seeds) > 1:
+            agg = aggregate([r["eval"] for r in task_results])
+            tables.append(results_table(agg, engine.metric_name, f"{cfg.algo} on {task}: mean ± 95% CI over seeds "
+                                        f"{seeds}, {cfg.eval_images} test images"))
+            ratios = [r["gap_closure"]["ratio"] for r in task_results if "gap_closure" in r]
+            if ratios:
+                g = mean_ci(ratios)
+                tables[-1] += f"\nGap closure (policy - best fixed) / (greedy - best fixed): {g['mean']:.3f}" + (
+                    f" ± {g['ci95']:.3f}\n" if np.isfinite(g["ci95"]) else "\n")
+    total = time.perf_counter() - t0
+    if several:
+        summary = _summary(cfg, tasks, seeds, device, results, total)
+        out_dir = cfg.run_dir or Path("runs") / "agent" / f"{cfg.algo}-{'-'.join(tasks)}-seeds{'-'.join(map(str, seeds))}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        text = "\n".join(tables)
+        (out_dir / "results.md").write_text(text)
+        write_json(out_dir / "results.json", summary)
+        if text:
+            print(text)
+        log(f"summary in {out_dir} ({total:.0f} s in all)")
+    else:
+        summary = results[0]
+        summary["total_seconds"] = total
+        log(f"done in {total:.0f} s")
+    if cfg.json is not None:
+        write_json(cfg.json, summary)
+        log(f"JSON written to {cfg.json}")
+    return summary
+
+
+def _summary(cfg: TrainAgentConfig, tasks: list[str], seeds: list[int], device: str, results: list[dict[str, Any]],
+             total: float) -> dict[str, Any]:
+    """JSON of several runs. One task: DESIGN's keys with ``seed`` the list of seeds and ``eval`` the
+    per-policy means over seeds (``eval_ci95`` the 95% CI half-widths), plus every run under ``runs``.
+    Several tasks: ``task`` is the list and ``eval`` maps task -> that per-task object's ``eval``."""
+    per_task: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        rows = [r for r in results if r["task"] == task]
+        agg = aggregate([r["eval"] for r in rows])
+        per_task[task] = {"eval": {n: {k: v["mean"] for k, v in m.items()} for n, m in agg.items()},
+                          "eval_ci95": {n: {k: v["ci95"] for k, v in m.items()} for n, m in agg.items()},
+                          "train_episodes": float(np.mean([r["train_episodes"] or 0 for r in rows]))}
+    base = {"algo": cfg.algo, "seed": seeds, "device": device, "eval_images": cfg.eval_images, "preset": cfg.preset,
+            "total_seconds": total, "runs": results}
+    if len(tasks) == 1:
+        only = per_task[tasks[0]]
+        return {**base, "task": tasks[0], "train_episodes": only["train_episodes"], "eval": only["eval"],
+                "eval_ci95": only["eval_ci95"]}
+    return {**base, "task": tasks, "train_episodes": {t: v["train_episodes"] for t, v in per_task.items()},
+            "eval": {t: v["eval"] for t, v in per_task.items()},
+            "eval_ci95": {t: v["eval_ci95"] for t, v in per_task.items()}}
