@@ -21,14 +21,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from torch import Tensor
 
 from codec_models.bitstream import section_sizes
 from codec_models.classes import TRAIN_COLORS, colorize
 from codec_models.codec import Analysis, SemanticCodec
-from codec_models.generators import GlobalGenerator, LocalGenerator
+from codec_models.generators import LocalGenerator
 from codec_models.perceptual import perceptual_loss
 
 from .reward import normalized_score, rsp_loss, step_reward

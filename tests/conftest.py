@@ -3,8 +3,32 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
+from rlasc_env.tasks import Task, register_task
 
 torch.set_num_threads(1)
+
+
+class PixelTask(Task):
+    """Test task without a network: L_S = mean |x_hat - x|, metric = PSNR."""
+
+    name = "pixel-test"
+    metric_name = "psnr"
+
+    def __init__(self, reference: str = "ground_truth", device: str = "cpu") -> None:
+        super().__init__(nn.Identity(), reference, "identity")
+
+    def references(self, images, labels):
+        return [image.detach().clone() for image in images]
+
+    def loss(self, x_hat, references):
+        ref = torch.stack(references).to(x_hat.device)
+        mse = (x_hat - ref).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        return (x_hat - ref).abs().flatten(1).mean(1).cpu(), (10 * torch.log10(1 / mse)).cpu()
+
+
+register_task("pixel-test", PixelTask)
 
 
 @pytest.fixture(scope="session")

@@ -6,38 +6,16 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.vector import AutoresetMode
-from torch import nn
 
 from rlasc_env import BatchedSemanticCodingEnv, SB3VecEnvAdapter, SemanticCodingEnv
-from rlasc_env.tasks import Task, register_task
 
 
-class PixelTask(Task):
-    """Test task without a network: L_S = mean |x_hat - x|, metric = PSNR."""
-
-    name = "pixel-test-vec"
-    metric_name = "psnr"
-
-    def __init__(self, reference: str = "ground_truth", device: str = "cpu") -> None:
-        super().__init__(nn.Identity(), reference, "identity")
-
-    def references(self, images, labels):
-        return [image.detach().clone() for image in images]
-
-    def loss(self, x_hat, references):
-        ref = torch.stack(references).to(x_hat.device)
-        mse = (x_hat - ref).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-        return (x_hat - ref).abs().flatten(1).mean(1).cpu(), (10 * torch.log10(1 / mse)).cpu()
-
-
-register_task("pixel-test-vec", PixelTask)
 
 
 @pytest.fixture()
 def kwargs(test_codec, test_dataset):
-    return {"task": "pixel-test-vec", "codec": test_codec, "images": test_dataset}
+    return {"task": "pixel-test", "codec": test_codec, "images": test_dataset}
 
 
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
@@ -152,7 +130,7 @@ def test_benchmark_json(tmp_path, test_codec):
 
     path = atomic_save(codec_payload(test_codec), tmp_path / "codec.pt")
     out = tmp_path / "bench.json"
-    assert main(["--preset", "test", "--codec", str(path), "--task", "pixel-test-vec", "--device", "cpu",
+    assert main(["--preset", "test", "--codec", str(path), "--task", "pixel-test", "--device", "cpu",
                  "--batch-size", "2", "--steps", "4", "--repeats", "1", "--json", str(out), "--no-progress"]) == 0
     res = json.loads(out.read_text())
     for key in ("device", "preset", "batch_size", "single_env_steps_per_s", "sync_vector_steps_per_s",

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from codec_models.classes import IGNORE_INDEX, NUM_TRAIN_CLASSES
+from codec_models.classes import NUM_TRAIN_CLASSES
 
 from .base import Task, register_task
 from .networks import load_task_network, network_input
