@@ -18,6 +18,8 @@ is taken by Adam on the loss -J. Options, all off in the paper preset:
 - a baseline subtracted from the weights (G - b, unbiased): ``"mean"``, a running mean of G;
   ``"image"``, for each rollout the mean of the other R - 1 rollouts of the same image
   (leave-one-out, step by step);
+- ``normalize_advantages``: the weights (G - b) of an update divided by their standard
+  deviation (a per-update step size; the direction of eq. 21 is kept);
 - an entropy bonus ``entropy_coef``.
 """
 from __future__ import annotations
@@ -53,6 +55,7 @@ class ReinforceConfig:
     return_mode: Literal["episode", "reward_to_go"] = "episode"  # eq. 21 weights every step by G
     baseline: Literal["none", "mean", "image"] = "none"  # subtracted from the returns, see the module doc
     baseline_decay: float = 0.95  # exponential moving average factor of the baseline
+    normalize_advantages: bool = False  # divide the (G - b) weights of an update by their std
     entropy_coef: float = 0.0
     max_grad_norm: float = 0.0  # 0 = no clipping
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -196,7 +199,12 @@ class ReinforceTrainer:
         else:
             scalar = self.stats.baseline if (cfg.baseline == "mean" and self.stats.baseline_ready) else 0.0
             baselines = [scalar] * len(records)
-        terms = [episode_objective(torch.stack(lps), rec.rewards, cfg.gamma, cfg.return_mode, base)
+        scale = 1.0
+        if cfg.normalize_advantages:
+            adv = np.concatenate([step_weights(r.rewards, cfg.gamma, cfg.return_mode) - base
+                                  for r, base in zip(records, baselines)])
+            scale = 1.0 / max(float(adv.std()), 1e-8) if len(adv) > 1 else 1.0
+        terms = [scale * episode_objective(torch.stack(lps), rec.rewards, cfg.gamma, cfg.return_mode, base)
                  for rec, lps, base in zip(records, log_probs, baselines)]  # (G - b) * sum_m log pi (eq. 21)
         objective = torch.stack(terms).mean()  # J estimate over the b trajectories (eq. 16)
         entropy = torch.cat(entropies).mean()

@@ -120,6 +120,9 @@ def test_bd_no_overlap_is_null_with_reason():
     out = bd_pair(low, high)
     assert out["bd_rate"] is None and out["bd_miou"] is None
     assert "do not overlap" in out["reason_rate"] and "do not overlap" in out["reason_miou"]
+    # rates overlap on ~3% of their (log) union only: too short to average over
+    touching = bd_pair(_curve([0.1, 0.2, 0.4], lambda r: r), _curve([0.38, 1.0, 5.0], lambda r: r))
+    assert touching["bd_miou"] is None and "overlap on" in touching["reason_miou"]
     single = bd_pair(_curve([0.1], lambda r: 0.3), high)
     assert single["bd_rate"] is None and "too few points" in single["reason_rate"]
 

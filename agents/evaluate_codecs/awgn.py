@@ -25,11 +25,15 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from codec_models.bitstream import BitstreamError
 from codec_models.channel import AWGNBPSK
 
-from .classic import DecodeError
+from .classic import ClassicCodec, DecodeError, bits_per_pixel
+from .metrics import per_image_miou
+from .sweep import EvalSet, PointResult, calibrate
 
-__all__ = ["AwgnSubject", "IsolatedDecoder", "awgn_curve", "bit_errors", "channel_rng"]
+__all__ = ["AwgnSettings", "AwgnSubject", "IsolatedDecoder", "awgn_curve", "bit_errors", "channel_rng",
+           "classic_receiver", "rate_matched_files", "rlasc_receiver", "run_awgn"]
 
 DecodeFn = Callable[[bytes], Tensor]  # bytes -> image (3,H,W) in [0,1]; raises DecodeError
 
@@ -195,3 +199,121 @@ def awgn_curve(subject: AwgnSubject, score_fn: Callable[[Tensor, Sequence[int]],
                     "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])})
     bar.close()
     return out
+
+
+# --------------------------------------------------------------------------- the experiment
+def rlasc_receiver(codec: Any) -> DecodeFn:
+    """RL-ASC's receiver after a noisy channel: ``decompress(strict=False)``; a damaged header fails."""
+    def decode(blob: bytes) -> Tensor:
+        try:
+            return codec.decompress(blob, strict=False).float().cpu()
+        except BitstreamError as exc:
+            raise DecodeError(f"rlasc: BitstreamError: {exc}") from None
+        except (ValueError, RuntimeError, IndexError, OverflowError, KeyError) as exc:
+            raise DecodeError(f"rlasc: {type(exc).__name__}: {exc}") from None
+    return decode
+
+
+def classic_receiver(codec: ClassicCodec, decoder: IsolatedDecoder, shape: tuple[int, int]) -> DecodeFn:
+    """An engineered codec's receiver: its library decodes in the isolated child process."""
+    def decode(blob: bytes) -> Tensor:
+        return torch.from_numpy(decoder.decode(codec.name, blob, shape).copy()).permute(2, 0, 1).float() / 255.0
+    return decode
+
+
+@dataclass
+class AwgnSettings:
+    """What the experiment sweeps: SNRs (dB), noise seeds, codecs, images (None = all)."""
+
+    snrs: Sequence[float]
+    seeds: Sequence[int]
+    codecs: Sequence[str]
+    images: int | None = None
+    calibration_images: int = 4
+    batch_size: int = 16
+    progress: bool = True
+
+
+def run_awgn(cfg: AwgnSettings, data: EvalSet, seg: Any, semantic: dict[str, PointResult],
+             classic: dict[str, ClassicCodec], notes: list[str], skipped: dict[str, str],
+             log: Callable[[str], None] = print) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Score (mIoU of the segmentation task ``seg``) against SNR for the RL-ASC points in ``semantic``
+    (their files as coded) and the engineered codecs at the setting nearest to RL-ASC's rate
+    (the agent's when present, else the simplified model's). Appends notes and skip reasons."""
+    if seg is None:
+        skipped["awgn"] = "no segmentation task network: the AWGN score is its mIoU"
+        return {}, {}
+    ref_name = "rlasc" if "rlasc" in semantic else "rlasc_simplified"
+    if ref_name not in semantic:
+        skipped["awgn"] = "no RL-ASC point to match the rate of"
+        return {}, {}
+    n = data.count if cfg.images is None else max(1, min(cfg.images, data.count))
+    target = float(np.mean([bits_per_pixel(b, *data.shape) for b in semantic[ref_name].payloads[:n]]))
+    sub = EvalSet(data.images[:n], data.labels[:n], data.description)
+    refs = seg.references(sub.images.float() / 255.0, sub.labels)
+
+    def score(images: Tensor, idx: Sequence[int]) -> Tensor:
+        return per_image_miou(seg, images, [refs[i] for i in idx])[0]
+
+    subjects: list[AwgnSubject] = []
+    meta: dict[str, Any] = {"rate_matched_to": ref_name, "target_bpp": target, "images": n,
+                            "seeds": [int(s) for s in cfg.seeds]}
+    decoder = IsolatedDecoder()
+    for name in cfg.codecs:
+        if name in semantic:
+            point = semantic[name]
+            setting = {k: point.record[k] for k in ("codec", "level", "level_offset") if k in point.record}
+            subjects.append(AwgnSubject(name, point.payloads[:n], rlasc_receiver(point.record["_codec_obj"]), setting))
+        elif name in classic:
+            codec = classic[name]
+            g, payloads = rate_matched_files(codec, sub, target, cfg.calibration_images)
+            subjects.append(AwgnSubject(name, payloads, classic_receiver(codec, decoder, data.shape),
+                                        {codec.knob: codec.grid[g]}))
+        elif name.startswith("rlasc"):
+            skipped[f"awgn {name}"] = f"{name} was not evaluated (see its own line)"
+        else:
+            skipped[f"awgn {name}"] = f"{name} is not an evaluated codec"
+    curves: dict[str, list[dict[str, Any]]] = {}
+    seeds = meta["seeds"]
+    try:
+        for subject in subjects:
+            bpp = float(np.mean([len(p) * 8 / (data.shape[0] * data.shape[1]) for p in subject.payloads]))
+            clean = clean_scores(subject, score, cfg.batch_size)
+            curves[subject.name] = awgn_curve(subject, score, cfg.snrs, seeds, data.shape, cfg.batch_size, cfg.progress,
+                                              clean=dict(enumerate(clean)))
+            meta[subject.name] = {"bpp": bpp, "setting": subject.setting, "clean_score": float(np.mean(clean))}
+            log(f"awgn {subject.name}: {bpp:.3f} bpp, clean {np.mean(clean):.3f}, " + ", ".join(
+                f"{p['snr_db']:g} dB {p['score']:.3f}" for p in curves[subject.name]))
+    finally:
+        meta["decoder_restarts"] = decoder.restarts
+        decoder.close()
+    for name in classic:
+        bpp = (meta.get(name) or {}).get("bpp")
+        if bpp is not None and abs(bpp - target) > 0.25 * target:
+            notes.append(f"AWGN: {name} cannot come near {ref_name}'s {target:.3f} bpp at this image size; it runs at "
+                         f"{bpp:.3f} bpp (its setting nearest to the target)")
+    return curves, meta
+
+
+def rate_matched_files(codec: ClassicCodec, data: EvalSet, target: float, calibration_images: int
+                       ) -> tuple[int, list[bytes]]:
+    """(grid index, files) of the setting whose mean rate over all images is nearest to ``target``:
+    the three nearest settings on the calibration images are measured on every image."""
+    table = sorted(calibrate(codec, data, calibration_images), key=lambda row: abs(row[2] - target))[:3]
+    best = None
+    for g, setting, _ in table:
+        files = [codec.encode(data.rgb(i), setting) for i in range(data.count)]
+        gap = abs(np.mean([bits_per_pixel(f, *data.shape) for f in files]) - target)
+        if best is None or gap < best[0]:
+            best = (gap, g, files)
+    return best[1], best[2]
+
+
+def clean_scores(subject: AwgnSubject, score: Callable[[Tensor, Sequence[int]], Tensor], batch_size: int) -> list[float]:
+    """Per-image scores of the subject's files decoded without channel noise."""
+    values = []
+    for start in range(0, len(subject.payloads), batch_size):
+        idx = list(range(start, min(len(subject.payloads), start + batch_size)))
+        images = torch.stack([subject.decode(subject.payloads[i]) for i in idx])
+        values += score(images, idx).double().tolist()
+    return values

@@ -43,12 +43,13 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 
 def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any]], metric: str = "miou",
-            method: str = BD_METHOD) -> dict[str, Any]:
+            method: str = BD_METHOD, min_overlap: float = 0.1) -> dict[str, Any]:
     """BD-rate (%) and BD-<metric> of ``test`` against ``anchor`` (lists of points with ``bpp`` and ``metric``).
 
     Returns ``{"bd_rate", "bd_<metric>", "method", "points": [n_test, n_anchor], "rate_overlap",
     "<metric>_overlap", "reason_rate", "reason_<metric>"}``; a delta is None when it cannot be
-    computed without extrapolating, and its reason says why.
+    computed without extrapolating, or when the overlap is under ``min_overlap`` of the union of
+    the two ranges (too short an interval to average over), and its reason says why.
     """
     import bjontegaard as bdlib
 
@@ -68,6 +69,10 @@ def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any
     if share <= 0.0:
         out[f"reason_{metric}"] = (f"rate ranges do not overlap (test {rt.min():.3f}-{rt.max():.3f} bpp, anchor "
                                    f"{ra.min():.3f}-{ra.max():.3f} bpp)")
+    elif share < min_overlap:
+        out[f"reason_{metric}"] = (f"rate ranges overlap on {share:.0%} of their union only (test {rt.min():.3f}-"
+                                   f"{rt.max():.3f} bpp, anchor {ra.min():.3f}-{ra.max():.3f} bpp; minimum "
+                                   f"{min_overlap:.0%})")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -79,6 +84,9 @@ def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any
     if share <= 0.0:
         out["reason_rate"] = (f"{metric} ranges do not overlap (test {vt.min():.3f}-{vt.max():.3f}, anchor "
                               f"{va.min():.3f}-{va.max():.3f})")
+    elif share < min_overlap:
+        out["reason_rate"] = (f"{metric} ranges overlap on {share:.0%} of their union only (test {vt.min():.3f}-"
+                              f"{vt.max():.3f}, anchor {va.min():.3f}-{va.max():.3f}; minimum {min_overlap:.0%})")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -89,7 +97,7 @@ def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any
 
 
 def bd_table(curves: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[str], anchors: Sequence[str],
-             metric: str = "miou", method: str = BD_METHOD) -> dict[str, dict[str, Any]]:
+             metric: str = "miou", method: str = BD_METHOD, min_overlap: float = 0.1) -> dict[str, dict[str, Any]]:
     """``{"<test>_vs_<anchor>": bd_pair(...)}`` for every test curve against every other anchor curve."""
     table: dict[str, dict[str, Any]] = {}
     for t in tests:
@@ -103,5 +111,5 @@ def bd_table(curves: Mapping[str, Sequence[Mapping[str, Any]]], tests: Sequence[
                 table[f"{t}_vs_{a}"] = {"bd_rate": None, f"bd_{metric}": None, "bd_rate_unit": "%", "method": method,
                                         "reason_rate": f"{empty} has no point", f"reason_{metric}": f"{empty} has no point"}
                 continue
-            table[f"{t}_vs_{a}"] = bd_pair(curves[t], curves[a], metric, method)
+            table[f"{t}_vs_{a}"] = bd_pair(curves[t], curves[a], metric, method, min_overlap)
     return table

@@ -1,6 +1,7 @@
 """Figures of the evaluation (matplotlib, Agg): analogues of the paper's Fig. 5, 8, 9, 10, 11, 12."""
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ def make_all(result: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
     _draw(axes[0], curves, "fid", "FID (lower is better)", max_bpp)
     _draw(axes[1], curves, "kid", "KID (lower is better)", max_bpp)
     note = ((result.get("networks") or {}).get("fid_kid_features") or {}).get("note", "")
-    fig.suptitle(f"Fig. 8 analogue: perceptual performance. {note}", fontsize=8)
+    fig.suptitle(textwrap.fill(f"Fig. 8 analogue: perceptual performance, {title}. {note}", 150), fontsize=8)
     axes[0].legend(fontsize=7)
     figures["fig8"] = _save(fig, out_dir / "fig8_fid_kid_vs_bpp.png")
 

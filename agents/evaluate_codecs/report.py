@@ -74,6 +74,8 @@ def render(result: Mapping[str, Any]) -> str:
                if feat.get("kid_subset_size") else "; KID not computed (fewer than 4 images)")
         lines.append(f"- FID/KID: {feat['note']} ({feat['features']}-dimensional features of "
                      f"{feat.get('fid_images', '?')} originals vs as many reconstructions{kid})")
+        if feat.get("bias"):
+            lines.append(f"- NOTE on FID/KID: {feat['bias']}")
     lines += ["- mIoU: mean over images of the per-image mIoU of H (eq. 5-6, classes present in the reference or "
               "the prediction); `mIoU (dataset)`: torchmetrics MulticlassJaccardIndex over all pixels of all images",
               ""]
@@ -123,7 +125,9 @@ def _bd_section(bd: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any]) -> 
         return ["## Bjontegaard deltas (Table II)", "", "- not computed (no mIoU)", ""]
     lines = ["## Bjontegaard deltas (Table II analogue)", "",
              f"bjontegaard package, '{cfg.get('bd_method', 'pchip')}' interpolation over the overlap of the two "
-             "curves only (no extrapolation). BD-mIoU > 0 and BD-rate < 0 mean the first codec is better.", ""]
+             "curves only (no extrapolation; null below an overlap of "
+             f"{cfg.get('bd_min_overlap', 0.1):.0%} of their range). BD-mIoU > 0 and BD-rate < 0 mean the first codec "
+             "is better.", ""]
     tests = sorted({k.split("_vs_")[0] for k in bd}, key=lambda t: (t != "rlasc", t))
     footnotes: list[str] = []
     for test in tests:

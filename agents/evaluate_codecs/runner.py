@@ -22,15 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from codec_models.bitstream import BitstreamError
 from codec_models.codec import SemanticCodec
 from rlasc_env.tasks import Task
 
 from . import plots, report
-from .awgn import AwgnSubject, IsolatedDecoder, awgn_curve
+from .awgn import AwgnSettings, run_awgn
 from .bd import BD_METHOD, bd_table
-from .classic import ClassicCodec, DecodeError, available_codecs, bits_per_pixel
-from .metrics import PooledFeatures, QualityMeter, per_image_miou
+from .classic import ClassicCodec, available_codecs
+from .metrics import PooledFeatures, QualityMeter
 from .rlasc import LevelPlan, LoadedPolicy, fixed_plan, load_policy, offset_plan, policy_plan
 from .sweep import (DEFAULT_TARGETS, EvalSet, PointResult, calibrate, encode_plans, evaluate_classic, evaluate_plan,
                     refine_candidates, select_settings)
@@ -81,6 +80,8 @@ class EvalConfig:
     rlasc_offsets: tuple[int, ...] = (0, 1, 2, 3)
     """Points of rlasc: the agent's levels lowered by each offset (0 = the policy as trained)."""
     bd_method: Literal["pchip", "akima"] = BD_METHOD
+    bd_min_overlap: float = 0.1
+    """A BD delta is reported only where the two curves overlap on at least this share of their range."""
     snrs: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0)
     awgn_seeds: int = 3
     awgn_codecs: tuple[str, ...] = ("rlasc", "rlasc_simplified", "jpeg", "jpeg2000")
@@ -166,7 +167,10 @@ def describe_networks(codecs: Sequence[tuple[str, SemanticCodec]], tasks: dict[s
     if features is not None:
         out["fid_kid_features"] = {"network": features.name, "features": features.num_features,
                                    "note": f"FID/KID computed on features of {features.name}, not Inception; not "
-                                           "comparable to published FID values"}
+                                           "comparable to published FID values",
+                                   "bias": "phi is the network whose features RL-ASC's decoder was trained to match "
+                                           "(perceptual loss, eq. 11): FID/KID on phi favour RL-ASC over the "
+                                           "engineered codecs"}
     return out
 
 
@@ -224,109 +228,100 @@ def _far(bpp: float, others: Sequence[float], spacing: float = 0.02) -> bool:
     return all(abs(bpp - o) > spacing * max(o, 1e-9) for o in others)
 
 
-# --------------------------------------------------------------------------- AWGN
-def rlasc_receiver(codec: SemanticCodec):
-    """RL-ASC's receiver after a noisy channel: ``decompress(strict=False)``; a damaged header fails."""
-    def decode(blob: bytes) -> Tensor:
-        try:
-            return codec.decompress(blob, strict=False).float().cpu()
-        except BitstreamError as exc:
-            raise DecodeError(f"rlasc: BitstreamError: {exc}") from None
-        except (ValueError, RuntimeError, IndexError, OverflowError, KeyError) as exc:
-            raise DecodeError(f"rlasc: {type(exc).__name__}: {exc}") from None
-    return decode
-
-
-def classic_receiver(codec: ClassicCodec, decoder: IsolatedDecoder, shape: tuple[int, int]):
-    def decode(blob: bytes) -> Tensor:
-        return torch.from_numpy(decoder.decode(codec.name, blob, shape).copy()).permute(2, 0, 1).float() / 255.0
-    return decode
-
-
-def run_awgn(cfg: EvalConfig, data: EvalSet, seg: Task | None, semantic: dict[str, PointResult],
-             classic: dict[str, ClassicCodec], notes: list[str], skipped: dict[str, str]
-             ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    """Score against SNR for RL-ASC and the engineered codecs at about RL-ASC's rate."""
-    if seg is None:
-        skipped["awgn"] = "no segmentation task network: the AWGN score is its mIoU"
-        return {}, {}
-    ref_name = "rlasc" if "rlasc" in semantic else "rlasc_simplified"
-    if ref_name not in semantic:
-        skipped["awgn"] = "no RL-ASC point to match the rate of"
-        return {}, {}
-    n = data.count if cfg.awgn_images is None else max(1, min(cfg.awgn_images, data.count))
-    target = float(np.mean([bits_per_pixel(b, *data.shape) for b in semantic[ref_name].payloads[:n]]))
-    sub = EvalSet(data.images[:n], data.labels[:n], data.description)
-    refs = seg.references(sub.images.float() / 255.0, sub.labels)
-
-    def score(images: Tensor, idx: Sequence[int]) -> Tensor:
-        return per_image_miou(seg, images, [refs[i] for i in idx])[0]
-
-    subjects: list[AwgnSubject] = []
-    meta: dict[str, Any] = {"rate_matched_to": ref_name, "target_bpp": target, "images": n,
-                            "seeds": list(range(cfg.seed, cfg.seed + cfg.awgn_seeds))}
-    decoder = IsolatedDecoder()
-    for name in cfg.awgn_codecs:
-        if name in semantic:
-            point = semantic[name]
-            setting = {k: point.record[k] for k in ("codec", "level", "level_offset") if k in point.record}
-            subjects.append(AwgnSubject(name, point.payloads[:n], rlasc_receiver(point.record["_codec_obj"]), setting))
-        elif name in classic:
-            codec = classic[name]
-            g, payloads = rate_matched_files(codec, sub, target, cfg.calibration_images)
-            subjects.append(AwgnSubject(name, payloads, classic_receiver(codec, decoder, data.shape),
-                                        {codec.knob: codec.grid[g]}))
-        elif name.startswith("rlasc"):
-            skipped[f"awgn {name}"] = f"{name} was not evaluated (see its own line)"
-        else:
-            skipped[f"awgn {name}"] = f"{name} is not an evaluated codec"
-    curves: dict[str, list[dict[str, Any]]] = {}
-    seeds = meta["seeds"]
-    try:
-        for subject in subjects:
-            bpp = float(np.mean([len(p) * 8 / (data.shape[0] * data.shape[1]) for p in subject.payloads]))
-            clean = clean_scores(subject, score, cfg.batch_size)
-            curves[subject.name] = awgn_curve(subject, score, cfg.snrs, seeds, data.shape, cfg.batch_size, cfg.progress,
-                                              clean=dict(enumerate(clean)))
-            meta[subject.name] = {"bpp": bpp, "setting": subject.setting, "clean_score": float(np.mean(clean))}
-            log(f"awgn {subject.name}: {bpp:.3f} bpp, clean {np.mean(clean):.3f}, " + ", ".join(
-                f"{p['snr_db']:g} dB {p['score']:.3f}" for p in curves[subject.name]))
-    finally:
-        meta["decoder_restarts"] = decoder.restarts
-        decoder.close()
-    for name in classic:
-        bpp = (meta.get(name) or {}).get("bpp")
-        if bpp is not None and abs(bpp - target) > 0.25 * target:
-            notes.append(f"AWGN: {name} cannot come near {ref_name}'s {target:.3f} bpp at this image size; it runs at "
-                         f"{bpp:.3f} bpp (its setting nearest to the target)")
-    return curves, meta
-
-
-def rate_matched_files(codec: ClassicCodec, data: EvalSet, target: float, calibration_images: int
-                       ) -> tuple[int, list[bytes]]:
-    """(grid index, files) of the setting whose mean rate over all images is nearest to ``target``:
-    the three nearest settings on the calibration images are measured on every image."""
-    table = sorted(calibrate(codec, data, calibration_images), key=lambda row: abs(row[2] - target))[:3]
-    best = None
-    for g, setting, _ in table:
-        files = [codec.encode(data.rgb(i), setting) for i in range(data.count)]
-        gap = abs(np.mean([bits_per_pixel(f, *data.shape) for f in files]) - target)
-        if best is None or gap < best[0]:
-            best = (gap, g, files)
-    return best[1], best[2]
-
-
-def clean_scores(subject: AwgnSubject, score, batch_size: int) -> list[float]:
-    """Per-image scores of the subject's files decoded without channel noise."""
-    values = []
-    for start in range(0, len(subject.payloads), batch_size):
-        idx = list(range(start, min(len(subject.payloads), start + batch_size)))
-        images = torch.stack([subject.decode(subject.payloads[i]) for i in idx])
-        values += score(images, idx).double().tolist()
-    return values
-
-
 # --------------------------------------------------------------------------- main flow
+def measure_originals(data: EvalSet, meter: QualityMeter, batch_size: int) -> dict[str, Any]:
+    """Add the originals to FID/KID's reference statistics; the task scores of the uncoded images."""
+    for _, images, _ in data.batches(batch_size):
+        meter.add_real(images)
+    meter.reset()
+    for _, images, labels in data.batches(batch_size):
+        meter.update(images, images, labels)
+    # FID/KID/PSNR of the originals against themselves say nothing (KID's subsets even overlap): not reported
+    return {k: v for k, v in meter.result().items() if k.split("_")[0] not in ("bpp", "fid", "kid", "psnr")}
+
+
+def semantic_points(inputs: Inputs, tasks: dict[str, Task], data: EvalSet, meter: QualityMeter, cfg: EvalConfig,
+                    notes: list[str], skipped: dict[str, str]) -> dict[str, list[PointResult]]:
+    """RL-ASC: every uniform level of every codec (highest = simplified), then each trained agent."""
+    results: dict[str, list[PointResult]] = {}
+    h, w = data.shape
+    for name, codec in inputs.codecs:
+        if (codec.config.height, codec.config.width) != (h, w):
+            notes.append(f"codec {name} was trained at {codec.config.height}x{codec.config.width}, the images are "
+                         f"{h}x{w}")
+        plans = [fixed_plan(codec, name, q, data.count) for q in reversed(range(codec.num_levels))]
+        for point in sweep_semantic(plans, data, meter, cfg):
+            point.record["_codec_obj"] = codec
+            results.setdefault(point.family, []).append(point)
+    primary_name, primary = inputs.codecs[0]
+    if not inputs.policies:
+        skipped["rlasc"] = ("no trained policy file given (--policy PATH from train_agent.py): RL-ASC with the "
+                            "agent is not evaluated")
+    for policy in inputs.policies:
+        task = tasks.get(policy.task)
+        if task is None:
+            skipped[f"rlasc {policy.path}"] = f"the policy was trained on task {policy.task!r}, whose network is missing"
+            continue
+        log(f"rlasc: playing {policy.path} on {data.count} images")
+        base = policy_plan(policy, primary, primary_name, task, _IndexedImages(data), cfg.batch_size)
+        for point in sweep_semantic([offset_plan(base, k) for k in cfg.rlasc_offsets], data, meter, cfg):
+            point.record["_codec_obj"] = primary
+            results.setdefault("rlasc", []).append(point)
+    if any(cfg.rlasc_offsets) and results.get("rlasc"):
+        notes.append("rlasc points with level_offset k > 0 apply the agent's per-concept levels lowered by k "
+                     "(clamped at the coarsest level): the agent's allocation at lower bitrate modes of the same "
+                     "codec; the k = 0 point is the policy as trained")
+    return results
+
+
+def classic_points(data: EvalSet, meter: QualityMeter, cfg: EvalConfig, score_key: str, notes: list[str],
+                   skipped: dict[str, str], t_start: float
+                   ) -> tuple[dict[str, list[PointResult]], dict[str, Any], list[ClassicCodec]]:
+    """(points per engineered codec, calibration tables, the codecs that ran)."""
+    codecs, unavailable = available_codecs(cfg.classic)
+    skipped.update(unavailable)
+    results: dict[str, list[PointResult]] = {}
+    calibration: dict[str, Any] = {}
+    h, w = data.shape
+    for codec in codecs:
+        points, table = sweep_classic(codec, data, meter, cfg, score_key)
+        results[codec.name] = points
+        lowest = min(row[2] for row in table)
+        calibration[codec.name] = {"knob": codec.knob, "library": codec.library, "lowest_bpp": lowest,
+                                   "table": [[row[1], round(row[2], 5)] for row in table]}
+        if lowest > cfg.max_bpp:
+            notes.append(f"{codec.name} cannot code these {h}x{w} images below {lowest:.3f} bpp (headers and minimum "
+                         f"payload); its points lie above {cfg.max_bpp} bpp")
+        log(f"{codec.name} [{time.time() - t_start:.0f} s]: " + ", ".join(
+            f"{p.bpp:.3f} bpp / {score_key} {_num(p.record.get(score_key))}" for p in points))
+    return results, calibration, codecs
+
+
+def bd_results(codecs_json: dict[str, list[dict[str, Any]]], cfg: EvalConfig, notes: list[str]
+               ) -> dict[str, dict[str, Any]]:
+    """Table II: rlasc and the simplified (uniform-level) curve against every other codec."""
+    uniform = [rec for fam, recs in codecs_json.items() if fam == "rlasc_simplified" or fam.startswith("rlasc_fixed_")
+               for rec in recs]
+    curves = {k: v for k, v in codecs_json.items() if not k.startswith("rlasc_fixed_")}
+    curves["rlasc_simplified"] = uniform
+    notes.append(f"BD deltas: bjontegaard package, '{cfg.bd_method}' interpolation, curves reduced to their Pareto "
+                 "front; the rlasc_simplified curve is every uniform-level point (rlasc_simplified + rlasc_fixed_*: "
+                 "no agent, equal precision for every concept)")
+    anchors = [k for k in curves if k != "rlasc"]
+    return bd_table(curves, ["rlasc", "rlasc_simplified"], anchors, "miou", cfg.bd_method, cfg.bd_min_overlap)
+
+
+def awgn_points(results: dict[str, list[PointResult]], primary_name: str) -> dict[str, PointResult]:
+    """The RL-ASC files sent through the channel: the agent as trained, the simplified model of the first codec."""
+    out = {}
+    if results.get("rlasc"):
+        out["rlasc"] = next((p for p in results["rlasc"] if not p.record.get("level_offset")), results["rlasc"][0])
+    simplified = [p for p in results.get("rlasc_simplified", []) if p.record.get("codec") == primary_name]
+    if simplified:
+        out["rlasc_simplified"] = simplified[0]
+    return out
+
+
 def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dict[str, Any]:
     """Run the whole evaluation; writes the JSON, the report and the figures; returns the JSON object."""
     cfg = cfg.resolved()
@@ -353,107 +348,36 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
                               f"({getattr(primary.perceptual, 'name', 'phi')} of codec '{primary_name}', "
                               f"stage activations global-average-pooled)")
     meter = QualityMeter(tasks, features, data.count, device, seed=cfg.seed)
-    for _, images, _ in data.batches(cfg.batch_size):
-        meter.add_real(images)
     if meter.kid is None:
         skipped["kid"] = f"KID needs at least 4 images, got {data.count}"
-    meter.reset()
-    for _, images, labels in data.batches(cfg.batch_size):
-        meter.update(images, images, labels)
-    reference = meter.result()
-    for key in ("bpp", "bpp_std"):
-        reference.pop(key, None)
-    # FID/KID/PSNR of the originals against themselves say nothing (KID's subsets even overlap): not reported
-    log("originals: " + ", ".join(f"{k} {v:.4f}" for k, v in reference.items() if isinstance(v, float)
-                                  and not k.endswith("_std") and k.split("_")[0] not in ("fid", "kid")))
+    reference = measure_originals(data, meter, cfg.batch_size)
+    log("originals: " + ", ".join(f"{k} {v:.4f}" for k, v in reference.items()
+                                  if isinstance(v, float) and not k.endswith("_std")))
     score_key = "miou" if "segmentation" in tasks else "psnr"
-    if "segmentation" not in tasks:
+    if score_key != "miou":
         notes.append("no segmentation network: mIoU, BD-mIoU and the AWGN scores are not computed; the "
                      "engineered sweeps are refined on PSNR instead")
 
-    # RL-ASC: uniform levels (simplified = highest) for every codec, then the agent
-    results: dict[str, list[PointResult]] = {}
-    for name, codec in inputs.codecs:
-        if (codec.config.height, codec.config.width) != (h, w):
-            notes.append(f"codec {name} was trained at {codec.config.height}x{codec.config.width}, the images are "
-                         f"{h}x{w}")
-        plans = [fixed_plan(codec, name, q, data.count) for q in reversed(range(codec.num_levels))]
-        for point in sweep_semantic(plans, data, meter, cfg):
-            point.record["_codec_obj"] = codec
-            results.setdefault(point.family, []).append(point)
-    policies = list(inputs.policies)
-    if not policies:
-        skipped["rlasc"] = ("no trained policy file given (--policy PATH from train_agent.py): RL-ASC with the "
-                            "agent is not evaluated")
-    for policy in policies:
-        task = tasks.get(policy.task)
-        if task is None:
-            skipped[f"rlasc {policy.path}"] = f"the policy was trained on task {policy.task!r}, whose network is missing"
-            continue
-        subset = _IndexedImages(data)
-        log(f"rlasc: playing {policy.path} on {data.count} images")
-        base = policy_plan(policy, primary, primary_name, task, subset, cfg.batch_size)
-        plans = [offset_plan(base, k) for k in cfg.rlasc_offsets]
-        for point in sweep_semantic(plans, data, meter, cfg):
-            point.record["_codec_obj"] = primary
-            results.setdefault("rlasc", []).append(point)
-    if any(k for k in cfg.rlasc_offsets if k) and "rlasc" in results:
-        notes.append("rlasc points with level_offset k > 0 apply the agent's per-concept levels lowered by k "
-                     "(clamped at the coarsest level): the agent's allocation at lower bitrate modes of the same "
-                     "codec; the k = 0 point is the policy as trained")
-
-    # engineered codecs
-    classic_codecs, unavailable = available_codecs(cfg.classic)
-    skipped.update({name: reason for name, reason in unavailable.items()})
-    calibration: dict[str, Any] = {}
-    for codec in classic_codecs:
-        points, table = sweep_classic(codec, data, meter, cfg, score_key)
-        results[codec.name] = points
-        calibration[codec.name] = {"knob": codec.knob, "library": codec.library,
-                                   "lowest_bpp": min(row[2] for row in table),
-                                   "table": [[row[1], round(row[2], 5)] for row in table]}
-        if min(row[2] for row in table) > cfg.max_bpp:
-            notes.append(f"{codec.name} cannot code these {h}x{w} images below {min(row[2] for row in table):.3f} bpp "
-                         f"(headers and minimum payload); its points lie above {cfg.max_bpp} bpp")
-        log(f"{codec.name} [{time.time() - t_start:.0f} s]: " + ", ".join(
-            f"{p.bpp:.3f} bpp / {score_key} {_num(p.record.get(score_key))}" for p in points))
-
-    # JSON curves
+    results = semantic_points(inputs, tasks, data, meter, cfg, notes, skipped)
+    classic, calibration, classic_codecs = classic_points(data, meter, cfg, score_key, notes, skipped, t_start)
+    results.update(classic)
     codecs_json: dict[str, list[dict[str, Any]]] = {"rlasc": [], "rlasc_simplified": []}
     for family, points in results.items():
         codecs_json[family] = [clean_record(p.record) for p in sorted(points, key=lambda p: p.bpp)]
     for name in CLASSIC_NAMES:
         codecs_json.setdefault(name, [])
+    bd = bd_results(codecs_json, cfg, notes) if score_key == "miou" else {}
+    settings = AwgnSettings(cfg.snrs, list(range(cfg.seed, cfg.seed + cfg.awgn_seeds)), cfg.awgn_codecs, cfg.awgn_images,
+                            cfg.calibration_images, cfg.batch_size, cfg.progress)
+    awgn, awgn_meta = run_awgn(settings, data, tasks.get("segmentation"), awgn_points(results, primary_name),
+                               {c.name: c for c in classic_codecs}, notes, skipped, log)
 
-    # Bjontegaard deltas: rlasc and the simplified (uniform-level) curve against every other codec
-    uniform = [rec for fam, recs in codecs_json.items() if fam == "rlasc_simplified" or fam.startswith("rlasc_fixed_")
-               for rec in recs]
-    curves = {k: v for k, v in codecs_json.items() if not k.startswith("rlasc_fixed_")}
-    curves["rlasc_simplified"] = uniform
-    anchors = [k for k in curves if k != "rlasc"]
-    bd = bd_table(curves, ["rlasc", "rlasc_simplified"], anchors, "miou", cfg.bd_method) if score_key == "miou" else {}
-    notes.append(f"BD deltas: bjontegaard package, '{cfg.bd_method}' interpolation, curves reduced to their Pareto "
-                 "front; the rlasc_simplified curve is every uniform-level point (rlasc_simplified + rlasc_fixed_*: "
-                 "no agent, equal precision for every concept)")
-
-    # AWGN (Fig. 12)
-    semantic_refs = {}
-    if results.get("rlasc"):
-        semantic_refs["rlasc"] = next((p for p in results["rlasc"] if not p.record.get("level_offset")), results["rlasc"][0])
-    simplified = [p for p in results.get("rlasc_simplified", []) if p.record.get("codec") == primary_name]
-    if simplified:
-        semantic_refs["rlasc_simplified"] = simplified[0]
-    classic_by_name = {c.name: c for c in classic_codecs}
-    awgn, awgn_meta = run_awgn(cfg, data, tasks.get("segmentation"), semantic_refs, classic_by_name, notes, skipped)
-
-    # headers and figures
-    overhead = header_overhead(classic_codecs, primary, (h, w))
     networks = describe_networks(inputs.codecs, tasks, features)
     networks["fid_kid_features"].update({"kid_subset_size": meter.kid_subset, "kid_subsets": 100,
                                          "fid_images": data.count})
     networks["policies"] = [{"path": p.path, "task": p.task, "lam": p.lam, "eta": p.eta, "actions": "deterministic",
                              "algo": p.meta.get("algo"), "train_episodes": p.meta.get("train_episodes")}
-                            for p in policies]
+                            for p in inputs.policies]
     others = other_shipped_codecs([name for name, _ in inputs.codecs], (h, w))
     if others:
         notes.append(f"other shipped codec checkpoints at {h}x{w} not evaluated: {others} (pass them with --codec to "
@@ -462,12 +386,12 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
         "dataset": f"{cfg.dataset}/{cfg.split} ({cfg.preset} preset, {h}x{w})",
         "images": data.count,
         "codecs": codecs_json,
-        "bd": {k: {kk: vv for kk, vv in v.items()} for k, v in bd.items()},
+        "bd": bd,
         "awgn": awgn,
         "awgn_meta": awgn_meta,
-        "reference": {k: v for k, v in reference.items() if k.split("_")[0] not in ("fid", "kid", "psnr")},
+        "reference": reference,
         "networks": networks,
-        "header_overhead_bytes": overhead,
+        "header_overhead_bytes": header_overhead(classic_codecs, primary, (h, w)),
         "calibration": calibration,
         "skipped": skipped,
         "notes": notes,
