@@ -70,7 +70,7 @@ def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any
         out[f"reason_{metric}"] = (f"rate ranges do not overlap (test {rt.min():.3f}-{rt.max():.3f} bpp, anchor "
                                    f"{ra.min():.3f}-{ra.max():.3f} bpp)")
     elif share < min_overlap:
-        out[f"reason_{metric}"] = (f"rate ranges overlap on {share:.0%} of their union only (test {rt.min():.3f}-"
+        out[f"reason_{metric}"] = (f"rate ranges overlap on {share:.1%} of their union only (test {rt.min():.3f}-"
                                    f"{rt.max():.3f} bpp, anchor {ra.min():.3f}-{ra.max():.3f} bpp; minimum "
                                    f"{min_overlap:.0%})")
     else:
@@ -85,7 +85,7 @@ def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any
         out["reason_rate"] = (f"{metric} ranges do not overlap (test {vt.min():.3f}-{vt.max():.3f}, anchor "
                               f"{va.min():.3f}-{va.max():.3f})")
     elif share < min_overlap:
-        out["reason_rate"] = (f"{metric} ranges overlap on {share:.0%} of their union only (test {vt.min():.3f}-"
+        out["reason_rate"] = (f"{metric} ranges overlap on {share:.1%} of their union only (test {vt.min():.3f}-"
                               f"{vt.max():.3f}, anchor {va.min():.3f}-{va.max():.3f}; minimum {min_overlap:.0%})")
     else:
         with warnings.catch_warnings():

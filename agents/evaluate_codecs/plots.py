@@ -31,7 +31,9 @@ def curves_for_plot(codecs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[s
     for name, points in codecs.items():
         key = "rlasc_simplified" if name.startswith("rlasc_fixed_") else name
         out.setdefault(key, []).extend(points)
-    return {k: sorted(v, key=lambda p: p.get("bpp") or 0.0) for k, v in out.items() if v}
+    # RL-ASC last, so that its curve is drawn on top (it may coincide with the simplified one)
+    order = sorted(out, key=lambda k: (k == "rlasc", k.startswith("rlasc")))
+    return {k: sorted(out[k], key=lambda p: p.get("bpp") or 0.0) for k in order if out[k]}
 
 
 def _xy(points: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +161,7 @@ def _rate_semantic_perceptual(curves: Mapping[str, Sequence[Mapping[str, Any]]],
 def _awgn(result: Mapping[str, Any], path: Path, title: str) -> str:
     meta = result.get("awgn_meta") or {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, points in result["awgn"].items():
+    for name, points in sorted(result["awgn"].items(), key=lambda kv: kv[0] == "rlasc"):
         if not points:
             continue
         color, marker, line = STYLES.get(name, ("black", ".", "-"))

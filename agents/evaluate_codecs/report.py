@@ -36,6 +36,8 @@ def _setting(point: Mapping[str, Any]) -> str:
         parts.append(f"level {point['level']}")
     if point.get("level_offset") is not None:
         parts.append(f"agent levels -{point['level_offset']}")
+        if point.get("level_mean") is not None:
+            parts.append(f"mean level {point['level_mean']:.2f}")
     if point.get("refined"):
         parts.append("refined")
     return ", ".join(parts)
