@@ -1,4 +1,4 @@
-"""Command line of train_codec.py: preset defaults, then tyro-generated flags."""
+"""Command line of train_codec.py: preset defaults, then tyro-generated flags; --stage3 runs agents/stage3.py."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +21,14 @@ def parse_config(argv: list[str]) -> TrainCodecConfig:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cfg = parse_config(argv)
+    if cfg.stage3:
+        from agents.stage3 import run_stage3  # lazy: codec_models knows nothing of RL at import time
+
+        run_stage3(cfg, argv)
+        return 0
+    stray = [flag for flag, value in (("--policy", cfg.policy), ("--codec", cfg.codec)) if value is not None]
+    if stray:
+        raise SystemExit(f"{' and '.join(stray)} only apply to stage III: add --stage3")
     trainer = CodecTrainer(cfg)
     history = trainer.run()
     if trainer.dist.is_main:

@@ -8,6 +8,9 @@ Phases, each resumable from ``<run>/last.pt``:
    adv * L_G + lambda1 * L_P + lambda2 * L_C (+ l1 * |x - x_hat|), Adam(beta1 0.5, beta2 0.999).
 4. ``tables``: Huffman/range code tables per level and channel and the label-map context
    model, counted on training images, stored with the weights.
+
+Stage III (``--stage3``: E, decoder, D and the agent fine-tuned together) is run by
+``agents/stage3.py`` from the same :class:`TrainCodecConfig`; this module knows nothing of RL.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -76,16 +79,34 @@ class TrainCodecConfig:
     log_every: int = 25
     sample_every: int = 250
     checkpoint_every: int = 100
-    resume: bool = False  # continue from <run_dir>/last.pt
+    resume: bool = False  # continue from <run_dir>/last.pt (stage III: <run_dir>/stage3_last.pt)
     progress: bool = True
+    # ---- stage III: joint fine-tuning of E, G_l, G_g, attention, D and the agent pi (agents/stage3.py)
+    stage3: bool = False  # run stage III instead of stage I (needs --policy)
+    codec: str | None = None  # stage III: starting codec, shipped name or checkpoint (default: the shipped --preset one)
+    policy: str | None = None  # stage III: REINFORCE policy.pt from train_agent.py (stage II)
+    task: str = "segmentation"  # stage III: task whose network H gives L_task and the env's L_S
+    stage3_steps: int = 300  # stage III codec steps (batches)
+    stage3_lr: float = 5e-5  # stage III Adam learning rate of E/G_l/G_g/attention/classifier and D
+    stage3_task_weight: float = 1.0  # weight of L_task, H's (frozen) training loss on x_hat (0 disables)
+    stage3_agent_every: int = 1  # stage III: codec steps between two agent phases
+    stage3_agent_updates: int = 1  # stage III: REINFORCE updates per agent phase
+    stage3_levels: Literal["sample", "argmax"] = "sample"  # how the frozen agent picks the codec steps' levels
+    stage3_agent_hp: tuple[str, ...] = ()  # REINFORCE overrides key=value on agents/hyperparams/reinforce.yml
+    stage3_refit_every: int = 100  # stage III: refit the code tables every N codec steps (0: only at the end)
+    lam: float = 1.0  # stage III env: lambda of eq. 13 (per bit per pixel)
+    eta: float = 10.0  # stage III env: eta of eq. 13
+    reference: Literal["ground_truth", "original"] = "ground_truth"  # stage III: what H's output is compared with
+    export_policy: str | None = None  # stage III: also write the policy here (default: <export stem>.policy.pt)
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "paper": dict(segmenter_steps=20000, perceptual_steps=10000, stage1_steps=70 * 2975 // 8,
-                  adversarial_weight=1.0, l1_weight=0.0, level_mix=0.0, perceptual_weight=10.0, table_images=2975),
+                  adversarial_weight=1.0, l1_weight=0.0, level_mix=0.0, perceptual_weight=10.0, table_images=2975,
+                  stage3_steps=10 * 2975 // 8, stage3_lr=2e-5, stage3_refit_every=500),
     "test": dict(batch_size=2, segmenter_steps=2, perceptual_steps=2, stage1_steps=3, table_images=4,
-                 train_images=8, log_every=1, sample_every=2, checkpoint_every=2, progress=False),
+                 train_images=8, log_every=1, sample_every=2, checkpoint_every=2, progress=False, stage3_steps=2),
 }
 for _name in ("paper-medium", "paper-high"):
     TRAIN_PRESETS[_name] = TRAIN_PRESETS["paper"]
