@@ -1,0 +1,52 @@
+"""The cross-algorithm table built from several multi-seed train_agent.py JSON files."""
+import json
+
+import numpy as np
+import pytest
+
+from agents.benchmark_table import benchmark_table, collect_rows, main
+
+
+def _ev(policy_return: float, seed: int) -> dict:
+    def row(ret: float) -> dict:
+        return {"return_mean": ret, "normalized_score_mean": ret / 2, "bpp_mean": 0.4, "miou_mean": 0.3,
+                "level_mean": 2.0, "return_std": 0.0, "semantic_loss_mean": 0.7, "perceptual_loss_mean": 0.1}
+    return {"policy": row(policy_return), "random": row(0.5 + 0.01 * seed), "greedy": row(1.0),
+            "fixed_0": row(0.0), "fixed_1": row(0.8), "oracle": {"skipped": "too many sequences"}}
+
+
+def _summary(algo: str, base: float) -> dict:
+    runs = [{"algo": algo, "task": task, "seed": s, "eval": _ev(base + 0.01 * s, s)}
+            for task in ("segmentation", "detection") for s in range(3)]
+    return {"algo": algo, "seed": [0, 1, 2], "runs": runs}
+
+
+def test_rows_and_confidence_intervals(tmp_path):
+    summaries = [_summary("reinforce", 0.9), _summary("ppo", 0.7)]
+    rows = collect_rows(summaries)
+    assert set(rows) == {"segmentation", "detection"}
+    seg = rows["segmentation"]
+    assert len(seg["reinforce"]) == 3 and len(seg["ppo"]) == 3
+    assert len(seg["random"]) == 3  # baselines from the first file only, not doubled
+    assert "oracle" not in seg  # skipped rows stay out
+    text = benchmark_table(summaries)
+    # reinforce returns 0.90, 0.91, 0.92: mean 0.91, CI = t(0.975, 2) * 0.01 / sqrt(3)
+    half = 4.302652729911275 * 0.01 / np.sqrt(3)
+    assert f"| reinforce | 0.9100 ± {half:.4f} |" in text
+    assert "| greedy | 1.0000 |" in text  # identical across seeds: no CI shown
+    # gap closure (0.91 - 0.8) / (1 - 0.8) on average
+    assert "reinforce 0.550" in text and "ppo -0.450" in text
+    paths = []
+    for i, s in enumerate(summaries):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(s))
+    out = tmp_path / "table.md"
+    assert main([str(p) for p in paths] + ["--out", str(out)]) == 0
+    assert out.read_text() == text
+
+
+def test_rejects_other_json(tmp_path):
+    with pytest.raises(ValueError, match="train_agent.py JSON"):
+        benchmark_table([{"something": 1}])
+    with pytest.raises(SystemExit, match="no such file"):
+        main([str(tmp_path / "missing.json")])
