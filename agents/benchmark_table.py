@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import gap_closure, mean_ci
+from .evaluation import mean_ci
 
 __all__ = ["collect_rows", "benchmark_table", "main"]
 
@@ -85,14 +85,13 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
                      _cell([e[metric] for e in evs if metric in e]) if metric else "-",
                      _cell([e["level_mean"] for e in evs if "level_mean" in e], 2)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        gaps = []
-        for summary in summaries:
-            for run in _runs(summary):
-                if run["task"] == task and "greedy" in run["eval"]:
-                    gaps.append((str(run["algo"]), gap_closure(run["eval"])["ratio"]))
-        if gaps:
-            parts = [f"{algo} {_cell([g for a, g in gaps if a == algo], 3)}" for algo in dict(gaps)]
-            lines += ["", "(policy − best fixed) / (greedy − best fixed): " + ", ".join(parts)]
+        fixed = {n: float(np.mean([e["return_mean"] for e in v])) for n, v in rows.items() if n.startswith("fixed_")}
+        if "greedy" in rows and fixed:
+            best = max(fixed, key=fixed.get)
+            span = float(np.mean([e["return_mean"] for e in rows["greedy"]])) - fixed[best]
+            algos = [n for n in _row_order(list(rows)) if n not in fixed and n not in BASELINES and n != "oracle"]
+            parts = [f"{a} {_cell([(e['return_mean'] - fixed[best]) / span for e in rows[a]], 3)}" for a in algos]
+            lines += ["", f"(policy − best fixed) / (greedy − best fixed), best fixed = {best}: " + ", ".join(parts)]
         lines.append("")
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ def test_rows_and_confidence_intervals(tmp_path):
     assert f"| reinforce | 0.9100 ± {half:.4f} |" in text
     assert "| greedy | 1.0000 |" in text  # identical across seeds: no CI shown
     # gap closure (0.91 - 0.8) / (1 - 0.8) on average
-    assert "reinforce 0.550" in text and "ppo -0.450" in text
+    assert "best fixed = fixed_1: reinforce 0.550 ± " in text and "ppo -0.450 ± " in text
     paths = []
     for i, s in enumerate(summaries):
         paths.append(tmp_path / f"{i}.json")
