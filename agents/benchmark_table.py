@@ -5,9 +5,10 @@
     python train_agent.py --algo ppo ... --json runs/table/ppo.json
     python -m agents.benchmark_table runs/table/reinforce.json runs/table/ppo.json --out docs/agent_table.md
 
-Each input is the JSON ``train_agent.py --json`` writes for several seeds (its ``runs`` list). Per
+Each input is the JSON ``train_agent.py --json`` writes for several seeds (its ``runs`` list) or
+one run's ``results.json``. Per
 task, the trained policy of every file becomes one row named after its algorithm; the baselines
-(random, greedy, every fixed level) come from the first file that has them, and every cell is the
+(random, greedy, every fixed level) come from the first algorithm that has them, and every cell is the
 mean ± 95% CI (t-distribution) over the seeds.
 """
 from __future__ import annotations
@@ -38,16 +39,16 @@ def _runs(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def collect_rows(summaries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[Mapping[str, Any]]]]:
     """task -> row name -> the per-seed evaluation dicts of that row."""
     out: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-    owner: dict[tuple[str, str], int] = {}  # baseline rows come from the first file that has them
-    for f, summary in enumerate(summaries):
+    owner: dict[tuple[str, str], str] = {}  # baseline rows come from the first algorithm that has them
+    for summary in summaries:
         for run in _runs(summary):
-            task, ev = run["task"], run["eval"]
+            task, ev, algo = run["task"], run["eval"], str(run["algo"])
             rows = out.setdefault(task, {})
-            rows.setdefault(str(run["algo"]), []).append(ev["policy"])
+            rows.setdefault(algo, []).append(ev["policy"])
             for name, value in ev.items():
                 if name == "policy" or "skipped" in value:
                     continue
-                if owner.setdefault((task, name), f) == f:
+                if owner.setdefault((task, name), algo) == algo:
                     rows.setdefault(name, []).append(value)
     return out
 
@@ -74,17 +75,16 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         metric = next((k for k in next(iter(rows.values()))[0] if k.endswith("_mean") and k not in
                        ("return_mean", "bpp_mean", "semantic_loss_mean", "perceptual_loss_mean",
                         "normalized_score_mean", "length_mean", "level_mean")), None)
-        seeds = max(len(v) for v in rows.values())
-        lines += [f"### {task} ({seeds} seeds, mean ± 95% CI)", "",
-                  f"| policy | return | normalized score | bpp | {metric or 'metric'} | mean level |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"### {task} (mean ± 95% CI over seeds)", "",
+                  f"| policy | seeds | return | normalized score | bpp | {(metric or 'metric').removesuffix('_mean')} | mean level |",
+                  "|---|---|---|---|---|---|---|"]
         for name in _row_order(list(rows)):
             evs = rows[name]
             cells = [_cell([e["return_mean"] for e in evs]), _cell([e["normalized_score_mean"] for e in evs]),
                      _cell([e["bpp_mean"] for e in evs]),
                      _cell([e[metric] for e in evs if metric in e]) if metric else "-",
                      _cell([e["level_mean"] for e in evs if "level_mean" in e], 2)]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {len(evs)} | " + " | ".join(cells) + " |")
         fixed = {n: float(np.mean([e["return_mean"] for e in v])) for n, v in rows.items() if n.startswith("fixed_")}
         if "greedy" in rows and fixed:
             best = max(fixed, key=fixed.get)

@@ -32,8 +32,8 @@ def test_rows_and_confidence_intervals(tmp_path):
     text = benchmark_table(summaries)
     # reinforce returns 0.90, 0.91, 0.92: mean 0.91, CI = t(0.975, 2) * 0.01 / sqrt(3)
     half = 4.302652729911275 * 0.01 / np.sqrt(3)
-    assert f"| reinforce | 0.9100 ± {half:.4f} |" in text
-    assert "| greedy | 1.0000 |" in text  # identical across seeds: no CI shown
+    assert f"| reinforce | 3 | 0.9100 ± {half:.4f} |" in text
+    assert "| greedy | 3 | 1.0000 |" in text  # identical across seeds: no CI shown
     # gap closure (0.91 - 0.8) / (1 - 0.8) on average
     assert "best fixed = fixed_1: reinforce 0.550 ± " in text and "ppo -0.450 ± " in text
     paths = []
