@@ -351,7 +351,7 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
     engine = engine5
     cfg = TrainAgentConfig(algo="reinforce", episodes=4, eval_images=3, run_dir=tmp_path / "run",
                            json=tmp_path / "out.json", progress=False, device="cpu", oracle_cap=100,
-                           hp=("episodes_per_update=2", "conv_channels=[4, 8]", "hidden=[16, 16]"))
+                           hp=("episodes_per_update=2", "rollouts_per_image=2", "conv_channels=[4, 8]", "hidden=[16, 16]"))
     run(cfg, log=lambda s: None, engine_factory=lambda c, task, device: engine)
     data = json.loads((tmp_path / "out.json").read_text())
     assert DESIGN_KEYS <= set(data)

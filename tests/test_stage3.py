@@ -31,7 +31,7 @@ def inputs(tmp_path_factory, test_codec):
 
 def config(run_dir: Path, inputs: dict, **overrides):
     kwargs = dict(run_dir=str(run_dir), device="cpu", stage3=True, codec=inputs["codec"], policy=inputs["policy"],
-                  stage3_agent_hp=("episodes_per_update=2",))
+                  stage3_agent_hp=("episodes_per_update=2", "rollouts_per_image=2"))
     return train_config_for("test", **{**kwargs, **overrides})
 
 
@@ -153,7 +153,7 @@ def test_stage3_input_errors(tmp_path, inputs, test_codec):
 def test_cli_flags(tmp_path, inputs):
     run = tmp_path / "cli"
     argv = ["--preset", "test", "--stage3", "--codec", inputs["codec"], "--policy", inputs["policy"], "--device", "cpu",
-            "--run-dir", str(run), "--stage3-steps", "1", "--stage3-agent-hp", "episodes_per_update=2",
+            "--run-dir", str(run), "--stage3-steps", "1", "--stage3-agent-hp", "episodes_per_update=2", "rollouts_per_image=2",
             "--stage3-levels", "argmax", "--stage3-task-weight", "0.5"]
     assert cli_train.main(argv) == 0
     assert {"codec.pt", "codec.json", "policy.pt", STATE_FILE} <= {p.name for p in run.iterdir()}
