@@ -22,7 +22,8 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
-__all__ = ["ObsShapes", "PaperTrunk", "PaperPolicy", "PaperFeaturesExtractor", "obs_shapes", "obs_to_tensors"]
+__all__ = ["ObsShapes", "PaperTrunk", "PaperPolicy", "PaperFeaturesExtractor", "obs_shapes", "obs_to_tensors",
+           "check_policy_fits"]
 
 OBS_KEYS = ("features", "mask", "concept", "stats")
 
@@ -65,6 +66,15 @@ def obs_to_tensors(obs: Mapping[str, Any], shapes: ObsShapes, device: torch.devi
             value = nn.functional.one_hot(value.long(), shapes["concept"][0])
         out[key] = value.float()
     return out
+
+
+def check_policy_fits(policy: Any, engine: Any, path: Any) -> None:
+    """Raise ValueError when ``policy`` (saved at ``path``) was built for other observations or another Q
+    than ``engine``'s env (another codec or preset)."""
+    want = obs_shapes(engine.observation_space)
+    if dict(policy.shapes) != dict(want) or policy.num_levels != engine.num_levels:
+        raise ValueError(f"{path} was trained for observations {dict(policy.shapes)} and Q = {policy.num_levels}, "
+                         f"but this env has {dict(want)} and Q = {engine.num_levels} (another codec or preset?)")
 
 
 class PaperTrunk(nn.Module):

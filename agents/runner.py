@@ -107,6 +107,7 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
     """Train ``cfg.algo`` (or load it with --eval-only); returns its evaluation policy and facts."""
     if cfg.algo == "reinforce":
         from .checkpoint import load_policy
+        from .policy import check_policy_fits
         from .reinforce import ReinforceConfig, ReinforceTrainer
 
         if cfg.eval_only is not None:
@@ -155,15 +156,6 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                                  cfg.progress)
         facts["policy_path"] = str(run_dir / "model.zip")
     return sb3_act(model, cfg.deterministic), facts
-
-
-def check_policy_fits(policy: Any, engine: Engine, path: Path) -> None:
-    from .policy import obs_shapes
-
-    want = obs_shapes(engine.observation_space)
-    if dict(policy.shapes) != dict(want) or policy.num_levels != engine.num_levels:
-        raise ValueError(f"{path} was trained for observations {dict(policy.shapes)} and Q = {policy.num_levels}, "
-                         f"but this env has {dict(want)} and Q = {engine.num_levels} (another codec or preset?)")
 
 
 # --------------------------------------------------------------------------- one run

@@ -57,14 +57,14 @@ from codec_models.discriminator import discriminator_hinge_loss, generator_hinge
 from codec_models.distributed import DistInfo, resolve_device
 from codec_models.perceptual import perceptual_loss
 from codec_models.training import (TRAIN_STATE_FORMAT, GeneratorObjective, TrainCodecConfig, environment_record,
-                                   export_codec, fit_code_tables, infinite_batches, make_grid_image, seed_everything,
+                                   data_preset_of, export_codec, fit_code_tables, infinite_batches, make_grid_image, seed_everything,
                                    write_json)
 from rlasc_env.tasks import ClassificationTask, DetectionTask, SegmentationTask, Task, presence_vector
 
 from .checkpoint import load_policy, save_policy
 from .episodes import Engine, EnvSpec, EpisodeRecord, run_episodes
 from .hyperparams import apply_overrides, load_hyperparams
-from .policy import PaperPolicy
+from .policy import PaperPolicy, check_policy_fits
 from .reinforce import ReinforceConfig, ReinforceTrainer, TrainStats
 
 __all__ = ["STAGE3_FORMAT", "STAGE3_VERSION", "STATE_FILE", "Stage3Trainer", "load_start_codec", "load_start_policy",
@@ -112,15 +112,6 @@ def load_start_policy(path: str | os.PathLike | None, device: str) -> tuple[Pape
     return policy, meta, path
 
 
-def check_policy_fits(policy: PaperPolicy, engine: Engine, path: Path | str) -> None:
-    from .policy import obs_shapes
-
-    want = obs_shapes(engine.observation_space)
-    if dict(policy.shapes) != dict(want) or policy.num_levels != engine.num_levels:
-        raise ValueError(f"{path} was trained for observations {dict(policy.shapes)} and Q = {policy.num_levels}, "
-                         f"but this codec's env has {dict(want)} and Q = {engine.num_levels} (another codec or preset?)")
-
-
 # --------------------------------------------------------------------------- L_task
 def task_training_loss(task: Task, x_hat: Tensor, images: Tensor, labels: Tensor) -> Tensor:
     """L_task: H's (frozen) training loss on x_hat, differentiable w.r.t. x_hat.
@@ -160,13 +151,6 @@ def task_training_loss(task: Task, x_hat: Tensor, images: Tensor, labels: Tensor
 def fields_default(name: str) -> Any:
     """The dataclass default of a :class:`TrainCodecConfig` field."""
     return TrainCodecConfig.__dataclass_fields__[name].default
-
-
-def data_preset(codec_preset_name: str) -> str:
-    """Data set shape preset of a codec preset (as the stage-I trainer)."""
-    if codec_preset_name.startswith("paper"):
-        return "paper"
-    return "tiny" if codec_preset_name == "tiny" else "test"
 
 
 # --------------------------------------------------------------------------- trainer
@@ -211,7 +195,7 @@ class Stage3Trainer:
         kwargs: dict[str, Any] = {}
         if cfg.dataset == "cityscapes":
             kwargs.update(root=cfg.data_root, height=codec.config.height, width=codec.config.width)
-        self.train_set = load_dataset(cfg.dataset, "train", preset=data_preset(cfg.preset), size=cfg.train_images,
+        self.train_set = load_dataset(cfg.dataset, "train", preset=data_preset_of(cfg.preset), size=cfg.train_images,
                                       **kwargs)
         shape = tuple(self.train_set[0][0].shape[-2:])
         if shape != (codec.config.height, codec.config.width):
@@ -220,7 +204,7 @@ class Stage3Trainer:
 
         # env on the very codec object being trained, and the agent
         spec = EnvSpec(task=cfg.task, codec=codec, lam=cfg.lam, eta=cfg.eta, dataset=cfg.dataset,
-                       data_root=cfg.data_root, preset=data_preset(cfg.preset), reference=cfg.reference,
+                       data_root=cfg.data_root, preset=data_preset_of(cfg.preset), reference=cfg.reference,
                        device=self.device, images={"train": self.train_set})
         self.engine = Engine(spec)
         if saved is not None:

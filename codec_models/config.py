@@ -60,27 +60,19 @@ class CodecConfig:
         return cls(**data).validate()
 
 
+_PAPER = CodecConfig(
+    name="paper", height=256, width=512, feature_channels=64, code_channels=16,
+    local_channels=64, global_channels=128, spade_hidden=64, attention_channels=32,
+    segmenter_widths=(32, 64, 128, 256), perceptual_widths=(32, 64, 128, 256),
+    disc_channels=64, disc_scales=3,
+)
+
 CODEC_PRESETS: dict[str, CodecConfig] = {
     "tiny": CodecConfig(),
     # Paper: 256x512, n in {16, 32, 64} for the low/medium/high bitrate modes, Q = 6.
-    "paper": CodecConfig(
-        name="paper", height=256, width=512, feature_channels=64, code_channels=16,
-        local_channels=64, global_channels=128, spade_hidden=64, attention_channels=32,
-        segmenter_widths=(32, 64, 128, 256), perceptual_widths=(32, 64, 128, 256),
-        disc_channels=64, disc_scales=3,
-    ),
-    "paper-medium": CodecConfig(
-        name="paper-medium", height=256, width=512, feature_channels=64, code_channels=32,
-        local_channels=64, global_channels=128, spade_hidden=64, attention_channels=32,
-        segmenter_widths=(32, 64, 128, 256), perceptual_widths=(32, 64, 128, 256),
-        disc_channels=64, disc_scales=3,
-    ),
-    "paper-high": CodecConfig(
-        name="paper-high", height=256, width=512, feature_channels=128, code_channels=64,
-        local_channels=64, global_channels=128, spade_hidden=64, attention_channels=32,
-        segmenter_widths=(32, 64, 128, 256), perceptual_widths=(32, 64, 128, 256),
-        disc_channels=64, disc_scales=3,
-    ),
+    "paper": _PAPER,
+    "paper-medium": replace(_PAPER, name="paper-medium", code_channels=32),
+    "paper-high": replace(_PAPER, name="paper-high", feature_channels=128, code_channels=64),
     # For tests: the smallest networks that exercise every code path.
     "test": CodecConfig(
         name="test", height=32, width=64, feature_channels=8, code_channels=2,

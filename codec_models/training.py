@@ -112,6 +112,11 @@ for _name in ("paper-medium", "paper-high"):
     TRAIN_PRESETS[_name] = TRAIN_PRESETS["paper"]
 
 
+def data_preset_of(preset: str) -> str:
+    """The data set shape preset (tiny, paper, test) a codec/training preset trains on."""
+    return "paper" if preset.startswith("paper") else ("tiny" if preset == "tiny" else "test")
+
+
 def train_config_for(preset: str, **overrides: Any) -> TrainCodecConfig:
     """The training defaults of a preset, with overrides."""
     if preset not in TRAIN_PRESETS:
@@ -214,7 +219,7 @@ class CodecTrainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def _data_preset(self) -> str:
-        return "paper" if self.cfg.preset.startswith("paper") else ("tiny" if self.cfg.preset == "tiny" else "test")
+        return data_preset_of(self.cfg.preset)
 
     # ---- checkpoint --------------------------------------------------------
     @property

@@ -15,7 +15,7 @@ from gymnasium import spaces
 from torch import nn
 
 from agents.baselines import FixedPolicy, OracleSkipped, greedy_episodes, oracle_episodes
-from agents.checkpoint import CheckpointError, load_policy, save_policy
+from agents.checkpoint import CheckpointError, load_policy
 from agents.config import TrainAgentConfig
 from agents.episodes import Engine, EnvSpec, run_copies, run_episodes
 from agents.evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
@@ -25,6 +25,7 @@ from agents.reinforce import (ReinforceConfig, ReinforceTrainer, discounted_retu
                               leave_one_out, rewards_to_go, step_weights)
 from agents.runner import DESIGN_EVAL_KEYS, run
 from rlasc_env.tasks import Task
+from tb_events import scalar_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN_KEYS = {"algo", "task", "seed", "device", "train_episodes", "eval_images", "eval"}
@@ -212,17 +213,6 @@ def test_saved_policy_reloads_with_the_same_evaluation(engine5, tmp_path) -> Non
     torch.save(bad, tmp_path / "v99.pt")
     with pytest.raises(CheckpointError, match="version"):
         load_policy(tmp_path / "v99.pt")
-
-
-def scalar_tags(folder: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for events in folder.rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events.parent))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
 
 
 def test_tensorboard_events_hold_the_logged_scalars(engine5, tmp_path) -> None:

@@ -16,6 +16,7 @@ from codec_models.checkpoint import safe_load
 from codec_models.training import export_codec, fit_code_tables, train_config_for
 from rlasc_env.env import observation_space
 from rlasc_env.tasks import make_task
+from tb_events import scalar_tags
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +34,6 @@ def config(run_dir: Path, inputs: dict, **overrides):
     kwargs = dict(run_dir=str(run_dir), device="cpu", stage3=True, codec=inputs["codec"], policy=inputs["policy"],
                   stage3_agent_hp=("episodes_per_update=2", "rollouts_per_image=2"))
     return train_config_for("test", **{**kwargs, **overrides})
-
-
-def _scalars(run_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in (run_dir / "tb").glob("events.*"):
-        acc = EventAccumulator(str(event_file))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
 
 
 def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -67,7 +57,7 @@ def test_stage3_end_to_end_export_and_reload(tmp_path, inputs):
     assert any(not torch.equal(v, trainer.agent.policy.state_dict()[k]) for k, v in policy.items())
     assert np.isfinite(history["stage3/loss_task"]) and history["stage3/loss_task"] > 0
     assert {"stage3/loss_d", "stage3/loss_p", "stage3/loss_task", "stage3/psnr", "stage3/agent_return",
-            "stage3/policy_return"} <= _scalars(tmp_path / "run")
+            "stage3/policy_return"} <= scalar_tags(tmp_path / "run" / "tb")
     state = safe_load(tmp_path / "run" / STATE_FILE)
     assert state["step"] == 2 and state["agent"]["stats"]["updates"] == 2
 

@@ -12,19 +12,9 @@ import torch
 from codec_models import CheckpointError, load_codec
 from codec_models.checkpoint import atomic_save, safe_load
 from codec_models.training import CodecTrainer, train_config_for
+from tb_events import scalar_tags
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _scalars(run_dir: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags: set[str] = set()
-    for event_file in (run_dir / "tb").glob("events.*"):
-        acc = EventAccumulator(str(event_file))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
 
 
 def test_all_phases_then_load_and_roundtrip(tmp_path):
@@ -33,7 +23,7 @@ def test_all_phases_then_load_and_roundtrip(tmp_path):
     before = trainer.codec.encoder.project.weight.detach().clone()
     history = trainer.run()
     assert not torch.equal(before, trainer.codec.encoder.project.weight)  # stage I changed E
-    assert {"segmenter/loss", "perceptual/loss", "stage1/loss_d", "stage1/loss_p", "stage1/psnr"} <= _scalars(tmp_path / "run")
+    assert {"segmenter/loss", "perceptual/loss", "stage1/loss_d", "stage1/loss_p", "stage1/psnr"} <= scalar_tags(tmp_path / "run" / "tb")
     assert history["stage1/psnr"] > 0
     from codec_models.training import export_codec
     path = export_codec(trainer.codec, tmp_path / "codec.pt", {"command": "test"})

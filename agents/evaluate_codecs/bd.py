@@ -78,7 +78,7 @@ def bd_pair(test: Sequence[Mapping[str, Any]], anchor: Sequence[Mapping[str, Any
             warnings.simplefilter("ignore")
             value = bdlib.bd_psnr(ra, va, rt, vt, method=method, require_matching_points=False, min_overlap=0.0)
         out[key] = float(value) if math.isfinite(value) else None
-        out[f"rate_interval_bpp"] = [float(10 ** lo), float(10 ** hi)]
+        out["rate_interval_bpp"] = [float(10 ** lo), float(10 ** hi)]
     lo, hi, share = _overlap(vt, va)
     out[f"{metric}_overlap"] = share
     if share <= 0.0:

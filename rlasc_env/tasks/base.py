@@ -23,12 +23,15 @@ class Task(ABC):
     metric_name: str = "metric"  # e.g. "miou", "box_iou", "accuracy"; reported in info
     loss_scale: str = ""  # documentation of L_S's range, e.g. "[0, 1]"
 
-    def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "") -> None:
+    def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",
+                 weights: str = "", meta: dict[str, Any] | None = None) -> None:
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, not {reference!r}")
         self.network = network.eval().requires_grad_(False)
         self.reference_mode = reference
         self.network_name = network_name or type(network).__name__
+        self.weights = weights  # path of H's weights file ("" for an in-process network)
+        self.meta = dict(meta or {})  # the record saved beside the weights
 
     def to(self, device) -> "Task":
         self.network.to(device)
@@ -43,8 +46,9 @@ class Task(ABC):
         """(L_S, metric), each a float tensor (B,) on the CPU, for reconstructions (B,3,H,W)."""
 
     def describe(self) -> dict[str, str]:
-        return {"task": self.name, "network": self.network_name, "reference": self.reference_mode,
-                "metric": self.metric_name, "loss_scale": self.loss_scale}
+        out = {"task": self.name, "network": self.network_name, "reference": self.reference_mode,
+               "metric": self.metric_name, "loss_scale": self.loss_scale}
+        return {**out, "weights": self.weights} if self.weights else out
 
 
 TaskFactory = Callable[..., Task]

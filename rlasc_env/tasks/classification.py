@@ -44,10 +44,8 @@ class ClassificationTask(Task):
 
     def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",
                  weights: str = "", meta: dict[str, Any] | None = None, threshold: float = 0.5) -> None:
-        super().__init__(network, reference, network_name)
+        super().__init__(network, reference, network_name, weights, meta)
         self.num_classes = int(getattr(network, "num_classes", NUM_TRAIN_CLASSES))
-        self.weights = weights
-        self.meta = dict(meta or {})
         self.threshold = threshold
 
     @torch.no_grad()
@@ -68,10 +66,6 @@ class ClassificationTask(Task):
         bce = -(p * p_hat.log() + (1.0 - p) * (1.0 - p_hat).log()).mean(1)
         accuracy = ((p_hat >= self.threshold).float() == p).float().mean(1)
         return bce, accuracy
-
-    def describe(self) -> dict[str, str]:
-        return {**super().describe(), "weights": self.weights}
-
 
 def make_classification_task(reference: str = "ground_truth", device: torch.device | str = "cpu",
                              weights: str | os.PathLike | None = None) -> ClassificationTask:

@@ -93,9 +93,7 @@ class DetectionTask(Task):
 
     def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",
                  weights: str = "", meta: dict[str, Any] | None = None, min_pixels: int = MIN_PIXELS) -> None:
-        super().__init__(network, reference, network_name)
-        self.weights = weights
-        self.meta = dict(meta or {})
+        super().__init__(network, reference, network_name, weights, meta)
         self.min_pixels = min_pixels
 
     @torch.no_grad()
@@ -123,10 +121,6 @@ class DetectionTask(Task):
                for m, ref in zip(maps, references)]
         return (torch.tensor([o[0] for o in out], dtype=torch.float32),
                 torch.tensor([o[1] for o in out], dtype=torch.float32))
-
-    def describe(self) -> dict[str, str]:
-        return {**super().describe(), "weights": self.weights}
-
 
 def make_detection_task(reference: str = "ground_truth", device: torch.device | str = "cpu",
                         weights: str | os.PathLike | None = None, min_pixels: int = MIN_PIXELS) -> DetectionTask:

@@ -44,10 +44,8 @@ class SegmentationTask(Task):
 
     def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",
                  weights: str = "", meta: dict[str, Any] | None = None) -> None:
-        super().__init__(network, reference, network_name)
+        super().__init__(network, reference, network_name, weights, meta)
         self.num_classes = int(getattr(network, "num_classes", NUM_TRAIN_CLASSES))
-        self.weights = weights
-        self.meta = dict(meta or {})
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
@@ -67,10 +65,6 @@ class SegmentationTask(Task):
         pred = self.predict(x_hat)
         miou = batch_miou(pred, torch.stack([r.long().cpu() for r in references]), self.num_classes)
         return 1.0 - miou, miou
-
-    def describe(self) -> dict[str, str]:
-        return {**super().describe(), "weights": self.weights}
-
 
 def make_segmentation_task(reference: str = "ground_truth", device: torch.device | str = "cpu",
                            weights: str | os.PathLike | None = None) -> SegmentationTask:
