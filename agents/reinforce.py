@@ -313,20 +313,32 @@ class ReinforceTrainer:
         return save_policy(path, self.policy, {"algo": "reinforce", "config": asdict(self.config),
                                                "train_episodes": self.stats.episodes, **(meta or {})})
 
-    def save_state(self, path: str | Path) -> Path:
-        """Everything needed to resume: policy, optimizer, counters, baseline, random generators."""
-        return save_training_state(path, self.policy, {
-            "optimizer": self.optimizer.state_dict(), "stats": asdict(self.stats),
-            "window": {k: list(v) for k, v in self._window.items()}, "config": asdict(self.config),
-            "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "seed": self.seed,
-        })
+    @property
+    def last_loss(self) -> float:
+        """-J (plus the entropy term) of the latest update."""
+        return float(self._last["loss"])
 
-    def load_state(self, path: str | Path) -> None:
-        state = load_training_state(path, self.policy)
+    def trainer_state(self) -> dict[str, Any]:
+        """The optimizer, counters, baseline, statistics window and NumPy generator (not the policy weights)."""
+        return {"optimizer": self.optimizer.state_dict(), "stats": asdict(self.stats),
+                "window": {k: list(v) for k, v in self._window.items()}, "config": asdict(self.config),
+                "numpy_rng": self.rng.bit_generator.state}
+
+    def load_trainer_state(self, state: dict[str, Any]) -> None:
+        """Undo :meth:`trainer_state` (the policy weights are restored separately)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.stats = TrainStats(**state["stats"])
         self._window = {k: deque(v, maxlen=self.WINDOW) for k, v in state["window"].items()}
         self.rng.bit_generator.state = state["numpy_rng"]
+
+    def save_state(self, path: str | Path) -> Path:
+        """Everything needed to resume: policy, optimizer, counters, baseline, random generators."""
+        return save_training_state(path, self.policy, {**self.trainer_state(), "torch_rng": torch.get_rng_state(),
+                                                       "seed": self.seed})
+
+    def load_state(self, path: str | Path) -> None:
+        state = load_training_state(path, self.policy)
+        self.load_trainer_state(state)
         torch.set_rng_state(state["torch_rng"])
 
     def close(self) -> None:

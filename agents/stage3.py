@@ -36,7 +36,6 @@ import os
 import shlex
 import sys
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -65,7 +64,7 @@ from .checkpoint import load_policy, save_policy
 from .episodes import Engine, EnvSpec, EpisodeRecord, run_episodes
 from .hyperparams import apply_overrides, load_hyperparams
 from .policy import PaperPolicy, check_policy_fits
-from .reinforce import ReinforceConfig, ReinforceTrainer, TrainStats
+from .reinforce import ReinforceConfig, ReinforceTrainer
 
 __all__ = ["STAGE3_FORMAT", "STAGE3_VERSION", "STATE_FILE", "Stage3Trainer", "load_start_codec", "load_start_policy",
            "task_training_loss", "run_stage3"]
@@ -269,9 +268,7 @@ class Stage3Trainer:
             "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict()},
             "agent": {"spec": agent.policy.spec(),
                       "state": {k: v.detach().cpu() for k, v in agent.policy.state_dict().items()},
-                      "optimizer": agent.optimizer.state_dict(), "stats": asdict(agent.stats),
-                      "window": {k: list(v) for k, v in agent._window.items()}, "config": asdict(agent.config),
-                      "numpy_rng": agent.rng.bit_generator.state},
+                      **agent.trainer_state()},
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "sources": dict(self.sources), "history": dict(self.history),
@@ -284,10 +281,7 @@ class Stage3Trainer:
         self.opt_g.load_state_dict(obj["optimizers"]["g"])
         self.opt_d.load_state_dict(obj["optimizers"]["d"])
         agent, saved = self.agent, obj["agent"]
-        agent.optimizer.load_state_dict(saved["optimizer"])
-        agent.stats = TrainStats(**saved["stats"])
-        agent._window = {k: deque(v, maxlen=agent.WINDOW) for k, v in saved["window"].items()}
-        agent.rng.bit_generator.state = saved["numpy_rng"]
+        agent.load_trainer_state(saved)
         for opt, lr in ((self.opt_g, self.cfg.stage3_lr), (self.opt_d, self.cfg.stage3_lr),
                         (agent.optimizer, agent.config.learning_rate)):
             for group in opt.param_groups:  # the flags of this run win over the saved learning rates
@@ -377,7 +371,7 @@ class Stage3Trainer:
             value = agent.window_mean(key)
             if np.isfinite(value):
                 self.log(f"stage3/agent_{tag}", value)
-        self.log("stage3/agent_loss", agent._last["loss"])
+        self.log("stage3/agent_loss", agent.last_loss)
         self.log("stage3/agent_updates", agent.stats.updates)
 
     # ---- loop ------------------------------------------------------------------
