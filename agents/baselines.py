@@ -54,7 +54,8 @@ class FixedPolicy:
 
 
 # --------------------------------------------------------------------------- greedy
-def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name: str) -> list[EpisodeRecord]:
+def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name: str,
+                  observe: bool = False) -> list[EpisodeRecord]:
     q = core.Q
     groups = np.arange(len(chunk))
     base = groups * q
@@ -65,11 +66,16 @@ def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name:
     levels: list[list[int]] = [[] for _ in chunk]
     concepts: list[list[int]] = [[] for _ in chunk]
     candidates: list[list[list[float]]] = [[] for _ in chunk]
+    observations: list[list[dict[str, np.ndarray]]] = [[] for _ in chunk]
     done: dict[int, EpisodeRecord] = {}
     live = groups[core.count[base] > 0]
     if len(live) < len(groups):
         raise RuntimeError("an image has no semantic concept: an episode needs at least one step")
     while len(live):
+        if observe:  # the state every candidate level of this step starts from (its Q slots are copies)
+            obs = core.observation(base[live])
+            for i, g in enumerate(live.tolist()):
+                observations[g].append({k: v[i] for k, v in obs.items()})
         slots = (live[:, None] * q + np.arange(q)[None, :]).reshape(-1)
         reward, terminated, info, final = core.step(slots, np.tile(np.arange(q), len(live)))
         table = reward.reshape(len(live), q)
@@ -86,6 +92,8 @@ def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name:
                 rec = record_from(info, final, row, int(final_row[row]), metric_name, chunk[g], rewards[g], levels[g],
                                   concepts[g])
                 rec.extra["candidate_rewards"] = candidates[g]
+                if observe:
+                    rec.extra["observations"] = observations[g]
                 done[g] = rec
                 ended.append(i)
             else:
@@ -122,25 +130,28 @@ def _greedy_replay(core: EpisodeCore, images: Any, index: int, metric_name: str)
 
 
 def greedy_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
-                    method: str = "clone") -> list[EpisodeRecord]:
+                    method: str = "clone", observe: bool = False) -> list[EpisodeRecord]:
     """Greedy one-step look-ahead episodes on ``indices`` (records in that order).
 
     ``core`` needs at least Q slots; with ``method="clone"`` it runs ``num_slots // Q`` images at
     a time. Each record's ``extra["candidate_rewards"]`` holds the immediate reward of every level
-    at every step (the chosen one is the maximum).
+    at every step (the chosen one is the maximum); with ``observe`` (clone only), also
+    ``extra["observations"]``: the observation of every step, one dict of unbatched arrays each.
     """
     q = core.Q
     if core.num_slots < q:
         raise ValueError(f"greedy needs a core with at least Q = {q} slots, got {core.num_slots}")
     indices = [int(i) for i in indices]
     if method == "replay":
+        if observe:
+            raise ValueError("observe=True needs method='clone'")
         return [_greedy_replay(core, images, i, metric_name) for i in indices]
     if method != "clone":
         raise ValueError(f"method must be 'clone' or 'replay', not {method!r}")
     per_chunk = core.num_slots // q
     out: list[EpisodeRecord] = []
     for start in range(0, len(indices), per_chunk):
-        out += _greedy_clone(core, images, indices[start:start + per_chunk], metric_name)
+        out += _greedy_clone(core, images, indices[start:start + per_chunk], metric_name, observe)
     return out
 
 

@@ -1,0 +1,264 @@
+"""How much of the greedy look-ahead's lead can a policy learn from the observations?
+
+The greedy baseline (:mod:`agents.baselines`) peeks at the reward of every level before it
+chooses, so it bounds what a deployable policy can reach only loosely. This diagnostic asks
+what part of its lead is predictable from the state {f(m), s(m), m, stats} that the agent sees
+(Section II-C):
+
+1. Greedy plays the first ``train_images`` training images; every step keeps its observation,
+   the level it chose and the immediate reward r (eq. 14) of every level.
+2. The steps of a held-out fifth of those images measure, per step, the accuracy (matching
+   greedy's level) and the immediate regret (best r minus the chosen level's r) of:
+   every fixed level; a class table (per concept class, the level of least mean regret on the
+   other images); and :class:`~agents.policy.PaperPolicy` trained by cross-entropy to imitate
+   greedy (behaviour cloning) on the other images.
+3. The imitation policy, every fixed level and greedy play the first ``eval_images`` test
+   images (returns as in ``train_agent.py``).
+
+If the imitation policy's regret is no lower than the best fixed level's, greedy's choices are
+not predictable from what the agent observes, and no policy trained on these observations can
+be expected to close much of the gap to greedy. ``python -m agents.learnability --help``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .baselines import greedy_episodes
+from .episodes import Engine, EnvSpec, EpisodeRecord
+from .evaluation import baseline_policies, evaluate, gap_closure
+from .policy import OBS_KEYS, PaperPolicy, obs_to_tensors
+
+__all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_scores", "fit_imitation",
+           "class_table", "run", "main"]
+
+
+@dataclass
+class LearnabilityConfig:
+    """Measure how much of the greedy look-ahead's lead is predictable from the agent's observations."""
+
+    task: str = "segmentation"
+    """Downstream task of the semantic loss."""
+    codec: str = "tiny"
+    """Codec: shipped name or checkpoint path."""
+    train_images: int = 300
+    """Training images greedy plays (the first N of the train split); a fifth of them are held out."""
+    eval_images: int = 48
+    """Test images the imitation policy, the fixed levels and greedy play."""
+    epochs: int = 30
+    """Passes of behaviour cloning over the greedy steps."""
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+    seed: int = 0
+    dataset: Literal["streets", "cityscapes"] = "streets"
+    data_root: str | None = None
+    preset: Literal["tiny", "paper"] = "tiny"
+    lam: float = 1.0
+    """lambda of eq. 13."""
+    eta: float = 10.0
+    """eta of eq. 13."""
+    reference: Literal["ground_truth", "original"] = "ground_truth"
+    device: str = "cpu"
+    batch: int = 96
+    """Env slots stepped together."""
+    threads: int | None = None
+    """torch CPU threads (default: torch's choice)."""
+    json: str | None = None
+    """Write the report as JSON here."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.train_images < 5:
+            raise ValueError(f"--train-images must be >= 5 (a fifth is held out), got {self.train_images}")
+        if self.eval_images < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("--eval-images, --epochs and --batch-size must be >= 1")
+
+
+@dataclass
+class GreedySteps:
+    """Every step of greedy episodes: observation, greedy's level, all levels' immediate rewards."""
+
+    observations: dict[str, np.ndarray]  # key -> (N, ...)
+    levels: np.ndarray  # (N,) greedy's choice
+    candidates: np.ndarray  # (N, Q) immediate reward of each level
+    classes: np.ndarray  # (N,) concept class id
+    image: np.ndarray  # (N,) data set index of the step's image
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def subset(self, rows: np.ndarray) -> GreedySteps:
+        return GreedySteps({k: v[rows] for k, v in self.observations.items()}, self.levels[rows],
+                           self.candidates[rows], self.classes[rows], self.image[rows])
+
+
+def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], batch: int = 96,
+                         progress: bool = False) -> tuple[GreedySteps, list[EpisodeRecord]]:
+    """Greedy episodes on ``indices`` of ``split`` with the observation of every step."""
+    q = engine.num_levels
+    per_core = max(1, min(batch // q, len(indices)))
+    core = engine.core(split, q * per_core)
+    images = engine.parts(split).images
+    records: list[EpisodeRecord] = []
+    bar = tqdm(total=len(indices), desc="greedy", unit="img", disable=not progress)
+    for start in range(0, len(indices), per_core):
+        chunk = [int(i) for i in indices[start:start + per_core]]
+        records += greedy_episodes(core, images, chunk, engine.metric_name, observe=True)
+        bar.update(len(chunk))
+    bar.close()
+    obs = [o for r in records for o in r.extra["observations"]]
+    steps = GreedySteps(
+        observations={k: np.stack([o[k] for o in obs]) for k in OBS_KEYS},
+        levels=np.array([lv for r in records for lv in r.levels], np.int64),
+        candidates=np.array([c for r in records for c in r.extra["candidate_rewards"]], np.float64),
+        classes=np.array([c for r in records for c in r.concepts], np.int64),
+        image=np.array([r.image_index for r in records for _ in r.levels], np.int64))
+    return steps, records
+
+
+def class_table(steps: GreedySteps) -> dict[int, int]:
+    """Per concept class, the level of least mean immediate regret on ``steps``."""
+    regret = steps.candidates.max(1, keepdims=True) - steps.candidates
+    return {int(c): int(regret[steps.classes == c].mean(0).argmin()) for c in np.unique(steps.classes)}
+
+
+def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
+    """Accuracy against greedy's level and mean immediate regret of levels ``chosen`` per step."""
+    chosen = np.asarray(chosen, np.int64)
+    rows = np.arange(len(steps))
+    regret = steps.candidates.max(1) - steps.candidates[rows, chosen]
+    return {"accuracy": float((chosen == steps.levels).mean()), "regret": float(regret.mean())}
+
+
+def fit_imitation(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
+                  seed: int, device: str | torch.device = "cpu", progress: bool = False) -> PaperPolicy:
+    """:class:`PaperPolicy` trained by cross-entropy on greedy's levels (behaviour cloning)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    policy = PaperPolicy(engine.observation_space, engine.num_levels).to(device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+    inputs = obs_to_tensors(steps.observations, policy.shapes, device)
+    targets = torch.as_tensor(steps.levels, device=device)
+    policy.train()
+    for _ in tqdm(range(epochs), desc="imitation", unit="epoch", disable=not progress):
+        order = rng.permutation(len(steps))
+        for start in range(0, len(order), batch_size):
+            rows = torch.as_tensor(order[start:start + batch_size], device=device)
+            logits = policy({k: v[rows] for k, v in inputs.items()})
+            loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    policy.eval()
+    return policy
+
+
+def held_out_split(steps: GreedySteps, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the fitting images and of the held-out fifth of the images (split by image)."""
+    images = np.unique(steps.image)
+    held = np.random.default_rng(seed).permutation(images)[:max(1, len(images) // 5)]
+    test = np.isin(steps.image, held)
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]:
+    """The whole diagnostic; returns (and writes with ``cfg.json``) the report. ``engine``: an
+    already built codec, task and data (default: built from ``cfg``)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    if engine is None:
+        engine = Engine(EnvSpec(task=cfg.task, codec=cfg.codec, lam=cfg.lam, eta=cfg.eta, dataset=cfg.dataset,
+                                data_root=cfg.data_root, preset=cfg.preset, reference=cfg.reference,
+                                device=cfg.device, sizes={"train": cfg.train_images, "test": cfg.eval_images}))
+    for split, wanted in (("train", cfg.train_images), ("test", cfg.eval_images)):
+        if engine.num_images(split) < wanted:
+            raise ValueError(f"the {split} split has {engine.num_images(split)} images, {wanted} asked for")
+    q = engine.num_levels
+    steps, _ = collect_greedy_steps(engine, "train", range(cfg.train_images), cfg.batch, cfg.progress)
+    fit_rows, test_rows = held_out_split(steps, cfg.seed)
+    fit, held = steps.subset(fit_rows), steps.subset(test_rows)
+    table = class_table(fit)
+    policy = fit_imitation(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, cfg.device,
+                           cfg.progress)
+    with torch.no_grad():
+        imitated = policy(obs_to_tensors(held.observations, policy.shapes, cfg.device)).argmax(1).cpu().numpy()
+    fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
+    per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
+    for level in range(q):
+        per_step[f"fixed_{level}"] = step_scores(held, np.full(len(held), level))
+    per_step["class_table"] = step_scores(held, np.array([table.get(int(c), fallback) for c in held.classes]))
+    per_step["imitation"] = step_scores(held, imitated)
+    per_step["majority_level"] = step_scores(held, np.full(len(held), fallback))
+
+    def act(obs: Mapping[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        return policy.act(obs, deterministic=True)
+
+    episodes = evaluate(engine, {"imitation": act, **{k: v for k, v in baseline_policies(q, cfg.seed).items()
+                                                    if k != "random"}},
+                        cfg.eval_images, batch_size=cfg.batch, greedy=True, oracle_cap=0)
+    best_fixed = min([f"fixed_{level}" for level in range(q)], key=lambda k: per_step[k]["regret"])
+    report = {
+        "config": asdict(cfg),
+        "task": engine.task.name,
+        "metric": engine.metric_name,
+        "num_levels": q,
+        "greedy_steps": {"fit": len(fit), "held_out": len(held),
+                         "fit_images": int(len(np.unique(fit.image))), "held_out_images": int(len(np.unique(held.image))),
+                         "level_histogram": np.bincount(steps.levels, minlength=q).tolist()},
+        "class_table": {str(k): v for k, v in sorted(table.items())},
+        "per_step": per_step,
+        "best_fixed_by_regret": best_fixed,
+        "imitation_regret_vs_best_fixed": per_step["imitation"]["regret"] - per_step[best_fixed]["regret"],
+        "episodes": episodes,
+        "imitation_gap_closure": gap_closure({**episodes, "policy": episodes["imitation"]}, "return_mean"),
+        "seconds": time.perf_counter() - t0,
+    }
+    if cfg.json:
+        write_json(report, cfg.json)
+    return report
+
+
+def write_json(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``report`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=float))
+    os.replace(tmp, path)
+    return path
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """Per-step scores on the held-out greedy states and returns on the test images."""
+    lines = ["| chooser | accuracy vs greedy | immediate regret |", "|---|---|---|"]
+    for name, s in report["per_step"].items():
+        lines.append(f"| {name} | {s['accuracy']:.3f} | {s['regret']:.4f} |")
+    lines += ["", "| policy | return | bpp | mean level |", "|---|---|---|---|"]
+    for name, s in report["episodes"].items():
+        lines.append(f"| {name} | {s['return_mean']:.4f} | {s['bpp_mean']:.4f} | {s['level_mean']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    import tyro
+
+    cfg = tyro.cli(LearnabilityConfig, args=None if argv is None else list(argv))
+    report = run(cfg)
+    print(markdown(report))
+    print(f"imitation regret - best fixed ({report['best_fixed_by_regret']}) regret: "
+          f"{report['imitation_regret_vs_best_fixed']:+.4f}; done in {report['seconds']:.0f} s")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The learnability diagnostic (agents.learnability): greedy steps with their observations,
+per-step regrets, behaviour cloning of greedy and its report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents.baselines import greedy_episodes
+from agents.episodes import reset_slots
+from agents.learnability import LearnabilityConfig, class_table, collect_greedy_steps, run, step_scores
+from test_agents import make_engine
+
+
+@pytest.fixture(scope="module")
+def engine5(test_codec, test_dataset):
+    return make_engine(test_codec, test_dataset, (0, 2, 8, 10, 13))
+
+
+def test_greedy_observations_are_the_states_it_chose_from(engine5) -> None:
+    eng = engine5
+    q, images = eng.num_levels, eng.parts("test").images
+    records = greedy_episodes(eng.core("test", 2 * q), images, [0, 1], eng.metric_name, observe=True)
+    core = eng.core("test", 1)
+    for rec in records:  # replay greedy's levels on a fresh slot: the same observation before every step
+        assert len(rec.extra["observations"]) == rec.length == 5
+        reset_slots(core, images, np.array([0]), [rec.image_index])
+        for obs, level in zip(rec.extra["observations"], rec.levels):
+            replay = core.observation(np.array([0]))
+            for key, value in obs.items():
+                np.testing.assert_allclose(value, replay[key][0], atol=1e-4)  # batch of 1 vs 12: float32 sums
+            core.step(np.array([0]), np.array([level]))
+    with pytest.raises(ValueError, match="clone"):
+        greedy_episodes(eng.core("test", q), images, [0], eng.metric_name, method="replay", observe=True)
+
+
+def test_step_scores_and_class_table(engine5) -> None:
+    steps, records = collect_greedy_steps(engine5, "test", [0, 1, 2, 3], batch=2 * engine5.num_levels)
+    assert len(steps) == sum(r.length for r in records) == 20
+    assert steps.observations["features"].shape[0] == 20
+    assert step_scores(steps, steps.levels) == {"accuracy": 1.0, "regret": 0.0}
+    for level in range(engine5.num_levels):
+        s = step_scores(steps, np.full(len(steps), level))
+        assert s["regret"] >= 0.0 and 0.0 <= s["accuracy"] <= 1.0
+    table = class_table(steps)
+    assert set(table) == {0, 2, 8, 10, 13}
+    # on the steps it was fitted to, the class table is at least as good as every fixed level
+    chosen = np.array([table[int(c)] for c in steps.classes])
+    best_fixed = min(step_scores(steps, np.full(len(steps), lv))["regret"] for lv in range(engine5.num_levels))
+    assert step_scores(steps, chosen)["regret"] <= best_fixed + 1e-12
+
+
+def test_run_writes_a_report(engine5, tmp_path) -> None:
+    out = tmp_path / "learn.json"
+    cfg = LearnabilityConfig(train_images=10, eval_images=3, epochs=2, batch_size=8, json=str(out), progress=False)
+    report = run(cfg, engine=engine5)
+    saved = json.loads(out.read_text())
+    assert saved["per_step"] == report["per_step"]
+    q = engine5.num_levels
+    assert sum(report["greedy_steps"]["level_histogram"]) == 10 * 5
+    assert report["greedy_steps"]["held_out_images"] == 2 and report["greedy_steps"]["fit_images"] == 8
+    assert report["per_step"]["greedy"]["regret"] == 0.0
+    assert all(s["regret"] >= 0.0 for s in report["per_step"].values())
+    assert {"imitation", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
+    assert report["imitation_gap_closure"]["best_fixed"].startswith("fixed_")
+    with pytest.raises(ValueError, match="images"):
+        run(LearnabilityConfig(train_images=100, eval_images=3, epochs=1, progress=False), engine=engine5)
