@@ -10,13 +10,14 @@ what part of its lead is predictable from the state {f(m), s(m), m, stats} that 
 2. The steps of a held-out fifth of those images measure, per step, the accuracy (matching
    greedy's level) and the immediate regret (best r minus the chosen level's r) of:
    every fixed level; a class table (per concept class, the level of least mean regret on the
-   other images); and :class:`~agents.policy.PaperPolicy` trained by cross-entropy to imitate
-   greedy (behaviour cloning) on the other images.
-3. The imitation policy, every fixed level and greedy play the first ``eval_images`` test
+   other images); and :class:`~agents.policy.PaperPolicy` fitted on the other images, once by
+   cross-entropy on greedy's levels (``imitation``, behaviour cloning) and once by regressing
+   every level's immediate reward (``reward_fit``, acting on the best predicted reward).
+3. Both fitted policies, every fixed level and greedy play the first ``eval_images`` test
    images (returns as in ``train_agent.py``).
 
-If the imitation policy's regret is no lower than the best fixed level's, greedy's choices are
-not predictable from what the agent observes, and no policy trained on these observations can
+If the fitted policies' regret is hardly lower than the best fixed level's, greedy's choices
+are not predictable from what the agent observes, and no policy trained on these observations can
 be expected to close much of the gap to greedy. ``python -m agents.learnability --help``.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from .episodes import Engine, EnvSpec, EpisodeRecord
 from .evaluation import baseline_policies, evaluate, gap_closure
 from .policy import OBS_KEYS, PaperPolicy, obs_to_tensors
 
-__all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_scores", "fit_imitation",
+__all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_scores", "fit_policy",
            "class_table", "run", "main"]
 
 
@@ -53,7 +54,7 @@ class LearnabilityConfig:
     train_images: int = 300
     """Training images greedy plays (the first N of the train split); a fifth of them are held out."""
     eval_images: int = 48
-    """Test images the imitation policy, the fixed levels and greedy play."""
+    """Test images the fitted policies, the fixed levels and greedy play."""
     epochs: int = 30
     """Passes of behaviour cloning over the greedy steps."""
     learning_rate: float = 1e-3
@@ -139,22 +140,33 @@ def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
     return {"accuracy": float((chosen == steps.levels).mean()), "regret": float(regret.mean())}
 
 
-def fit_imitation(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
-                  seed: int, device: str | torch.device = "cpu", progress: bool = False) -> PaperPolicy:
-    """:class:`PaperPolicy` trained by cross-entropy on greedy's levels (behaviour cloning)."""
+def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
+                  seed: int, device: str | torch.device = "cpu", progress: bool = False,
+                  objective: Literal["cross_entropy", "reward_regression"] = "cross_entropy") -> PaperPolicy:
+    """:class:`PaperPolicy` fitted to greedy's steps: ``cross_entropy`` on greedy's levels (behaviour
+    cloning), or ``reward_regression``: the logits regress every level's immediate reward (minus
+    the step's best, over its standard deviation; squared error), so the argmax is the level of
+    best expected reward given the observation (a full-information contextual bandit)."""
+    if objective not in ("cross_entropy", "reward_regression"):
+        raise ValueError(f"objective must be 'cross_entropy' or 'reward_regression', not {objective!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     policy = PaperPolicy(engine.observation_space, engine.num_levels).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
     inputs = obs_to_tensors(steps.observations, policy.shapes, device)
     targets = torch.as_tensor(steps.levels, device=device)
+    relative = steps.candidates - steps.candidates.max(1, keepdims=True)
+    rewards = torch.as_tensor(relative / max(float(relative.std()), 1e-12), dtype=torch.float32, device=device)
     policy.train()
-    for _ in tqdm(range(epochs), desc="imitation", unit="epoch", disable=not progress):
+    for _ in tqdm(range(epochs), desc=f"fit ({objective})", unit="epoch", disable=not progress):
         order = rng.permutation(len(steps))
         for start in range(0, len(order), batch_size):
             rows = torch.as_tensor(order[start:start + batch_size], device=device)
             logits = policy({k: v[rows] for k, v in inputs.items()})
-            loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            if objective == "cross_entropy":
+                loss = torch.nn.functional.cross_entropy(logits, targets[rows])
+            else:
+                loss = torch.nn.functional.mse_loss(logits, rewards[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -188,23 +200,20 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     fit_rows, test_rows = held_out_split(steps, cfg.seed)
     fit, held = steps.subset(fit_rows), steps.subset(test_rows)
     table = class_table(fit)
-    policy = fit_imitation(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, cfg.device,
-                           cfg.progress)
-    with torch.no_grad():
-        imitated = policy(obs_to_tensors(held.observations, policy.shapes, cfg.device)).argmax(1).cpu().numpy()
+    policies = {name: fit_policy(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed,
+                                    cfg.device, cfg.progress, objective)
+                for name, objective in (("imitation", "cross_entropy"), ("reward_fit", "reward_regression"))}
     fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
     per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
     for level in range(q):
         per_step[f"fixed_{level}"] = step_scores(held, np.full(len(held), level))
     per_step["class_table"] = step_scores(held, np.array([table.get(int(c), fallback) for c in held.classes]))
-    per_step["imitation"] = step_scores(held, imitated)
     per_step["majority_level"] = step_scores(held, np.full(len(held), fallback))
+    for name, policy in policies.items():
+        per_step[name] = step_scores(held, policy.act(held.observations, deterministic=True))
 
-    def act(obs: Mapping[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
-        return policy.act(obs, deterministic=True)
-
-    episodes = evaluate(engine, {"imitation": act, **{k: v for k, v in baseline_policies(q, cfg.seed).items()
-                                                    if k != "random"}},
+    acts = {name: _act_fn(policy) for name, policy in policies.items()}
+    episodes = evaluate(engine, {**acts, **{k: v for k, v in baseline_policies(q, cfg.seed).items() if k != "random"}},
                         cfg.eval_images, batch_size=cfg.batch, greedy=True, oracle_cap=0)
     best_fixed = min([f"fixed_{level}" for level in range(q)], key=lambda k: per_step[k]["regret"])
     report = {
@@ -218,14 +227,19 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         "class_table": {str(k): v for k, v in sorted(table.items())},
         "per_step": per_step,
         "best_fixed_by_regret": best_fixed,
-        "imitation_regret_vs_best_fixed": per_step["imitation"]["regret"] - per_step[best_fixed]["regret"],
+        "regret_vs_best_fixed": {name: per_step[name]["regret"] - per_step[best_fixed]["regret"]
+                                 for name in ("class_table", *policies)},
         "episodes": episodes,
-        "imitation_gap_closure": gap_closure({**episodes, "policy": episodes["imitation"]}, "return_mean"),
+        "gap_closure": {name: gap_closure({**episodes, "policy": episodes[name]}, "return_mean") for name in policies},
         "seconds": time.perf_counter() - t0,
     }
     if cfg.json:
         write_json(report, cfg.json)
     return report
+
+
+def _act_fn(policy: PaperPolicy) -> Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]:
+    return lambda obs, slots: policy.act(obs, deterministic=True)
 
 
 def write_json(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
@@ -255,8 +269,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cfg = tyro.cli(LearnabilityConfig, args=None if argv is None else list(argv))
     report = run(cfg)
     print(markdown(report))
-    print(f"imitation regret - best fixed ({report['best_fixed_by_regret']}) regret: "
-          f"{report['imitation_regret_vs_best_fixed']:+.4f}; done in {report['seconds']:.0f} s")
+    diffs = ", ".join(f"{k} {v:+.4f}" for k, v in report["regret_vs_best_fixed"].items())
+    print(f"immediate regret minus that of the best fixed level ({report['best_fixed_by_regret']}): {diffs}; "
+          f"done in {report['seconds']:.0f} s")
     return report
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from agents.baselines import greedy_episodes
 from agents.episodes import reset_slots
-from agents.learnability import LearnabilityConfig, class_table, collect_greedy_steps, run, step_scores
+from agents.learnability import (GreedySteps, LearnabilityConfig, class_table, collect_greedy_steps, fit_policy, run,
+                                 step_scores)
 from test_agents import make_engine
 
 
@@ -62,7 +63,25 @@ def test_run_writes_a_report(engine5, tmp_path) -> None:
     assert report["greedy_steps"]["held_out_images"] == 2 and report["greedy_steps"]["fit_images"] == 8
     assert report["per_step"]["greedy"]["regret"] == 0.0
     assert all(s["regret"] >= 0.0 for s in report["per_step"].values())
-    assert {"imitation", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
-    assert report["imitation_gap_closure"]["best_fixed"].startswith("fixed_")
+    assert {"imitation", "reward_fit", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
+    assert set(report["gap_closure"]) == {"imitation", "reward_fit"}
+    assert all(g["best_fixed"].startswith("fixed_") for g in report["gap_closure"].values())
     with pytest.raises(ValueError, match="images"):
         run(LearnabilityConfig(train_images=100, eval_images=3, epochs=1, progress=False), engine=engine5)
+
+
+@pytest.mark.parametrize("objective", ["cross_entropy", "reward_regression"])
+def test_fitted_policy_learns_a_predictable_level(engine5, objective) -> None:
+    """Rewards that depend only on the concept class (best level = a class's rank mod Q): both
+    objectives recover that level from the observation, so a low regret means real structure."""
+    steps, _ = collect_greedy_steps(engine5, "test", list(range(8)), batch=2 * engine5.num_levels)
+    q = engine5.num_levels
+    rank = {c: i for i, c in enumerate(sorted(set(steps.classes.tolist())))}
+    best = np.array([rank[int(c)] % q for c in steps.classes])
+    candidates = -np.abs(np.arange(q)[None, :] - best[:, None]).astype(np.float64)  # 0 at the best level
+    synthetic = GreedySteps(steps.observations, best, candidates, steps.classes, steps.image)
+    policy = fit_policy(engine5, synthetic, epochs=60, learning_rate=3e-3, batch_size=8, seed=0, objective=objective)
+    scores = step_scores(synthetic, policy.act(synthetic.observations, deterministic=True))
+    assert scores["accuracy"] == 1.0 and scores["regret"] == 0.0
+    with pytest.raises(ValueError, match="objective"):
+        fit_policy(engine5, synthetic, 1, 1e-3, 8, 0, objective="mse")
