@@ -10,7 +10,8 @@ what part of its lead is predictable from the state {f(m), s(m), m, stats} that 
 2. The steps of a held-out fifth of those images measure, per step, the accuracy (matching
    greedy's level) and the immediate regret (best r minus the chosen level's r) of:
    every fixed level; a class table (per concept class, the level of least mean regret on the
-   other images); and :class:`~agents.policy.PaperPolicy` fitted on the other images, once by
+   other images; a class no fitting image holds gets greedy's most frequent level); and
+   :class:`~agents.policy.PaperPolicy` fitted on the other images, once by
    cross-entropy on greedy's levels (``imitation``, behaviour cloning) and once by regressing
    every level's immediate reward (``reward_fit``, acting on the best predicted reward).
 3. Both fitted policies, every fixed level and greedy play the first ``eval_images`` test
@@ -22,8 +23,6 @@ be expected to close much of the gap to greedy. ``python -m agents.learnability 
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,9 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .baselines import greedy_episodes
-from .episodes import Engine, EnvSpec, EpisodeRecord
-from .evaluation import baseline_policies, evaluate, gap_closure
+from .episodes import Engine, EpisodeRecord
+from .evaluation import baseline_policies, evaluate, gap_closure, results_table
 from .policy import OBS_KEYS, PaperPolicy, obs_to_tensors
+from .runner import make_engine, resolve_device, write_json
 
 __all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_scores", "fit_policy",
            "class_table", "run", "main"]
@@ -56,7 +56,7 @@ class LearnabilityConfig:
     eval_images: int = 48
     """Test images the fitted policies, the fixed levels and greedy play."""
     epochs: int = 30
-    """Passes of behaviour cloning over the greedy steps."""
+    """Training passes of each fitted policy over the greedy steps."""
     learning_rate: float = 1e-3
     batch_size: int = 64
     seed: int = 0
@@ -105,6 +105,8 @@ class GreedySteps:
 def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], batch: int = 96,
                          progress: bool = False) -> tuple[GreedySteps, list[EpisodeRecord]]:
     """Greedy episodes on ``indices`` of ``split`` with the observation of every step."""
+    if not len(indices):
+        raise ValueError("give at least one image index")
     q = engine.num_levels
     per_core = max(1, min(batch // q, len(indices)))
     core = engine.core(split, q * per_core)
@@ -141,11 +143,11 @@ def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
 
 
 def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
-                  seed: int, device: str | torch.device = "cpu", progress: bool = False,
-                  objective: Literal["cross_entropy", "reward_regression"] = "cross_entropy") -> PaperPolicy:
+               seed: int, device: str | torch.device = "cpu", progress: bool = False,
+               objective: Literal["cross_entropy", "reward_regression"] = "cross_entropy") -> PaperPolicy:
     """:class:`PaperPolicy` fitted to greedy's steps: ``cross_entropy`` on greedy's levels (behaviour
     cloning), or ``reward_regression``: the logits regress every level's immediate reward (minus
-    the step's best, over its standard deviation; squared error), so the argmax is the level of
+    the step's best, over the standard deviation of all these differences; squared error), so the argmax is the level of
     best expected reward given the observation (a full-information contextual bandit)."""
     if objective not in ("cross_entropy", "reward_regression"):
         raise ValueError(f"objective must be 'cross_entropy' or 'reward_regression', not {objective!r}")
@@ -188,10 +190,9 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
-    if engine is None:
-        engine = Engine(EnvSpec(task=cfg.task, codec=cfg.codec, lam=cfg.lam, eta=cfg.eta, dataset=cfg.dataset,
-                                data_root=cfg.data_root, preset=cfg.preset, reference=cfg.reference,
-                                device=cfg.device, sizes={"train": cfg.train_images, "test": cfg.eval_images}))
+    device = resolve_device(cfg.device)
+    if engine is None:  # make_engine reads the fields this config shares with TrainAgentConfig
+        engine = make_engine(cfg, cfg.task, device)  # type: ignore[arg-type]
     for split, wanted in (("train", cfg.train_images), ("test", cfg.eval_images)):
         if engine.num_images(split) < wanted:
             raise ValueError(f"the {split} split has {engine.num_images(split)} images, {wanted} asked for")
@@ -200,8 +201,8 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     fit_rows, test_rows = held_out_split(steps, cfg.seed)
     fit, held = steps.subset(fit_rows), steps.subset(test_rows)
     table = class_table(fit)
-    policies = {name: fit_policy(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed,
-                                    cfg.device, cfg.progress, objective)
+    policies = {name: fit_policy(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, device,
+                                 cfg.progress, objective)
                 for name, objective in (("imitation", "cross_entropy"), ("reward_fit", "reward_regression"))}
     fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
     per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
@@ -234,7 +235,7 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         "seconds": time.perf_counter() - t0,
     }
     if cfg.json:
-        write_json(report, cfg.json)
+        write_json(Path(cfg.json), report)  # atomic; NaN -> null
     return report
 
 
@@ -242,25 +243,12 @@ def _act_fn(policy: PaperPolicy) -> Callable[[Mapping[str, np.ndarray], np.ndarr
     return lambda obs, slots: policy.act(obs, deterministic=True)
 
 
-def write_json(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``report`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=float))
-    os.replace(tmp, path)
-    return path
-
-
 def markdown(report: Mapping[str, Any]) -> str:
     """Per-step scores on the held-out greedy states and returns on the test images."""
     lines = ["| chooser | accuracy vs greedy | immediate regret |", "|---|---|---|"]
     for name, s in report["per_step"].items():
         lines.append(f"| {name} | {s['accuracy']:.3f} | {s['regret']:.4f} |")
-    lines += ["", "| policy | return | bpp | mean level |", "|---|---|---|---|"]
-    for name, s in report["episodes"].items():
-        lines.append(f"| {name} | {s['return_mean']:.4f} | {s['bpp_mean']:.4f} | {s['level_mean']:.3f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + results_table(report["episodes"], report["metric"])
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
