@@ -5,13 +5,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["TrainAgentConfig", "ALGOS"]
+__all__ = ["EnvFlags", "TrainAgentConfig", "ALGOS"]
 
 ALGOS = ("reinforce", "ppo", "a2c", "dqn", "maskable_ppo")
 
 
 @dataclass
-class TrainAgentConfig:
+class EnvFlags:
+    """Environment flags shared by train_agent.py and the agent diagnostics: codec, data, reward
+    weights and the train/test images (what :func:`agents.runner.make_engine` reads)."""
+
+    preset: Literal["tiny", "paper"] = "tiny"
+    """Data set size preset (tiny 64x128, paper 256x512); train_agent.py also reads agents/hyperparams/<algo>.yml's
+    preset of that name."""
+    eval_images: int = 48
+    """Number of held-out test images (the first N of the test split) every policy is evaluated on."""
+    train_images: int | None = 1000
+    """Training images: the first N of the train split (None = all); episodes draw images from them."""
+    codec: str = "tiny"
+    """Codec: shipped name or checkpoint path."""
+    dataset: Literal["streets", "cityscapes"] = "streets"
+    """Image data set."""
+    data_root: Path | None = None
+    """Local Cityscapes folder (dataset=cityscapes)."""
+    lam: float = 1.0
+    """lambda of eq. 13 (rate weight, per bit per pixel)."""
+    eta: float = 10.0
+    """eta of eq. 13 (perceptual loss weight)."""
+    reference: Literal["ground_truth", "original"] = "ground_truth"
+    """What the task network's output on x_hat is compared with."""
+
+    def __post_init__(self) -> None:
+        if self.data_root is not None and not isinstance(self.data_root, Path):
+            self.data_root = Path(self.data_root)
+        if self.eval_images < 1:
+            raise ValueError(f"--eval-images must be >= 1, got {self.eval_images}")
+        if self.train_images is not None and self.train_images < 1:
+            raise ValueError(f"--train-images must be >= 1, got {self.train_images}")
+
+
+@dataclass
+class TrainAgentConfig(EnvFlags):
     """Train the RL-ASC bit-allocation agent (stage II) and evaluate it against baselines
     (random, every fixed level, greedy look-ahead) on held-out test images."""
 
@@ -25,16 +59,10 @@ class TrainAgentConfig:
     """Several seeds (one run each; the table shows mean ± 95% CI across seeds). Overrides --seed."""
     device: str = "auto"
     """Device of the env and the agent: auto (CUDA when present), cpu, cuda, cuda:1, ..."""
-    preset: Literal["tiny", "paper"] = "tiny"
-    """Hyperparameter preset (agents/hyperparams/<algo>.yml) and data set size preset."""
     episodes: int | None = None
     """Training budget in episodes (images); default from the preset's hyperparameters."""
     steps: int | None = None
     """Training budget in env steps (concepts coded); default from the preset for SB3 algorithms."""
-    eval_images: int = 48
-    """Number of held-out test images (the first N of the test split) every policy is evaluated on."""
-    train_images: int | None = 1000
-    """Training images: the first N of the train split (None = all); episodes draw images from them."""
     json: Path | None = None
     """Write the results as JSON here (DESIGN.md's train_agent.py format)."""
     eval_only: Path | None = None
@@ -46,18 +74,6 @@ class TrainAgentConfig:
     """Continue the training saved in the run folder up to the budget."""
     hp: tuple[str, ...] = ()
     """Hyperparameter overrides key=value (YAML values, dotted keys for nested ones), e.g. learning_rate=3e-4."""
-    codec: str = "tiny"
-    """Codec: shipped name or checkpoint path."""
-    dataset: Literal["streets", "cityscapes"] = "streets"
-    """Image data set."""
-    data_root: Path | None = None
-    """Local Cityscapes folder (dataset=cityscapes)."""
-    lam: float = 1.0
-    """lambda of eq. 13 (rate weight, per bit per pixel)."""
-    eta: float = 10.0
-    """eta of eq. 13 (perceptual loss weight)."""
-    reference: Literal["ground_truth", "original"] = "ground_truth"
-    """What the task network's output on x_hat is compared with."""
     greedy: bool = True
     """Evaluate the greedy one-step look-ahead baseline."""
     oracle_cap: int = 4096
@@ -72,13 +88,10 @@ class TrainAgentConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
-        for name in ("json", "eval_only", "run_dir", "data_root"):
+        super().__post_init__()
+        for name in ("json", "eval_only", "run_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, Path(value))
         if isinstance(self.task, str):
             self.task = (self.task,)
-        if self.eval_images < 1:
-            raise ValueError(f"--eval-images must be >= 1, got {self.eval_images}")
-        if self.train_images is not None and self.train_images < 1:
-            raise ValueError(f"--train-images must be >= 1, got {self.train_images}")

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .baselines import greedy_episodes
+from .config import EnvFlags
 from .episodes import Engine, EpisodeRecord
 from .evaluation import baseline_policies, evaluate, gap_closure, results_table
 from .policy import OBS_KEYS, PaperPolicy, obs_to_tensors
@@ -44,31 +45,20 @@ __all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_sc
 
 
 @dataclass
-class LearnabilityConfig:
+class LearnabilityConfig(EnvFlags):
     """Measure how much of the greedy look-ahead's lead is predictable from the agent's observations."""
 
-    task: str = "segmentation"
-    """Downstream task of the semantic loss."""
-    codec: str = "tiny"
-    """Codec: shipped name or checkpoint path."""
     train_images: int = 300
     """Training images greedy plays (the first N of the train split); a fifth of them are held out."""
-    eval_images: int = 48
-    """Test images the fitted policies, the fixed levels and greedy play."""
+    task: str = "segmentation"
+    """Downstream task of the semantic loss."""
     epochs: int = 30
     """Training passes of each fitted policy over the greedy steps."""
     learning_rate: float = 1e-3
     batch_size: int = 64
     seed: int = 0
-    dataset: Literal["streets", "cityscapes"] = "streets"
-    data_root: str | None = None
-    preset: Literal["tiny", "paper"] = "tiny"
-    lam: float = 1.0
-    """lambda of eq. 13."""
-    eta: float = 10.0
-    """eta of eq. 13."""
-    reference: Literal["ground_truth", "original"] = "ground_truth"
     device: str = "cpu"
+    """cpu, cuda, cuda:1, ... or auto (CUDA when present)."""
     batch: int = 96
     """Env slots stepped together."""
     threads: int | None = None
@@ -78,10 +68,11 @@ class LearnabilityConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.train_images < 5:
+        super().__post_init__()
+        if self.train_images is None or self.train_images < 5:
             raise ValueError(f"--train-images must be >= 5 (a fifth is held out), got {self.train_images}")
-        if self.eval_images < 1 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("--eval-images, --epochs and --batch-size must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("--epochs and --batch-size must be >= 1")
 
 
 @dataclass
@@ -191,8 +182,8 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         torch.set_num_threads(cfg.threads)
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
-    if engine is None:  # make_engine reads the fields this config shares with TrainAgentConfig
-        engine = make_engine(cfg, cfg.task, device)  # type: ignore[arg-type]
+    if engine is None:
+        engine = make_engine(cfg, cfg.task, device)
     for split, wanted in (("train", cfg.train_images), ("test", cfg.eval_images)):
         if engine.num_images(split) < wanted:
             raise ValueError(f"the {split} split has {engine.num_images(split)} images, {wanted} asked for")

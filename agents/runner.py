@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from .config import TrainAgentConfig
+from .config import EnvFlags, TrainAgentConfig
 from .episodes import ActFn, Engine, EnvSpec
 from .evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
 from .hyperparams import ENV_ID, apply_overrides, load_hyperparams
@@ -70,7 +70,7 @@ def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
     return apply_overrides(load_hyperparams(cfg.algo, cfg.preset), cfg.hp)
 
 
-def make_engine(cfg: TrainAgentConfig, task: str, device: str) -> Engine:
+def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
     """Codec, task network and data of ``task``: the first ``train_images`` train images and the
     first ``eval_images`` test images."""
     sizes = {"test": cfg.eval_images}
