@@ -2,7 +2,7 @@
 
 Each file maps the env id to presets, and each preset to the algorithm's hyperparameters::
 
-    rlasc/SemanticCoding-v0:
+    rlasc/SemanticCoding-v1:
       tiny:  {learning_rate: ..., ...}
       paper: {...}
 
@@ -22,7 +22,7 @@ import yaml
 __all__ = ["HYPERPARAMS_DIR", "ENV_ID", "load_hyperparams", "apply_overrides"]
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
-ENV_ID = "rlasc/SemanticCoding-v0"
+ENV_ID = "rlasc/SemanticCoding-v1"
 
 
 def load_hyperparams(algo: str, preset: str, env_id: str = ENV_ID, directory: str | Path | None = None) -> dict[str, Any]:

@@ -8,7 +8,11 @@ Layout (big-endian)::
     K x (class_id u8, level u8, payload_len varint)   # class ids strictly increasing
     header_crc u16 (crc32 of all header bytes before it, & 0xFFFF)
     label payload (label_len bytes) | label_crc u16 (crc32 & 0xFFFF)
-    K x (payload bytes | crc u8 = crc32(payload) & 0xFF)
+    K x (payload bytes | concept crc)
+        version 2 (codec v2): crc u16 = crc32(payload) & 0xFFFF, lets through ~1 in 65536
+                              damaged payloads
+        version 1 (codec v1): crc u8 = crc32(payload) & 0xFF, ~1 in 256; read and written only
+                              for codec v1 (env -v0)
 
 Varints are minimal LEB128 of at most 4 bytes (values < 2**28). Every byte string that is
 not a valid stream raises :class:`BitstreamError`, the one documented exception, and
@@ -33,7 +37,8 @@ __all__ = [
     "varint_size",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CONCEPT_CRC_BYTES = {1: 1, 2: 2}  # format version -> bytes of each concept payload's CRC
 MAGIC = b"RA"
 CODER_IDS = {"huffman": 0, "range": 1}
 MIN_SIZE, MAX_SIZE = 8, 8192
@@ -59,6 +64,11 @@ class StreamHeader:
     channels: int
     coder: str
     concepts: list[tuple[int, int]] = field(default_factory=list)
+    version: int = FORMAT_VERSION  # bitstream format version (1: codec v1 streams)
+
+    @property
+    def concept_crc_bytes(self) -> int:
+        return CONCEPT_CRC_BYTES[self.version]
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that the format cannot hold."""
@@ -127,6 +137,8 @@ def _is_int(v: object) -> bool:
 
 
 def _header_problem(h: StreamHeader) -> str | None:
+    if h.version not in CONCEPT_CRC_BYTES:
+        return f"format version {h.version!r} unknown (known: {sorted(CONCEPT_CRC_BYTES)})"
     """First reason why ``h`` is not a valid header, or None."""
     if h.coder not in CODER_IDS:
         return f"coder {h.coder!r} unknown (expected one of {tuple(CODER_IDS)})"
@@ -154,7 +166,7 @@ def _header_problem(h: StreamHeader) -> str | None:
 
 def _header_bytes(h: StreamHeader, label_len: int, payload_lens: list[int]) -> bytes:
     fixed = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, CODER_IDS[h.coder], h.height, h.width, bytes(h.codec_id),
+        MAGIC, h.version, CODER_IDS[h.coder], h.height, h.width, bytes(h.codec_id),
         h.num_classes, h.num_levels, h.channels, len(h.concepts),
     )
     parts = [fixed, _write_varint(label_len)]
@@ -168,13 +180,14 @@ def section_sizes(header: StreamHeader, label_len: int, payload_lens: list[int])
     """Total byte length of ``pack(header, label, payloads)`` without building the bytes.
 
     Fixed 16 bytes + varints + 2 bytes per concept entry + header CRC (2) + label and its
-    CRC (2) + every payload and its CRC (1); ``8 *`` this is the rate ``psi`` of eq. 27.
+    CRC (2) + every payload and its CRC (2 in format 2, 1 in format 1); ``8 *`` this is the
+    rate ``psi`` of eq. 27.
     """
     if len(payload_lens) != len(header.concepts):
         raise ValueError(f"{len(payload_lens)} payload lengths for {len(header.concepts)} concepts")
     total = _FIXED.size + varint_size(label_len) + 2 + label_len + 2
     for n in payload_lens:
-        total += 2 + varint_size(n) + n + 1
+        total += 2 + varint_size(n) + n + header.concept_crc_bytes
     return total
 
 
@@ -194,8 +207,9 @@ def pack(header: StreamHeader, label_payload: bytes, concept_payloads: list[byte
         bytes(label_payload),
         struct.pack(">H", _crc(label_payload) & 0xFFFF),
     ]
+    crc_bytes = header.concept_crc_bytes
     for p in concept_payloads:
-        parts += [bytes(p), bytes((_crc(p) & 0xFF,))]
+        parts += [bytes(p), (_crc(p) & ((1 << (8 * crc_bytes)) - 1)).to_bytes(crc_bytes, "big")]
     return b"".join(parts)
 
 
@@ -204,15 +218,15 @@ def _parse_header(data: bytes) -> tuple[StreamHeader, int, list[int], int]:
     if len(data) < 2 or data[:2] != MAGIC:
         what = "empty input" if not data else "bad magic"
         raise BitstreamError(f"not an RL-ASC bitstream ({what})")
-    if len(data) >= 3 and data[2] != FORMAT_VERSION:
+    if len(data) >= 3 and data[2] not in CONCEPT_CRC_BYTES:
         raise BitstreamError(
-            f"format version {data[2]} not supported (this reader: {FORMAT_VERSION})"
+            f"format version {data[2]} not supported (this reader: {sorted(CONCEPT_CRC_BYTES)})"
         )
     if len(data) < _FIXED.size:
         raise BitstreamError(
             f"truncated: header needs at least {_FIXED.size} bytes, got {len(data)}"
         )
-    _, _, flags, height, width, codec_id, m, q, n, k = _FIXED.unpack_from(data)
+    _, version, flags, height, width, codec_id, m, q, n, k = _FIXED.unpack_from(data)
     label_len, pos = _read_varint(data, _FIXED.size, "label length")
     concepts, lens = [], []
     for i in range(k):
@@ -230,7 +244,7 @@ def _parse_header(data: bytes) -> tuple[StreamHeader, int, list[int], int]:
         raise BitstreamError(f"malformed header: reserved flag bits set (flags {flags:#04x})")
     if flags not in _CODER_NAMES:
         raise BitstreamError(f"malformed header: unknown coder id {flags}")
-    header = StreamHeader(height, width, bytes(codec_id), m, q, n, _CODER_NAMES[flags], concepts)
+    header = StreamHeader(height, width, bytes(codec_id), m, q, n, _CODER_NAMES[flags], concepts, version)
     problem = _header_problem(header)
     if problem:
         raise BitstreamError(f"malformed header: {problem}")
@@ -253,6 +267,7 @@ def unpack(
     strict: bool = True,
     expected_codec_id: bytes | None = None,
     expected_shape: tuple[int, int, int] | None = None,
+    version: int | None = None,
 ) -> ParsedStream:
     """Parse a bitstream made by :func:`pack`.
 
@@ -260,19 +275,27 @@ def unpack(
     noisy channel): a damaged header still raises, but damaged or truncated sections come
     back flagged not ok (truncated ones cut to the bytes present); trailing bytes are
     ignored. ``expected_codec_id`` and ``expected_shape`` = ``(num_classes, num_levels,
-    channels)`` reject streams made by another codec.
+    channels)`` reject streams made by another codec; ``version`` a stream of another format
+    version (a codec reads only the version it writes).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
     header, label_len, lens, pos = _parse_header(data)
+    if version is not None and header.version != version:
+        raise BitstreamError(
+            f"bitstream format version {header.version}, but this codec reads version {version} "
+            f"(version 1 is written by codec v1, env -v0; version 2 by codec v2, env -v1): decode it with "
+            f"the codec that wrote it"
+        )
     if expected_codec_id is not None and header.codec_id != bytes(expected_codec_id):
         raise BitstreamError(
             f"made by another codec (id {header.codec_id.hex()}, expected {bytes(expected_codec_id).hex()})"
         )
     if expected_shape is not None:
         _check_shape(header, expected_shape)
-    declared = pos + label_len + 2 + sum(n + 1 for n in lens)
+    crc_bytes = header.concept_crc_bytes
+    declared = pos + label_len + 2 + sum(n + crc_bytes for n in lens)
     if strict and len(data) < declared:
         raise BitstreamError(f"truncated: stream has {len(data)} bytes, header declares {declared}")
     if strict and len(data) > declared:
@@ -282,7 +305,7 @@ def unpack(
         raise BitstreamError("label map CRC mismatch (label payload damaged)")
     payloads, oks = [], []
     for (cls, _), n in zip(header.concepts, lens):
-        payload, ok, pos = _section(data, pos, n, 1)
+        payload, ok, pos = _section(data, pos, n, crc_bytes)
         if strict and not ok:
             raise BitstreamError(f"payload CRC mismatch for concept class {cls}")
         payloads.append(payload)

@@ -53,13 +53,17 @@ class SemanticCodec(nn.Module):
         cfg = config.validate()
         self.config = cfg
         m, n = cfg.num_classes, cfg.code_channels
+        aware = self.level_aware
+        merged_channels = n + 1 if aware else n  # codec v2: merged f_hat plus the merged level plane
         self.segmenter = Segmenter(m, cfg.segmenter_widths)
-        self.encoder = FeatureExtractor(cfg.feature_channels, n)
-        self.quantizer = LevelQuantizer(cfg.level_centers, cfg.soft_sigma)
+        self.encoder = FeatureExtractor(cfg.feature_channels, n, norm=cfg.encoder_norm_kind,
+                                        bound=cfg.encoder_bound_kind)
+        self.quantizer = LevelQuantizer(cfg.level_centers, cfg.soft_sigma, cfg.level_channels)
         self.classifier = ConceptClassifier(n, m)
-        self.local = LocalGenerator(n, m, cfg.local_channels, cfg.local_res_blocks)
-        self.global_ = GlobalGenerator(n, m, cfg.global_channels, cfg.spade_hidden)
-        self.attention = AttentionFusion(n, cfg.attention_channels)
+        self.local = LocalGenerator(n, m, cfg.local_channels, cfg.local_res_blocks, level_aware=aware,
+                                    norm=cfg.uses_local_norm, skip=cfg.uses_local_skip)
+        self.global_ = GlobalGenerator(merged_channels, m, cfg.global_channels, cfg.spade_hidden)
+        self.attention = AttentionFusion(merged_channels, cfg.attention_channels)
         self.perceptual = PerceptualNet(cfg.perceptual_widths, m)
         self.discriminator = MultiScaleDiscriminator(m, cfg.disc_channels, cfg.disc_scales)
         self.tables: entropy.SymbolTables | None = None
@@ -74,6 +78,16 @@ class SemanticCodec(nn.Module):
     @property
     def num_levels(self) -> int:
         return self.config.num_levels
+
+    @property
+    def level_aware(self) -> bool:
+        """Codec v2: the decoder is told each concept's level (and G_l its mask)."""
+        return self.config.uses_level_input
+
+    @property
+    def bitstream_version(self) -> int:
+        """Bitstream format this codec writes and reads (codec v2: 16-bit concept CRCs)."""
+        return 2 if self.config.architecture >= 2 else 1
 
     @property
     def device(self) -> torch.device:
@@ -141,13 +155,39 @@ class SemanticCodec(nn.Module):
         batch = torch.arange(q.shape[1], device=q.device).view(-1, 1).expand_as(levels)
         return q[levels, batch]
 
-    def merged_features(self, analysis: Analysis, per_concept: Tensor) -> Tensor:
-        """f_hat fed to G_g and the attention module: concepts merged by area share."""
-        return (per_concept * analysis.area.unsqueeze(2)).sum(1)
+    def level_value(self, levels: Tensor) -> Tensor:
+        """The decoder's level plane value (q+1)/Q of level indices."""
+        return (levels.to(torch.float32) + 1.0) / self.num_levels
 
-    def concept_images(self, concepts: Tensor, class_ids: Tensor) -> Tensor:
-        """y(m) = G_l(f_hat(m)) (eq. 28) for (P,n,h,w) masked concept features -> (P,3,H,W)."""
-        return self.local.run_heads(self.local.run_trunk(concepts), class_ids)
+    def merged_features(self, analysis: Analysis, per_concept: Tensor, levels: Tensor | None = None) -> Tensor:
+        """f_hat fed to G_g and the attention module: concepts merged by area share.
+
+        Codec v2 appends the merged level plane sum_m area(m) * (a(m)+1)/Q, so G_g and the
+        attention know how finely each region was coded; ``levels`` (B,M) is then required.
+        """
+        area = analysis.area
+        merged = (per_concept * area.unsqueeze(2)).sum(1)
+        if not self.level_aware:
+            return merged
+        if levels is None:
+            raise ValueError("codec v2 merges features with their levels: pass levels (B,M)")
+        plane = (area * self.level_value(levels).view(*levels.shape, 1, 1)).sum(1, keepdim=True)
+        return torch.cat([merged, plane], dim=1)
+
+    def concept_images(self, concepts: Tensor, class_ids: Tensor, levels: Tensor | None = None,
+                       masks: Tensor | None = None) -> Tensor:
+        """y(m) = G_l(f_hat(m)) (eq. 28) for (P,n,h,w) masked concept features -> (P,3,H,W).
+
+        Codec v2 also needs each concept's level (P,) and mask s_d(m) (P,h,w) or (P,1,h,w).
+        """
+        planes = None
+        if self.level_aware:
+            if levels is None or masks is None:
+                raise ValueError("codec v2's G_l needs the concepts' levels and masks")
+            masks = masks.view(concepts.shape[0], 1, *concepts.shape[-2:]).to(concepts.dtype)
+            planes = masks * self.level_value(levels).view(-1, 1, 1, 1)
+        inputs = self.local.trunk_input(concepts, planes, masks)
+        return self.local.run_heads(self.local.run_trunk(inputs), class_ids, self.local.skip_logits(concepts))
 
     def fuse(self, merged: Tensor, onehot: Tensor, x_local: Tensor) -> Tensor:
         """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""
@@ -157,9 +197,10 @@ class SemanticCodec(nn.Module):
         """Reconstruct x_hat (B,3,H,W) with each concept at ``levels`` (B,M) (differentiable)."""
         per_concept = self.select_levels(analysis, levels) * analysis.mask.unsqueeze(2)
         batch_index, class_ids = analysis.present.nonzero(as_tuple=True)
-        y = self.concept_images(per_concept[batch_index, class_ids], class_ids)
+        y = self.concept_images(per_concept[batch_index, class_ids], class_ids, levels[batch_index, class_ids],
+                                analysis.mask[batch_index, class_ids])
         x_local = LocalGenerator.compose(y, class_ids, batch_index, analysis.labels)
-        merged = self.merged_features(analysis, per_concept)
+        merged = self.merged_features(analysis, per_concept, levels)
         x_hat = self.fuse(merged, analysis.onehot, x_local)
         if return_parts:
             return x_hat, {"per_concept": per_concept, "batch_index": batch_index, "class_ids": class_ids,
@@ -193,7 +234,8 @@ class SemanticCodec(nn.Module):
         """Quantization indices (n, P) of concept ``class_id`` of image ``index`` at ``level``."""
         positions = analysis.mask[index, class_id] > 0
         idx = self.quantizer.indices(analysis.features[index], level)  # (n,h,w)
-        return idx[:, positions].cpu().numpy()
+        kept = self.config.channels_at(level)  # codec v2: coarse levels send fewer channels
+        return idx[:kept, positions].cpu().numpy()
 
     def encode_concept(self, analysis: Analysis, index: int, class_id: int, level: int) -> bytes:
         """r(m) = Huffman(f_hat(m)) (eq. 26): the payload of one concept."""
@@ -210,7 +252,7 @@ class SemanticCodec(nn.Module):
         cfg = self.config
         return bitstream.StreamHeader(height=height, width=width, codec_id=self.codec_id, num_classes=cfg.num_classes,
                                       num_levels=cfg.num_levels, channels=cfg.code_channels, coder=cfg.coder,
-                                      concepts=concepts)
+                                      concepts=concepts, version=self.bitstream_version)
 
     @torch.no_grad()
     def compress(self, image: Tensor, levels: Mapping[int, int] | None = None, labels: Tensor | None = None) -> bytes:
@@ -241,7 +283,8 @@ class SemanticCodec(nn.Module):
         tables, label_model = self._require_tables()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("data must be bytes")
-        parsed = bitstream.unpack(bytes(data), strict=strict, expected_codec_id=self.codec_id)
+        parsed = bitstream.unpack(bytes(data), strict=strict, expected_codec_id=self.codec_id,
+                                  version=self.bitstream_version)
         head = parsed.header
         cfg = self.config
         if (head.num_classes, head.num_levels, head.channels) != (cfg.num_classes, cfg.num_levels, cfg.code_channels):
@@ -280,7 +323,7 @@ class SemanticCodec(nn.Module):
                 q = 0
                 symbols = np.repeat(tables.probabilities(0).argmax(-1)[:, None], count, axis=1)
             values = self.quantizer.dequantize(torch.from_numpy(np.asarray(symbols, np.int64)).to(self.device), q)
-            quantized[q, 0][:, positions] = values
+            quantized[q, 0][:values.shape[0], positions] = values  # channels a level does not send stay 0
             levels[0, m] = q
         onehot = F.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()
         analysis = Analysis(labels, onehot, quantized[-1], mask, area, quantized)

@@ -27,6 +27,19 @@ class CodecConfig:
     disc_channels: int = 32
     disc_scales: int = 2
     coder: str = "huffman"  # "huffman" (eq. 26) or "range"
+    # Codec generation: 1 is the first codec (env -v0: instance-normalized E and G_l, every level
+    # codes all n channels, the decoder is not told the level); 2 is codec v2 (env -v1: no
+    # instance norm in E or G_l's trunk, per-level channel counts, the decoder sees each concept's
+    # level and mask). Old checkpoints have no such key and load as generation 1.
+    architecture: int = 1
+    level_channels: tuple[int, ...] = ()  # channels of f kept at each level (empty: all n at every level)
+    # Ablation switches (None: what the architecture generation uses).
+    encoder_norm: str | None = None  # normalization in E: "instance" (v1), "batch" or "none"
+    local_norm: bool | None = None  # instance norm in G_l's trunk (v1: yes, v2: no)
+    level_input: bool | None = None  # the decoder sees each concept's level (and G_l its mask) (v1: no, v2: yes)
+    local_skip: bool | None = None  # G_l adds a 1x1 projection of f_hat(m), upsampled, to its logits (v1: no, v2: yes)
+    encoder_bound: str | None = None  # how E bounds f to [-1, 1]: "tanh" (default) or "clamp" (clamp forward,
+    # identity gradient; an ablation against tanh saturating onto the quantizer's end centres)
 
     @property
     def num_levels(self) -> int:
@@ -36,6 +49,36 @@ class CodecConfig:
     def downscale(self) -> int:
         return 8
 
+    @property
+    def encoder_norm_kind(self) -> str:
+        kind = self.encoder_norm or ("instance" if self.architecture < 2 else "batch")
+        if kind not in ("instance", "batch", "none"):
+            raise ValueError(f"encoder_norm must be 'instance', 'batch' or 'none', not {kind!r}")
+        return kind
+
+    @property
+    def uses_local_norm(self) -> bool:
+        return self.architecture < 2 if self.local_norm is None else bool(self.local_norm)
+
+    @property
+    def uses_level_input(self) -> bool:
+        return self.architecture >= 2 if self.level_input is None else bool(self.level_input)
+
+    @property
+    def uses_local_skip(self) -> bool:
+        return self.architecture >= 2 if self.local_skip is None else bool(self.local_skip)
+
+    @property
+    def encoder_bound_kind(self) -> str:
+        kind = self.encoder_bound or "tanh"
+        if kind not in ("tanh", "clamp"):
+            raise ValueError(f"encoder_bound must be 'tanh' or 'clamp', not {kind!r}")
+        return kind
+
+    def channels_at(self, level: int) -> int:
+        """Channels of f that level ``level`` codes (the first ones; the rest are not sent)."""
+        return self.level_channels[level] if self.level_channels else self.code_channels
+
     def validate(self) -> "CodecConfig":
         if self.height % 8 or self.width % 8:
             raise ValueError(f"image size {self.height}x{self.width} must be a multiple of 8")
@@ -43,6 +86,13 @@ class CodecConfig:
             raise ValueError("num_classes must be in [1, 255]")
         if any(k < 2 for k in self.level_centers) or list(self.level_centers) != sorted(self.level_centers):
             raise ValueError("level_centers must be increasing and >= 2")
+        if self.architecture not in (1, 2):
+            raise ValueError(f"architecture must be 1 (codec v1) or 2 (codec v2), not {self.architecture!r}")
+        if self.level_channels:
+            lc = list(self.level_channels)
+            if len(lc) != self.num_levels or lc != sorted(lc) or lc[0] < 1 or lc[-1] != self.code_channels:
+                raise ValueError(f"level_channels {self.level_channels} must be {self.num_levels} non-decreasing "
+                                 f"counts in [1, {self.code_channels}] ending at code_channels")
         if self.coder not in ("huffman", "range"):
             raise ValueError(f"coder must be 'huffman' or 'range', not {self.coder!r}")
         return self
@@ -60,23 +110,47 @@ class CodecConfig:
         return cls(**data).validate()
 
 
+def level_channel_schedule(code_channels: int) -> tuple[int, ...]:
+    """Channels kept per level for ``n`` channels: 1/16, 3/16, 5/16, 1/2, 3/4 and all of them."""
+    return tuple(max(1, round(code_channels * k / 16)) for k in (1, 3, 5, 8, 12, 16))
+
+
 _PAPER = CodecConfig(
-    name="paper", height=256, width=512, feature_channels=64, code_channels=16,
+    name="paper", height=256, width=512, feature_channels=64, code_channels=16, architecture=2,
+    level_channels=level_channel_schedule(16),
     local_channels=64, global_channels=128, spade_hidden=64, attention_channels=32,
     segmenter_widths=(32, 64, 128, 256), perceptual_widths=(32, 64, 128, 256),
     disc_channels=64, disc_scales=3,
 )
 
+# Codec v2 (env -v1), the embedded default: n = 16 channels at 1/8 resolution (0.25 feature
+# values per pixel, the paper's lowest bitrate mode); level q codes the first level_channels[q]
+# channels with level_centers[q] centres, so coarse levels hold strictly less information.
+_TINY_V2 = CodecConfig(
+    name="tiny", architecture=2, code_channels=16, feature_channels=48,
+    level_centers=(2, 3, 4, 5, 7, 9), level_channels=(1, 3, 5, 8, 12, 16),
+    local_channels=48, local_res_blocks=3, global_channels=32, spade_hidden=16, attention_channels=16,
+)
+
 CODEC_PRESETS: dict[str, CodecConfig] = {
-    "tiny": CodecConfig(),
+    "tiny": _TINY_V2,
+    # The first codec (env -v0), kept so that its shipped weights load and can be retrained.
+    "tiny-v0": CodecConfig(name="tiny-v0"),
     # Paper: 256x512, n in {16, 32, 64} for the low/medium/high bitrate modes, Q = 6.
     "paper": _PAPER,
-    "paper-medium": replace(_PAPER, name="paper-medium", code_channels=32),
-    "paper-high": replace(_PAPER, name="paper-high", feature_channels=128, code_channels=64),
+    "paper-medium": replace(_PAPER, name="paper-medium", code_channels=32, level_channels=level_channel_schedule(32)),
+    "paper-high": replace(_PAPER, name="paper-high", feature_channels=128, code_channels=64,
+                          level_channels=level_channel_schedule(64)),
     # For tests: the smallest networks that exercise every code path.
     "test": CodecConfig(
         name="test", height=32, width=64, feature_channels=8, code_channels=2,
         level_centers=(2, 4, 8), local_channels=8, local_res_blocks=1, global_channels=8,
+        spade_hidden=8, attention_channels=4, segmenter_widths=(4, 8), perceptual_widths=(4, 8),
+        disc_channels=8, disc_scales=1,
+    ),
+    "test-v2": CodecConfig(
+        name="test-v2", height=32, width=64, feature_channels=8, code_channels=4, architecture=2,
+        level_centers=(2, 4, 8), level_channels=(1, 2, 4), local_channels=8, local_res_blocks=1, global_channels=8,
         spade_hidden=8, attention_channels=4, segmenter_widths=(4, 8), perceptual_widths=(4, 8),
         disc_channels=8, disc_scales=1,
     ),

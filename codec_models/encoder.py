@@ -11,24 +11,35 @@ from .layers import conv_in_lrelu
 class FeatureExtractor(nn.Module):
     """E: image (B,3,H,W) in [0,1] -> f (B,n,H/8,W/8) in [-1,1].
 
-    Conv + instance norm + LeakyReLU layers reduce the resolution to 1/8 with N channels,
-    then a projection to n channels; tanh bounds f to the quantizer's range.
+    Conv (+ instance norm in codec v1) + LeakyReLU layers reduce the resolution to 1/8 with N
+    channels, then a projection to n channels, bounded to the quantizer's range [-1, 1] (tanh in
+    codec v1; codec v2 clamps with an identity gradient). Codec v2 has no instance norm: it would
+    remove each image's channel means, i.e. its mean colours.
     """
 
-    def __init__(self, feature_channels: int, code_channels: int) -> None:
+    def __init__(self, feature_channels: int, code_channels: int, norm: bool | str = True,
+                 bound: str = "tanh") -> None:
         super().__init__()
+        if bound not in ("tanh", "clamp"):
+            raise ValueError(f"bound must be 'tanh' or 'clamp', not {bound!r}")
+        self.bound = bound
         n_ch = feature_channels
         self.body = nn.Sequential(
-            conv_in_lrelu(3, n_ch // 2, kernel=5),
-            conv_in_lrelu(n_ch // 2, n_ch, stride=2),
-            conv_in_lrelu(n_ch, n_ch, stride=2),
-            conv_in_lrelu(n_ch, n_ch, stride=2),
-            conv_in_lrelu(n_ch, n_ch),
+            conv_in_lrelu(3, n_ch // 2, kernel=5, norm=norm),
+            conv_in_lrelu(n_ch // 2, n_ch, stride=2, norm=norm),
+            conv_in_lrelu(n_ch, n_ch, stride=2, norm=norm),
+            conv_in_lrelu(n_ch, n_ch, stride=2, norm=norm),
+            conv_in_lrelu(n_ch, n_ch, norm=norm),
         )
         self.project = nn.Conv2d(n_ch, code_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.project(self.body(x * 2.0 - 1.0)))
+        z = self.project(self.body(x * 2.0 - 1.0))
+        if self.bound == "tanh":
+            return torch.tanh(z)
+        # clamp forward, identity backward: the quantizer's end centres are +-1, so a saturating
+        # bound (tanh) drives channels onto them and their gradient to zero
+        return z + (z.clamp(-1.0, 1.0) - z).detach()
 
 
 def concept_masks(labels: Tensor, num_classes: int, factor: int = 8) -> tuple[Tensor, Tensor]:

@@ -158,17 +158,20 @@ _MAX_BIT_MATRIX = 4096  # symbols x longest code word up to which the bit matrix
 class SymbolTables:
     """Fixed frequency tables of the quantized features, per level ``q`` and channel ``k``.
 
-    ``counts[q]`` has shape ``(n, K_q)``; symbol probabilities are ``counts / sum``. These
-    are the code tables of eq. 26, fixed at training time and stored with the weights.
+    ``counts[q]`` has shape ``(C_q, K_q)``: ``C_q`` the channels level ``q`` sends (codec v1:
+    all n at every level; codec v2: fewer at coarse levels, non-decreasing in q). Symbol
+    probabilities are ``counts / sum``. These are the code tables of eq. 26, fixed at training
+    time and stored with the weights.
     """
 
     def __init__(self, smoothed_counts: list[np.ndarray]) -> None:
         if not smoothed_counts:
             raise ValueError("SymbolTables needs at least one level")
-        n = smoothed_counts[0].shape[0]
         for q, c in enumerate(smoothed_counts):
-            if c.ndim != 2 or c.shape[0] != n or c.shape[1] < 1 or np.any(c < 1):
-                raise ValueError(f"level {q}: counts must have shape ({n}, K_q) with entries >= 1")
+            if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1 or np.any(c < 1):
+                raise ValueError(f"level {q}: counts must have shape (C_q, K_q) with entries >= 1")
+            if q and c.shape[0] < smoothed_counts[q - 1].shape[0]:
+                raise ValueError(f"level {q} codes {c.shape[0]} channels, fewer than level {q - 1}")
             if c.shape[1] > 1 << 16:
                 raise ValueError(f"level {q}: at most 65536 symbols, got {c.shape[1]}")
         self._counts = [np.ascontiguousarray(c, dtype=np.int64) for c in smoothed_counts]
@@ -194,7 +197,12 @@ class SymbolTables:
 
     @property
     def num_channels(self) -> int:
-        return int(self._counts[0].shape[0])
+        """Channels of the highest level (all n)."""
+        return int(self._counts[-1].shape[0])
+
+    def channels(self, level: int) -> int:
+        """``C_q``, the channels that ``level`` codes."""
+        return int(self._counts[self._level(level)].shape[0])
 
     def num_symbols(self, level: int) -> int:
         """``K_q``, the number of quantization centres of ``level``."""
@@ -249,7 +257,8 @@ class SymbolTables:
 
     def __repr__(self) -> str:
         ks = [c.shape[1] for c in self._counts]
-        return f"SymbolTables(num_channels={self.num_channels}, symbols_per_level={ks})"
+        cs = [c.shape[0] for c in self._counts]
+        return f"SymbolTables(channels_per_level={cs}, symbols_per_level={ks})"
 
 
 # ------------------------------------------------------------- concept payloads (26)
@@ -304,12 +313,12 @@ def encode_symbols(
 ) -> bytes:
     """Entropy-code one concept's quantized features, ``r^(m) = Huffman(f_hat^(m))`` (eq. 26).
 
-    ``symbols``: integer array ``(n, P)`` with values in ``[0, K_level)``. ``coder``:
+    ``symbols``: integer array ``(C_level, P)`` with values in ``[0, K_level)``. ``coder``:
     ``"huffman"`` (per-channel Huffman codes, padded to whole bytes) or ``"range"``.
     """
     _check_coder(coder)
     level = tables._level(level)
-    sym = _as_symbols(symbols, tables.num_channels, tables.num_symbols(level))
+    sym = _as_symbols(symbols, tables.channels(level), tables.num_symbols(level))
     if coder == "huffman":
         return _huffman_encode(sym, tables._huffman_level(level))
     return _range_encode(sym, tables._probs32[level])
@@ -323,7 +332,7 @@ def encoded_bits(
     level = tables._level(level)
     if coder == "range":
         return 8 * len(encode_symbols(symbols, level, tables, "range"))
-    sym = _as_symbols(symbols, tables.num_channels, tables.num_symbols(level))
+    sym = _as_symbols(symbols, tables.channels(level), tables.num_symbols(level))
     table = tables._huffman_level(level)
     nbits = int(table.lengths[table.flat_index(sym)].sum())
     return 8 * (-(-nbits // 8))
@@ -344,7 +353,7 @@ def _huffman_decode(data: bytes, table: _HuffmanLevel, num_positions: int) -> np
 def decode_symbols(
     data: bytes, level: int, num_positions: int, tables: SymbolTables, coder: str = "huffman"
 ) -> np.ndarray:
-    """Inverse of :func:`encode_symbols`: an int64 array ``(n, num_positions)``.
+    """Inverse of :func:`encode_symbols`: an int64 array ``(C_level, num_positions)``.
 
     Corrupted data gives garbage symbols (always in range) or :class:`BitstreamError`.
     """
@@ -352,7 +361,7 @@ def decode_symbols(
     level = tables._level(level)
     if not isinstance(num_positions, (int, np.integer)) or num_positions < 0:
         raise ValueError(f"num_positions must be a non-negative int, got {num_positions!r}")
-    n, num_positions = tables.num_channels, int(num_positions)
+    n, num_positions = tables.channels(level), int(num_positions)
     if n * num_positions == 0 or tables.num_symbols(level) == 1:
         return np.zeros((n, num_positions), dtype=np.int64)
     if coder == "huffman":

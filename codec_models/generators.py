@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import ResidualBlock, deconv_in_relu
+from .layers import ResidualBlock, deconv_in_relu, instance_norm
 
 
 class LocalGenerator(nn.Module):
@@ -17,29 +17,53 @@ class LocalGenerator(nn.Module):
     that all concepts of a batch go through their own heads in one grouped call) gives the
     full-resolution y(m). Each y(m) is kept inside its class mask, so coding concept m again
     changes x_l only in the region of m.
+
+    Codec v2 (``level_aware``): the trunk has no instance norm (normalizing a masked concept map
+    removes its absolute values, which is exactly what the level changes) and its input is
+    f_hat(m) plus two planes, the concept's level (q+1)/Q and its mask s_d(m), both known to the
+    decoder from the bitstream header and the label map. ``skip`` adds a 1x1 projection of
+    f_hat(m) to 3 channels, bilinearly upsampled 8x, to the heads' logits: a direct route from the
+    coded values to the concept's colours, which the trunk and heads refine.
     """
 
-    def __init__(self, code_channels: int, num_classes: int, channels: int = 32, res_blocks: int = 5) -> None:
+    def __init__(self, code_channels: int, num_classes: int, channels: int = 32, res_blocks: int = 5,
+                 level_aware: bool = False, norm: bool = True, skip: bool = False) -> None:
         super().__init__()
         half = channels // 2
+        self.level_aware = level_aware
+        self.skip = nn.Conv2d(code_channels, 3, 1) if skip else None
         self.trunk = nn.Sequential(
-            nn.Conv2d(code_channels, channels, 3, padding=1),
-            nn.InstanceNorm2d(channels, affine=True),
+            nn.Conv2d(code_channels + (2 if level_aware else 0), channels, 3, padding=1),
+            instance_norm(channels, norm),
             nn.ReLU(inplace=True),
-            *[ResidualBlock(channels) for _ in range(res_blocks)],
-            deconv_in_relu(channels, half),
-            deconv_in_relu(half, half),
+            *[ResidualBlock(channels, norm) for _ in range(res_blocks)],
+            deconv_in_relu(channels, half, norm),
+            deconv_in_relu(half, half, norm),
         )
         self.head_weight = nn.Parameter(torch.empty(num_classes, half, 3, 4, 4))
         self.head_bias = nn.Parameter(torch.zeros(num_classes, 3))
         nn.init.kaiming_uniform_(self.head_weight.view(num_classes * half, 3, 4, 4), a=5**0.5)
         self.trunk_channels = half
 
+    def trunk_input(self, concepts: Tensor, level_planes: Tensor | None, masks: Tensor | None) -> Tensor:
+        """Concept maps (P,n,h,w) and, for codec v2, level planes and masks (P,1,h,w) -> trunk input."""
+        if not self.level_aware:
+            return concepts
+        if level_planes is None or masks is None:
+            raise ValueError("codec v2's G_l needs each concept's level plane and mask")
+        return torch.cat([concepts, level_planes, masks], dim=1)
+
     def run_trunk(self, concepts: Tensor) -> Tensor:
-        """Trunk on concept feature maps (P,n,h,w) -> (P,C/2,4h,4w)."""
+        """Trunk on concept inputs (P,n[+2],h,w) -> (P,C/2,4h,4w)."""
         return self.trunk(concepts)
 
-    def run_heads(self, trunk_out: Tensor, class_ids: Tensor) -> Tensor:
+    def skip_logits(self, concepts: Tensor) -> Tensor | None:
+        """The skip route's logits (P,3,8h,8w) from the concept maps (P,n,h,w), or None without one."""
+        if self.skip is None:
+            return None
+        return F.interpolate(self.skip(concepts), scale_factor=8, mode="bilinear", align_corners=False)
+
+    def run_heads(self, trunk_out: Tensor, class_ids: Tensor, skip: Tensor | None = None) -> Tensor:
         """Per-class deconvolution heads: (P,C/2,4h,4w), (P,) -> y (P,3,8h,8w) in [0,1]."""
         count, channels, height, width = trunk_out.shape
         if count == 0:
@@ -48,6 +72,8 @@ class LocalGenerator(nn.Module):
         out = F.conv_transpose2d(trunk_out.reshape(1, count * channels, height, width), weight,
                                  stride=2, padding=1, groups=count)
         out = out.view(count, 3, height * 2, width * 2) + self.head_bias[class_ids].view(count, 3, 1, 1)
+        if skip is not None:
+            out = out + skip
         return torch.sigmoid(out)
 
     @staticmethod
@@ -115,6 +141,7 @@ class GlobalGenerator(nn.Module):
     """G_g: x_g = G_g(f_hat, s) (eq. 30): three SPADE-R blocks, each followed by 2x upsampling."""
 
     def __init__(self, code_channels: int, num_classes: int, channels: int = 48, hidden: int = 32) -> None:
+        """``code_channels``: channels of the merged f_hat (codec v2: plus the level plane)."""
         super().__init__()
         c0, c1, c2 = channels, max(channels // 2, 4), max(channels // 4, 4)
         self.num_classes = num_classes

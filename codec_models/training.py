@@ -74,8 +74,19 @@ class TrainCodecConfig:
     classification_weight: float = 0.1  # lambda2 of eq. 33
     adversarial_weight: float = 0.05  # weight of L_G (1.0 in the paper's eq. 33)
     l1_weight: float = 1.0  # pixel L1 term (not in eq. 33; speeds up small CPU runs; 0 disables)
-    level_mix: float = 0.0  # share of batches with random per-concept levels (0 = Algorithm 1: highest only)
+    level_sampling: Literal["variable", "highest"] = "variable"  # stage I levels: random per concept, or
+    # Algorithm 1's highest level for every concept
+    uniform_share: float = 0.5  # variable: share of images with one random level for all concepts (the rest
+    # draw an independent level per concept, Song et al. ICCV 2021)
+    adversarial_start: int = 0  # stage I steps before D and L_G start (warm-up on the other terms)
+    lr_decay: bool = False  # cosine decay of the stage I learning rate to 10% at the last step
+    val_every: int = 0  # stage I: validation PSNR per uniform level every N steps (0: never)
+    val_images: int = 64  # validation images (val split)
+    stage1_minutes: float = 0.0  # stop stage I after this many minutes of this process (0: run all steps)
     labels: str = "segmenter"  # label map fed to the codec in stage I: segmenter (F) | ground_truth
+    codec_overrides: tuple[str, ...] = ()  # codec config fields key=value (YAML values) on top of --preset,
+    # e.g. encoder_norm=true code_channels=8 (ablations)
+    init_aux: str | None = None  # copy F and phi from this codec or training checkpoint and skip their phases
     log_every: int = 25
     sample_every: int = 250
     checkpoint_every: int = 100
@@ -101,20 +112,28 @@ class TrainCodecConfig:
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {},
+    # Codec v2 on 2 CPU cores (docs/codec_v2.md has the ablations behind these): Adam 1e-3 (beta1 0.9) with
+    # cosine decay, variable-rate levels, L1 + L_C (+ a small L_P) for the first half, then D's hinge loss joins
+    # at a small weight; at most 88 minutes of stage I.
+    "tiny": dict(lr=1e-3, beta1=0.9, lr_decay=True, stage1_steps=10000, stage1_minutes=88.0, adversarial_start=5000,
+                 adversarial_weight=0.01, perceptual_weight=0.02, val_every=500, level_sampling="variable"),
+    # The first codec (env -v0), as it was trained: Algorithm 1's highest level only.
+    "tiny-v0": dict(level_sampling="highest"),
     "paper": dict(segmenter_steps=20000, perceptual_steps=10000, stage1_steps=70 * 2975 // 8,
-                  adversarial_weight=1.0, l1_weight=0.0, level_mix=0.0, perceptual_weight=10.0, table_images=2975,
+                  adversarial_weight=1.0, l1_weight=0.0, level_sampling="variable", perceptual_weight=10.0,
+                  table_images=2975,
                   stage3_steps=10 * 2975 // 8, stage3_lr=2e-5, stage3_refit_every=500),
     "test": dict(batch_size=2, segmenter_steps=2, perceptual_steps=2, stage1_steps=3, table_images=4,
                  train_images=8, log_every=1, sample_every=2, checkpoint_every=2, progress=False, stage3_steps=2),
 }
+TRAIN_PRESETS["test-v2"] = dict(TRAIN_PRESETS["test"], adversarial_start=1, val_every=2, val_images=4)
 for _name in ("paper-medium", "paper-high"):
     TRAIN_PRESETS[_name] = TRAIN_PRESETS["paper"]
 
 
 def data_preset_of(preset: str) -> str:
     """The data set shape preset (tiny, paper, test) a codec/training preset trains on."""
-    return "paper" if preset.startswith("paper") else ("tiny" if preset == "tiny" else "test")
+    return "paper" if preset.startswith("paper") else ("tiny" if preset.startswith("tiny") else "test")
 
 
 def train_config_for(preset: str, **overrides: Any) -> TrainCodecConfig:
@@ -125,6 +144,20 @@ def train_config_for(preset: str, **overrides: Any) -> TrainCodecConfig:
 
 
 # --------------------------------------------------------------------------- helpers
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: YAML value}`` (lists become tuples)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value")
+        parsed = yaml.safe_load(value)
+        out[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -152,12 +185,21 @@ def infinite_batches(dataset: Dataset, cfg: TrainCodecConfig, info: DistInfo, st
         epoch += 1
 
 
-def random_levels(present: Tensor, num_levels: int, mix: float, generator: torch.Generator) -> Tensor:
-    """Per-concept levels: the highest for all (Algorithm 1), or random for a ``mix`` share of batches."""
-    levels = torch.full(present.shape, num_levels - 1, dtype=torch.long)
-    if mix > 0 and torch.rand((), generator=generator).item() < mix:
-        levels = torch.randint(0, num_levels, present.shape, generator=generator)
-    return levels.to(present.device)
+def random_levels(present: Tensor, num_levels: int, sampling: str, uniform_share: float,
+                  generator: torch.Generator) -> Tensor:
+    """Stage I levels (B,M): ``highest`` for all concepts (Algorithm 1), or ``variable``: per
+    image, with probability ``uniform_share`` one random level for all its concepts, else an
+    independent random level per concept, so E and the decoder learn every level an agent can
+    pick (variable-rate training with random per-class quality maps, the paper's ref. [41])."""
+    batch, classes = present.shape
+    if sampling == "highest":
+        return torch.full((batch, classes), num_levels - 1, dtype=torch.long, device=present.device)
+    if sampling != "variable":
+        raise ValueError(f"level_sampling must be 'variable' or 'highest', not {sampling!r}")
+    uniform = torch.rand(batch, generator=generator) < uniform_share
+    one_level = torch.randint(0, num_levels, (batch, 1), generator=generator).expand(batch, classes)
+    per_class = torch.randint(0, num_levels, (batch, classes), generator=generator)
+    return torch.where(uniform.view(-1, 1), one_level, per_class).to(present.device)
 
 
 class GeneratorObjective(nn.Module):
@@ -172,7 +214,8 @@ class GeneratorObjective(nn.Module):
         codec = self.codec
         analysis = codec.analyse(images, labels)
         if levels is None:
-            levels = random_levels(analysis.present, codec.num_levels, self.cfg.level_mix, generator)
+            levels = random_levels(analysis.present, codec.num_levels, self.cfg.level_sampling,
+                                   self.cfg.uniform_share, generator)
         x_hat, parts = codec.decode(analysis, levels, return_parts=True)
         batch_index, class_ids = parts["batch_index"], parts["class_ids"]
         concepts = analysis.features.unsqueeze(1) * analysis.mask.unsqueeze(2)
@@ -200,7 +243,7 @@ class CodecTrainer:
         self.device = resolve_device(cfg.device, self.dist)
         seed_everything(cfg.seed + self.dist.rank)
         self.run_dir = Path(cfg.run_dir)
-        self.codec = SemanticCodec(codec_preset(cfg.preset)).to(self.device)
+        self.codec = SemanticCodec(codec_preset(cfg.preset, **parse_overrides(cfg.codec_overrides))).to(self.device)
         size = self.codec.config.height, self.codec.config.width
         kwargs: dict[str, Any] = {}
         if cfg.dataset == "cityscapes":
@@ -255,6 +298,19 @@ class CodecTrainer:
         self.generator.set_state(obj["gen_rng"])
         self.history = dict(obj.get("history", {}))
 
+    def copy_aux(self, path: str) -> None:
+        """F and phi from a codec checkpoint or a training state (``last.pt``) of the same shapes."""
+        obj = safe_load(path)
+        state = obj["codec"]["state"] if obj.get("format") == TRAIN_STATE_FORMAT else obj.get("state")
+        if not isinstance(state, dict):
+            raise ValueError(f"{path} holds no codec weights")
+        for prefix, module in (("segmenter.", self.codec.segmenter), ("perceptual.", self.codec.perceptual)):
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            try:
+                module.load_state_dict(sub)
+            except RuntimeError as exc:
+                raise ValueError(f"{path}: its {prefix.rstrip('.')} does not fit this preset: {exc}") from exc
+
     def optimizer(self, name: str, params, lr: float, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
         if name not in self.optimizers:
             opt = torch.optim.Adam(params, lr=lr, betas=betas)
@@ -284,6 +340,9 @@ class CodecTrainer:
             self.load_state()
         elif self.cfg.resume and self.dist.is_main:
             print(f"--resume: no {self.last_path}, starting from scratch", file=sys.stderr)
+        if self.cfg.init_aux and self.phase in PHASES[:2] and self.step == 0:
+            self.copy_aux(self.cfg.init_aux)
+            self.phase = "stage1"
         started = time.time()
         while self.phase != "done":
             getattr(self, f"train_{self.phase}")()
@@ -354,20 +413,35 @@ class CodecTrainer:
         opt_d = self.optimizer("stage1_d", codec.discriminator.parameters(), cfg.lr, betas)
         batches = infinite_batches(self.train_set, cfg, self.dist, self.step)
         bar = self.progress(cfg.stage1_steps, "stage I")
+        deadline = time.time() + 60 * cfg.stage1_minutes if cfg.stage1_minutes > 0 else math.inf
         while self.step < cfg.stage1_steps:
+            if time.time() > deadline:
+                self.log("stage1/stopped_at_step", self.step)
+                if self.dist.is_main:
+                    print(f"stage I: --stage1-minutes {cfg.stage1_minutes:g} reached at step {self.step}",
+                          file=sys.stderr)
+                break
             images, gt = next(batches)
             images = images.to(self.device)
             with torch.no_grad():
                 labels = codec.segment(images) if cfg.labels == "segmenter" else gt.to(self.device).clamp_max(codec.num_classes - 1)
+            if cfg.lr_decay:
+                scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * self.step / max(cfg.stage1_steps, 1)))
+                for opt in (opt_g, opt_d):
+                    for group in opt.param_groups:
+                        group["lr"] = cfg.lr * scale
             x_hat, onehot, loss_c = objective(images, labels, None, self.generator)
-            # D step (Algorithm 1, line 7)
-            loss_d = discriminator_hinge_loss(disc(images, onehot), disc(x_hat.detach(), onehot))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+            adversarial = self.step >= cfg.adversarial_start and cfg.adversarial_weight > 0
+            if adversarial:  # D step (Algorithm 1, line 7)
+                loss_d = discriminator_hinge_loss(disc(images, onehot), disc(x_hat.detach(), onehot))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+            else:
+                loss_d = torch.zeros((), device=self.device)
             # E/G step (line 8), D frozen
             codec.discriminator.requires_grad_(False)
-            loss_g = generator_hinge_loss(disc(x_hat, onehot))
+            loss_g = generator_hinge_loss(disc(x_hat, onehot)) if adversarial else torch.zeros((), device=self.device)
             loss_p = perceptual_loss(codec.perceptual, images, x_hat).mean()
             loss_l1 = (x_hat - images).abs().mean()
             total = (cfg.adversarial_weight * loss_g + cfg.perceptual_weight * loss_p
@@ -388,10 +462,37 @@ class CodecTrainer:
                 bar.set_postfix(psnr=f"{psnr:.2f}", lp=f"{loss_p.item():.3f}", d=f"{loss_d.item():.2f}")
             if self.writer is not None and (self.step % cfg.sample_every == 0 or self.step == cfg.stage1_steps):
                 self.writer.add_image("stage1/samples", make_grid_image(images, x_hat, labels), self.step)
+            if cfg.val_every and self.dist.is_main and (self.step % cfg.val_every == 0 or self.step == cfg.stage1_steps):
+                for q, value in enumerate(self.validation_psnr()):
+                    self.log(f"val/psnr_level{q}", value)
+                for module in gen_modules:
+                    module.train()
             if self.step % cfg.checkpoint_every == 0:
                 self.save_state()
         bar.close()
         codec.eval()
+
+    @torch.no_grad()
+    def validation_psnr(self) -> list[float]:
+        """PSNR (dB, over the whole val subset) with every concept at level q, for each q."""
+        codec = self.codec
+        codec.eval()
+        if not hasattr(self, "_val_set"):
+            self._val_set = load_dataset(self.cfg.dataset, "val", preset=self._data_preset(), size=self.cfg.val_images,
+                                         progress=False) if self.cfg.dataset == "streets" else None
+        if self._val_set is None:
+            return []
+        loader = DataLoader(self._val_set, batch_size=32)
+        errors = [0.0] * codec.num_levels
+        count = 0
+        for images, _ in loader:
+            images = images.to(self.device)
+            analysis = codec.analyse(images)
+            for q in range(codec.num_levels):
+                levels = torch.full(analysis.present.shape, q, dtype=torch.long, device=self.device)
+                errors[q] += F.mse_loss(codec.decode(analysis, levels).clamp(0, 1), images, reduction="sum").item()
+            count += images.numel()
+        return [10 * math.log10(count / max(e, 1e-10)) for e in errors]
 
     def train_tables(self) -> None:
         """Fit the entropy-code tables (eq. 26) and label-map model (eq. 27); rank 0 only."""
@@ -407,7 +508,7 @@ def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_s
     """Count quantization symbols per (level, channel) and label-map contexts on ``images`` images."""
     codec.eval()
     cfg = codec.config
-    counts = [np.zeros((cfg.code_channels, k), np.int64) for k in cfg.level_centers]
+    counts = [np.zeros((cfg.channels_at(q), k), np.int64) for q, k in enumerate(cfg.level_centers)]
     label_maps: list[np.ndarray] = []
     total = min(images, len(dataset))
     loader = DataLoader(torch.utils.data.Subset(dataset, range(total)), batch_size)
@@ -418,7 +519,7 @@ def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_s
         weight = analysis.mask.sum(1)  # number of concepts that code this position
         for q, k in enumerate(cfg.level_centers):
             idx = codec.quantizer.indices(analysis.features, q)  # (B,n,h,w)
-            for ch in range(cfg.code_channels):
+            for ch in range(cfg.channels_at(q)):
                 values = idx[:, ch][covered]
                 counts[q][ch] += np.bincount(values.cpu().numpy(), weights=weight[covered].cpu().numpy(),
                                              minlength=k).astype(np.int64)

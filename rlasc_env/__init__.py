@@ -1,10 +1,12 @@
 """RL-ASC environment (arXiv 2208.04094, Section II-C): the MDP of semantic bit allocation.
 
-Importing this package registers the Gymnasium id ``rlasc/SemanticCoding-v0``::
+Importing this package registers the Gymnasium ids ``rlasc/SemanticCoding-v1`` (the current
+one: codec v2, whose levels change the reconstruction by construction) and
+``rlasc/SemanticCoding-v0`` (the first codec, ``tiny-v0``, kept reproducible)::
 
     import gymnasium as gym
     import rlasc_env
-    env = gym.make("rlasc/SemanticCoding-v0", task="segmentation")
+    env = gym.make("rlasc/SemanticCoding-v1", task="segmentation")
 
 ``BatchedSemanticCodingEnv`` steps many images as one batch; ``SB3VecEnvAdapter`` exposes it to
 stable-baselines3. Downstream tasks (the semantic loss L_S) are plugins: see ``rlasc_env.tasks``.
@@ -17,10 +19,14 @@ from .env import SemanticCodingEnv
 from .tasks import make_task, register_task, registered_tasks
 from .vector import BatchedSemanticCodingEnv, SB3VecEnvAdapter
 
-ENV_ID = "rlasc/SemanticCoding-v0"
+ENV_ID = "rlasc/SemanticCoding-v1"  # the current id
+ENV_ID_V0 = "rlasc/SemanticCoding-v0"
+# Each id pins the codec that defines its learning results; data and task networks are shared.
+ENV_CODECS = {ENV_ID: "tiny", ENV_ID_V0: "tiny-v0"}
 
-if ENV_ID not in gym.registry:
-    gym.register(id=ENV_ID, entry_point="rlasc_env.env:SemanticCodingEnv")
+for _env_id, _codec in ENV_CODECS.items():
+    if _env_id not in gym.registry:
+        gym.register(id=_env_id, entry_point="rlasc_env.env:SemanticCodingEnv", kwargs={"codec": _codec})
 
-__all__ = ["ENV_ID", "BatchedSemanticCodingEnv", "SB3VecEnvAdapter", "SemanticCodingEnv", "make_task",
+__all__ = ["ENV_ID", "ENV_ID_V0", "ENV_CODECS", "BatchedSemanticCodingEnv", "SB3VecEnvAdapter", "SemanticCodingEnv", "make_task",
            "register_task", "registered_tasks"]

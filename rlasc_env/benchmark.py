@@ -106,7 +106,7 @@ def _forward_only_run(benv: BatchedSemanticCodingEnv, steps: int, cached_spade: 
     (``codec.fuse``, or with the env's cached SPADE modulations), H (``task.loss``) and phi."""
     core, codec, task = benv.core, benv.codec, benv.task
     st = core.store
-    merged = codec.merged_features(st, codec.select_levels(st, core.levels) * st.mask.unsqueeze(2))
+    merged = codec.merged_features(st, codec.select_levels(st, core.levels) * st.mask.unsqueeze(2), core.levels)
     refs = list(core.refs)
     n = benv.num_envs
     calls = -(-steps // n)

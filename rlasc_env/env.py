@@ -258,14 +258,17 @@ class EpisodeCore:
         b_idx, c_idx = present.nonzero(as_tuple=True)
         masks = an.mask[b_idx, c_idx].unsqueeze(1)
         low, high = an.quantized[0][b_idx] * masks, an.quantized[-1][b_idx] * masks
-        y = codec.concept_images(torch.cat([low, high]), torch.cat([c_idx, c_idx]))
+        lows = torch.zeros_like(c_idx)
+        y = codec.concept_images(torch.cat([low, high]), torch.cat([c_idx, c_idx]),
+                                 torch.cat([lows, lows + self.Q - 1]), torch.cat([masks, masks]))
         p = len(c_idx)
         x_l0 = LocalGenerator.compose(y[:p], c_idx, b_idx, an.labels)
         x_lh = LocalGenerator.compose(y[p:], c_idx, b_idx, an.labels)
         mods = self.generator.modulations(an.onehot, (self.h, self.w))
         lev0 = torch.zeros(k, self.M, dtype=torch.long, device=self.device)
-        merged0 = codec.merged_features(an, codec.select_levels(an, lev0) * an.mask.unsqueeze(2))
-        mergedh = codec.merged_features(an, codec.select_levels(an, lev0 + self.Q - 1) * an.mask.unsqueeze(2))
+        levh = lev0 + self.Q - 1
+        merged0 = codec.merged_features(an, codec.select_levels(an, lev0) * an.mask.unsqueeze(2), lev0)
+        mergedh = codec.merged_features(an, codec.select_levels(an, levh) * an.mask.unsqueeze(2), levh)
         x_hat = self._fuse(torch.cat([merged0, mergedh]), torch.cat([x_l0, x_lh]), [torch.cat([t, t]) for t in mods])
         refs = self.task.references(images, labels)
         feats = self.phi.features(images)
@@ -348,15 +351,15 @@ class EpisodeCore:
         if len(mid):
             mid_t = torch.as_tensor(mid, device=dev)
             q_sel = st.quantized[:, sel][act_t[mid_t], mid_t]  # (k',n,h,w)
-            concepts = q_sel * mask[mid_t, cls_t[mid_t]].unsqueeze(1)
-            new_y[mid_t] = codec.concept_images(concepts, cls_t[mid_t])
+            concept_masks = mask[mid_t, cls_t[mid_t]].unsqueeze(1)
+            new_y[mid_t] = codec.concept_images(q_sel * concept_masks, cls_t[mid_t], act_t[mid_t], concept_masks)
         region = (labels == cls_t.view(-1, 1, 1)) & (act_t > 0).view(-1, 1, 1)
         x_local = torch.where(region.unsqueeze(1), new_y, self.x_local[sel])
         self.x_local[sel] = x_local
 
         # merged features from the cached quantized levels, then G_g + attention, H, phi
         sub = Analysis(labels, None, None, mask, st.area[sel], st.quantized[:, sel])
-        merged = codec.merged_features(sub, codec.select_levels(sub, levels) * mask.unsqueeze(2))
+        merged = codec.merged_features(sub, codec.select_levels(sub, levels) * mask.unsqueeze(2), levels)
         x_hat = self._fuse(merged, x_local, [t[sel] for t in self.mods])
         self.x_hat[sel] = x_hat
         refs = [self.refs[s] for s in slots.tolist()]

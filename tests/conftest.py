@@ -1,4 +1,5 @@
-"""Shared fixtures: a small in-process codec (preset "test", 32x64) with fitted code tables."""
+"""Shared fixtures: small in-process codecs (32x64) with fitted code tables: ``test_codec`` is codec
+v2 (preset "test-v2", what env -v1 uses), ``test_codec_v1`` the first codec (preset "test", env -v0)."""
 from __future__ import annotations
 
 import pytest
@@ -38,13 +39,22 @@ def test_dataset():
     return StreetsDataset("train", height=32, width=64, size=16)
 
 
-@pytest.fixture(scope="session")
-def test_codec(test_dataset):
+def _fitted_codec(preset: str, dataset):
     from codec_models.codec import SemanticCodec
     from codec_models.config import codec_preset
     from codec_models.training import fit_code_tables
 
     torch.manual_seed(0)
-    codec = SemanticCodec(codec_preset("test")).eval()
-    fit_code_tables(codec, test_dataset, 16, batch_size=8, progress=False)
+    codec = SemanticCodec(codec_preset(preset)).eval()
+    fit_code_tables(codec, dataset, 16, batch_size=8, progress=False)
     return codec
+
+
+@pytest.fixture(scope="session")
+def test_codec(test_dataset):
+    return _fitted_codec("test-v2", test_dataset)
+
+
+@pytest.fixture(scope="session")
+def test_codec_v1(test_dataset):
+    return _fitted_codec("test", test_dataset)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from codec_models.bitstream import (
+    CONCEPT_CRC_BYTES,
     FORMAT_VERSION,
     BitstreamError,
     ParsedStream,
@@ -53,8 +54,9 @@ def raw_stream(flags=0, height=64, width=128, m=19, q=6, n=16, entries=((3, 1, b
         head += bytes((cls, level)) + varint(len(payload))
     out = head + struct.pack(">H", zlib.crc32(head) & 0xFFFF) + label
     out += struct.pack(">H", zlib.crc32(label) & 0xFFFF)
-    for _, _, payload in entries:
-        out += payload + bytes((zlib.crc32(payload) & 0xFF,))
+    for _, _, payload in entries:  # concept CRC: 16 bits in format 2, 8 bits in format 1
+        out += payload + (struct.pack(">H", zlib.crc32(payload) & 0xFFFF) if version >= 2
+                          else bytes((zlib.crc32(payload) & 0xFF,)))
     return out
 
 
@@ -121,7 +123,7 @@ def test_not_a_bitstream():
     expect_error(b"", "empty input")
     expect_error(b"R", "bad magic")
     expect_error(b"\x89PNG\r\n\x1a\n" + bytes(40), r"not an RL-ASC bitstream \(bad magic\)")
-    expect_error(raw_stream(version=7), r"format version 7 not supported \(this reader: 1\)")
+    expect_error(raw_stream(version=7), r"format version 7 not supported \(this reader: \[1, 2\]\)")
     with pytest.raises(BitstreamError):
         unpack("RA")  # type: ignore[arg-type]
 
@@ -174,9 +176,12 @@ def test_codec_mismatch():
     expect_error(data, "another codec configuration", expected_shape=(19, 6, 32))
 
 
+C = CONCEPT_CRC_BYTES[FORMAT_VERSION]  # bytes of each concept CRC
+
+
 def test_section_crcs_strict_and_graceful():
     data, header, label, payloads = make_stream(sizes=(40, 3, 9))
-    start = len(data) - sum(len(p) + 1 for p in payloads) - len(label) - 2
+    start = len(data) - sum(len(p) + C for p in payloads) - len(label) - 2
     damaged = bytearray(data)
     damaged[start + 4] ^= 0x10  # inside the label payload
     expect_error(bytes(damaged), "label map CRC mismatch")
@@ -185,7 +190,7 @@ def test_section_crcs_strict_and_graceful():
     assert len(parsed.label_payload) == len(label)
 
     damaged = bytearray(data)
-    damaged[len(data) - 9 - 1 - 3 - 1 - 1] ^= 0x01  # last byte of the first concept payload
+    damaged[len(data) - 9 - C - 3 - C - 1] ^= 0x01  # last byte of the first concept payload
     expect_error(bytes(damaged), f"payload CRC mismatch for concept class {header.concepts[0][0]}")
     parsed = unpack(bytes(damaged), strict=False)
     assert parsed.label_ok and parsed.concept_ok == [False, True, True]
@@ -193,12 +198,12 @@ def test_section_crcs_strict_and_graceful():
 
 def test_graceful_truncation():
     data, _, label, payloads = make_stream(sizes=(40, 3, 9))
-    cut = len(data) - (9 + 1) - (3 + 1) + 2  # two bytes into the second concept payload
+    cut = len(data) - (9 + C) - (3 + C) + 2  # two bytes into the second concept payload
     parsed = unpack(data[:cut], strict=False)
     assert parsed.label_ok and parsed.concept_ok == [True, False, False]
     assert parsed.concept_payloads[0] == payloads[0]
     assert parsed.concept_payloads[1] == payloads[1][:2] and parsed.concept_payloads[2] == b""
-    header_only = data[: len(data) - sum(len(p) + 1 for p in payloads) - len(label) - 2]
+    header_only = data[: len(data) - sum(len(p) + C for p in payloads) - len(label) - 2]
     parsed = unpack(header_only, strict=False)
     assert parsed.label_payload == b"" and not parsed.label_ok and not any(parsed.concept_ok)
 

@@ -1,6 +1,8 @@
 """compress / decompress through real bytes; validation of inputs; graceful degradation."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,56 @@ def test_foreign_codec_is_rejected(test_codec, test_dataset):
 def test_not_bytes(test_codec):
     with pytest.raises(TypeError):
         test_codec.decompress("hello")
+
+
+def test_v1_roundtrip_still_works(test_codec_v1, test_dataset):
+    """Codec v1 (env -v0) keeps its format-1 streams (8-bit concept CRCs) and its reconstruction."""
+    image = test_dataset[1][0]
+    data = test_codec_v1.compress(image, {m: 1 for m in range(test_codec_v1.num_classes)})
+    assert data[2] == 1
+    analysis = test_codec_v1.analyse(image[None])
+    levels = torch.full((1, test_codec_v1.num_classes), 1)
+    torch.testing.assert_close(test_codec_v1.decompress(data), test_codec_v1.decode(analysis, levels)[0],
+                               rtol=0, atol=1e-6)
+
+
+def test_v2_refuses_a_format_1_stream_by_name(test_codec, test_dataset):
+    from codec_models.bitstream import BitstreamError, pack, unpack
+
+    data = test_codec.compress(test_dataset[2][0])
+    assert data[2] == 2  # codec v2 writes format 2
+    parsed = unpack(data)
+    old = pack(dataclasses.replace(parsed.header, version=1), parsed.label_payload, parsed.concept_payloads)
+    with pytest.raises(BitstreamError, match="format version 1.*reads version 2"):
+        test_codec.decompress(old)
+
+
+def test_coarse_levels_send_fewer_channels_and_drop_the_rest(test_codec, test_dataset):
+    """Codec v2: level q codes only the first C_q channels; the others dequantize to 0."""
+    analysis = test_codec.analyse(test_dataset[3][0][None])
+    channels = test_codec.config.level_channels
+    for q in range(test_codec.num_levels):
+        quantized = analysis.quantized[q]
+        assert bool((quantized[:, channels[q]:] == 0).all())
+        present = int(analysis.present[0].nonzero()[0])
+        assert test_codec.concept_symbols(analysis, 0, present, q).shape[0] == channels[q]
+
+
+def test_concept_crc16_catches_damaged_payloads(test_codec, test_dataset):
+    """Format 2's 16-bit concept CRC: among many single-byte corruptions of a payload, none passes."""
+    from codec_models.bitstream import unpack
+
+    data = test_codec.compress(test_dataset[4][0])
+    parsed = unpack(data)
+    rng = np.random.default_rng(0)
+    end = len(data)
+    sizes = [len(p) for p in parsed.concept_payloads]
+    start = end - sum(n + 2 for n in sizes)  # first concept payload
+    passed = 0
+    for _ in range(2000):
+        buf = bytearray(data)
+        pos = int(rng.integers(start, end))
+        buf[pos] ^= int(rng.integers(1, 256))
+        loose = unpack(bytes(buf), strict=False)
+        passed += all(loose.concept_ok)
+    assert passed == 0

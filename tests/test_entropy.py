@@ -165,7 +165,7 @@ def test_tables_smoothing_and_validation():
     with pytest.raises(ValueError):
         SymbolTables.from_counts([np.array([[-1, 2]])])
     with pytest.raises(ValueError):
-        SymbolTables.from_counts([np.ones((2, 3)), np.ones((3, 3))])  # channel counts differ
+        SymbolTables.from_counts([np.ones((3, 3)), np.ones((2, 3))])  # a finer level with fewer channels
     with pytest.raises(ValueError):
         SymbolTables.from_counts([])
     with pytest.raises(ValueError):

@@ -138,10 +138,12 @@ def test_cached_global_generator_is_exact(test_codec, test_dataset):
     image = torch.stack([test_dataset[i][0] for i in range(3)])
     with torch.inference_mode():
         analysis = test_codec.analyse(image)
+        levels = torch.full(analysis.present.shape, 1)
+        merged = test_codec.merged_features(analysis, test_codec.select_levels(analysis, levels), levels)
         generator = test_codec.global_
         mods = generator.modulations(analysis.onehot, tuple(analysis.features.shape[-2:]))
-        torch.testing.assert_close(generator(analysis.features, modulations=mods),
-                                   generator(analysis.features, analysis.onehot), atol=0, rtol=0)
+        torch.testing.assert_close(generator(merged, modulations=mods), generator(merged, analysis.onehot),
+                                   atol=0, rtol=0)
 
 
 def test_same_seed_same_actions_identical(make_env):
@@ -264,4 +266,25 @@ def test_default_make():
     assert env.observation_space.contains(obs) and "miou" in info
     _, reward, _, _, step_info = env.step(env.action_space.n - 1)
     assert reward == pytest.approx(info["loss"] - step_info["loss"], abs=1e-9)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id, architecture, stream_version", [("rlasc/SemanticCoding-v1", 2, 2),
+                                                                  ("rlasc/SemanticCoding-v0", 1, 1)])
+def test_both_ids_pin_their_codec(env_id, architecture, stream_version):
+    """-v1 runs on codec v2 (``tiny``), -v0 keeps the first codec (``tiny-v0``) and its format-1 streams."""
+    codec_name = rlasc_env.ENV_CODECS[env_id]
+    if not (ROOT / "codec_models" / "weights" / f"{codec_name}.pt").is_file():
+        pytest.skip(f"shipped codec {codec_name} absent")
+    from codec_models import load_dataset
+
+    data = load_dataset("streets", split="test", preset="tiny", size=2)
+    env = gym.make(env_id, task="pixel-test", images=data)
+    codec = env.unwrapped.codec
+    assert codec.config.architecture == architecture and codec.bitstream_version == stream_version
+    (_, info0), steps = run_episode(env.unwrapped, seed=0)
+    image = data[info0["image_index"]][0]
+    info = steps[-1][4]
+    blob = codec.compress(image, {**{m: 0 for m in range(codec.num_classes)}, **info["levels"]})
+    assert blob[2] == stream_version and info["bits"] == len(blob) * 8
     env.close()

@@ -235,6 +235,10 @@ def test_quick_end_to_end_writes_design_json_report_and_plots(tmp_path, test_cod
     out = tmp_path / "eval"
     report = (out / "report.md").read_text()
     assert "Bjontegaard" in report and "AWGN" in report and "not Inception" in report
+    # the no-learning reference rows R0 / R1, through real bytes, in the JSON and the report
+    assert set(result["references"]) == {"r0", "r1"}
+    assert all(r["bpp"] > 0 and r["psnr"] > 0 for r in result["references"].values())
+    assert "Reference rows (no learning)" in report and "| R1 |" in report
     for fig in ("fig5_miou_vs_bpp", "fig8_fid_kid_vs_bpp", "fig9_rate_semantic_perceptual", "fig10_grid",
                 "fig11_psnr_ssim_vs_bpp", "fig12_score_vs_snr"):
         assert (out / f"{fig}.png").stat().st_size > 1000, fig

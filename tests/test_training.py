@@ -73,3 +73,65 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     assert (tmp_path / "ddp" / "codec.pt").is_file()
     codec = load_codec(tmp_path / "ddp" / "codec.pt", device="cpu")
     assert codec.tables is not None
+
+
+def test_codec_v2_variable_rate_run_logs_validation_psnr_per_level(tmp_path):
+    cfg = train_config_for("test-v2", run_dir=str(tmp_path / "run"), device="cpu")
+    assert cfg.level_sampling == "variable"
+    trainer = CodecTrainer(cfg)
+    history = trainer.run()
+    levels = trainer.codec.num_levels
+    assert {f"val/psnr_level{q}" for q in range(levels)} <= scalar_tags(tmp_path / "run" / "tb")
+    assert all(history[f"val/psnr_level{q}"] > 0 for q in range(levels))
+    # code tables of a level hold only the channels that level sends
+    tables = trainer.codec.tables
+    assert [tables.channels(q) for q in range(levels)] == list(trainer.codec.config.level_channels)
+
+
+def test_random_levels_variable_and_highest():
+    from codec_models.training import random_levels
+
+    present = torch.ones(400, 19, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    highest = random_levels(present, 6, "highest", 0.5, gen)
+    assert bool((highest == 5).all())
+    levels = random_levels(present, 6, "variable", 0.5, gen)
+    assert set(levels.unique().tolist()) == set(range(6))
+    uniform_rows = (levels == levels[:, :1]).all(1).float().mean().item()
+    assert 0.35 < uniform_rows < 0.65  # about half the images have one level for every concept
+    with pytest.raises(ValueError, match="level_sampling"):
+        random_levels(present, 6, "sometimes", 0.5, gen)
+
+
+def test_device_run_smoke_writes_weights_log_and_report(tmp_path):
+    """The GPU session's one-command script, on the CPU with --smoke: weights, record, tensorboard, level report."""
+    import json
+
+    from codec_models.device_run import main
+
+    assert main(["--out", str(tmp_path / "out"), "--smoke"]) == 0
+    out = tmp_path / "out"
+    codec = load_codec(out / "tiny-cuda.pt", device="cpu")
+    assert codec.config.architecture == 2 and codec.tables is not None
+    record = json.loads((out / "tiny-cuda.json").read_text())
+    assert record["device"] == "cpu" and record["command"].startswith("python -m codec_models.device_run")
+    assert len(record["level_report"]["levels"]) == codec.num_levels
+    assert (out / "levels.md").read_text().startswith("# Quantization levels")
+    assert any((out / "run" / "tb").iterdir())
+
+
+def test_codec_overrides_and_init_aux(tmp_path):
+    """--codec-overrides changes the codec's config; --init-aux copies F and phi and skips their phases."""
+    first = CodecTrainer(train_config_for("test-v2", run_dir=str(tmp_path / "a"), device="cpu"))
+    first.run()
+    cfg = train_config_for("test-v2", run_dir=str(tmp_path / "b"), device="cpu", init_aux=str(tmp_path / "a" / "last.pt"),
+                           codec_overrides=("encoder_norm=instance", "encoder_bound=clamp"))
+    second = CodecTrainer(cfg)
+    assert second.codec.config.encoder_norm_kind == "instance" and second.codec.encoder.bound == "clamp"
+    second.run()
+    for name in ("segmenter", "perceptual"):
+        a, b = getattr(first.codec, name).state_dict(), getattr(second.codec, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "segmenter/loss" not in second.history  # the F phase was skipped
+    with pytest.raises(ValueError, match="key=value"):
+        CodecTrainer(train_config_for("test-v2", run_dir=str(tmp_path / "c"), codec_overrides=("oops",)))

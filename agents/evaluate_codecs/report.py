@@ -112,6 +112,17 @@ def render(result: Mapping[str, Any]) -> str:
         rows = [[_fmt(p.get(k), d) for k, _, d in present] + [_setting(p)] for p in points]
         lines += [f"### {name}", ""] + _table([c[1] for c in present] + ["setting"], rows) + [""]
 
+    refs = result.get("references") or {}
+    if refs:
+        lines += ["### Reference rows (no learning)", "",
+                  "R0: the codec's label map + the mean colour of each class (3 bytes per class); R1: the label map + "
+                  "the mean colour of each (class, 8x8 block) (3 bytes per pair). Real bytes that decode "
+                  "(`codec_models.references`). A codec whose highest level is below R1 spends its feature bits on "
+                  "nothing.", ""]
+        present = [c for c in POINT_COLUMNS if any(r.get(c[0]) is not None for r in refs.values())]
+        lines += _table(["reference"] + [c[1] for c in present],
+                        [[name.upper()] + [_fmt(r.get(k), d) for k, _, d in present] for name, r in refs.items()])
+        lines.append("")
     lines += _bd_section(result.get("bd") or {}, cfg)
     lines += _awgn_section(result.get("awgn") or {}, result.get("awgn_meta") or {})
     figures = result.get("figures") or {}

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from codec_models.codec import SemanticCodec
+from codec_models.references import REFERENCES
 from rlasc_env.tasks import Task
 
 from . import plots, report
@@ -32,6 +33,7 @@ from .classic import ClassicCodec, available_codecs
 from .metrics import PooledFeatures, QualityMeter
 from .rlasc import LevelPlan, LoadedPolicy, fixed_plan, load_policy, offset_plan, policy_plan
 from .sweep import (DEFAULT_TARGETS, EvalSet, PointResult, calibrate, encode_plans, evaluate_classic, evaluate_plan,
+                    evaluate_reference,
                     refine_candidates, select_settings)
 
 __all__ = ["EvalConfig", "Inputs", "main", "run"]
@@ -359,6 +361,9 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
                      "engineered sweeps are refined on PSNR instead")
 
     results = semantic_points(inputs, tasks, data, meter, cfg, notes, skipped)
+    references = {name: clean_record(evaluate_reference(primary, name, data, meter, cfg.batch_size, cfg.grid_image,
+                                                        cfg.progress).record) for name in REFERENCES}
+    log("references: " + ", ".join(f"{k} {v['bpp']:.3f} bpp / PSNR {v['psnr']:.2f}" for k, v in references.items()))
     classic, calibration, classic_codecs = classic_points(data, meter, cfg, score_key, notes, skipped, t_start)
     results.update(classic)
     codecs_json: dict[str, list[dict[str, Any]]] = {"rlasc": [], "rlasc_simplified": []}
@@ -390,6 +395,7 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
         "awgn": awgn,
         "awgn_meta": awgn_meta,
         "reference": reference,
+        "references": references,
         "networks": networks,
         "header_overhead_bytes": header_overhead(classic_codecs, primary, (h, w)),
         "calibration": calibration,

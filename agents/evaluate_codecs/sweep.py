@@ -170,6 +170,19 @@ def evaluate_classic(codec: ClassicCodec, setting: Any, data: EvalSet, meter: Qu
     return PointResult(codec.name, record, payloads, preview)
 
 
+def evaluate_reference(codec: SemanticCodec, name: str, data: EvalSet, meter: QualityMeter, batch_size: int = 16,
+                       preview_index: int = 0, progress: bool = True) -> PointResult:
+    """A no-learning reference (R0 / R1 of :mod:`codec_models.references`) on ``codec``'s label map,
+    through its real bytes."""
+    from codec_models.references import reference_compress, reference_decompress
+
+    h, w = data.shape
+    metrics, payloads, preview = _measure(
+        data, meter, lambda i: reference_compress(codec, data.image(i).to(codec.device), name),
+        lambda blob: reference_decompress(codec, blob, h, w, name), batch_size, preview_index, name, progress)
+    return PointResult(name, {**metrics, "setting": {"reference": name}}, payloads, preview)
+
+
 def calibrate(codec: ClassicCodec, data: EvalSet, images: int = 4, stride: int = 1) -> list[tuple[int, Any, float]]:
     """``[(grid index, setting, mean bpp)]`` of every ``stride``-th setting on the first ``images`` images."""
     count = max(1, min(images, data.count))
