@@ -57,11 +57,12 @@ class SemanticCodec(nn.Module):
         merged_channels = n + 1 if aware else n  # codec v2: merged f_hat plus the merged level plane
         self.segmenter = Segmenter(m, cfg.segmenter_widths)
         self.encoder = FeatureExtractor(cfg.feature_channels, n, norm=cfg.encoder_norm_kind,
-                                        bound=cfg.encoder_bound_kind)
+                                        bound=cfg.encoder_bound_kind, block_basis=cfg.block_basis)
         self.quantizer = LevelQuantizer(cfg.level_centers, cfg.soft_sigma, cfg.level_channels)
         self.classifier = ConceptClassifier(n, m)
         self.local = LocalGenerator(n, m, cfg.local_channels, cfg.local_res_blocks, level_aware=aware,
-                                    norm=cfg.uses_local_norm, skip=cfg.uses_local_skip)
+                                    norm=cfg.uses_local_norm, skip=cfg.uses_local_skip, block_basis=cfg.block_basis,
+                                    num_levels=cfg.num_levels if cfg.level_synthesis else 0)
         self.global_ = GlobalGenerator(merged_channels, m, cfg.global_channels, cfg.spade_hidden)
         self.attention = AttentionFusion(merged_channels, cfg.attention_channels)
         self.perceptual = PerceptualNet(cfg.perceptual_widths, m)
@@ -187,7 +188,7 @@ class SemanticCodec(nn.Module):
             masks = masks.view(concepts.shape[0], 1, *concepts.shape[-2:]).to(concepts.dtype)
             planes = masks * self.level_value(levels).view(-1, 1, 1, 1)
         inputs = self.local.trunk_input(concepts, planes, masks)
-        return self.local.run_heads(self.local.run_trunk(inputs), class_ids, self.local.skip_logits(concepts))
+        return self.local.run_heads(self.local.run_trunk(inputs), class_ids, self.local.skip_logits(concepts, levels))
 
     def fuse(self, merged: Tensor, onehot: Tensor, x_local: Tensor) -> Tensor:
         """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""

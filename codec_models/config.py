@@ -38,6 +38,9 @@ class CodecConfig:
     local_norm: bool | None = None  # instance norm in G_l's trunk (v1: yes, v2: no)
     level_input: bool | None = None  # the decoder sees each concept's level (and G_l its mask) (v1: no, v2: yes)
     local_skip: bool | None = None  # G_l adds a 1x1 projection of f_hat(m), upsampled, to its logits (v1: no, v2: yes)
+    block_basis: bool = False  # E adds a linear 8x8-patch analysis (stride-8 conv) to f, and G_l's skip is a
+    # learned synthesis basis per block (1x1 conv to 3*64 values, pixel shuffle) instead of one colour per block
+    level_synthesis: bool = False  # block_basis: G_l's synthesis also gets a learned correction per level
     encoder_bound: str | None = None  # how E bounds f to [-1, 1]: "tanh" (default) or "clamp" (clamp forward,
     # identity gradient; an ablation against tanh saturating onto the quantizer's end centres)
 
@@ -127,7 +130,7 @@ _PAPER = CodecConfig(
 # values per pixel, the paper's lowest bitrate mode); level q codes the first level_channels[q]
 # channels with level_centers[q] centres, so coarse levels hold strictly less information.
 _TINY_V2 = CodecConfig(
-    name="tiny", architecture=2, code_channels=16, feature_channels=48,
+    name="tiny", architecture=2, code_channels=16, feature_channels=48, block_basis=True,
     level_centers=(2, 3, 4, 5, 7, 9), level_channels=(1, 3, 5, 8, 12, 16),
     local_channels=48, local_res_blocks=3, global_channels=32, spade_hidden=16, attention_channels=16,
 )

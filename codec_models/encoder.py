@@ -18,7 +18,7 @@ class FeatureExtractor(nn.Module):
     """
 
     def __init__(self, feature_channels: int, code_channels: int, norm: bool | str = True,
-                 bound: str = "tanh") -> None:
+                 bound: str = "tanh", block_basis: bool = False) -> None:
         super().__init__()
         if bound not in ("tanh", "clamp"):
             raise ValueError(f"bound must be 'tanh' or 'clamp', not {bound!r}")
@@ -32,9 +32,14 @@ class FeatureExtractor(nn.Module):
             conv_in_lrelu(n_ch, n_ch, norm=norm),
         )
         self.project = nn.Conv2d(n_ch, code_channels, 1)
+        # linear analysis of each 8x8 patch (a learned block transform), added to the projection
+        self.patch = nn.Conv2d(3, code_channels, 8, stride=8, bias=False) if block_basis else None
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.project(self.body(x * 2.0 - 1.0))
+        x = x * 2.0 - 1.0
+        z = self.project(self.body(x))
+        if self.patch is not None:
+            z = z + self.patch(x)
         if self.bound == "tanh":
             return torch.tanh(z)
         # clamp forward, identity backward: the quantizer's end centres are +-1, so a saturating

@@ -23,15 +23,25 @@ class LocalGenerator(nn.Module):
     f_hat(m) plus two planes, the concept's level (q+1)/Q and its mask s_d(m), both known to the
     decoder from the bitstream header and the label map. ``skip`` adds a 1x1 projection of
     f_hat(m) to 3 channels, bilinearly upsampled 8x, to the heads' logits: a direct route from the
-    coded values to the concept's colours, which the trunk and heads refine.
+    coded values to the concept's colours, which the trunk and heads refine. With ``block_basis``
+    the projection gives 3 x 64 values per block, pixel-shuffled into the block: a learned
+    synthesis basis (the decoder half of a block transform).
     """
 
     def __init__(self, code_channels: int, num_classes: int, channels: int = 32, res_blocks: int = 5,
-                 level_aware: bool = False, norm: bool = True, skip: bool = False) -> None:
+                 level_aware: bool = False, norm: bool = True, skip: bool = False, block_basis: bool = False,
+                 num_levels: int = 0) -> None:
         super().__init__()
         half = channels // 2
         self.level_aware = level_aware
-        self.skip = nn.Conv2d(code_channels, 3, 1) if skip else None
+        self.block_basis = block_basis
+        self.skip = nn.Conv2d(code_channels, 3 * 64 if block_basis else 3, 1) if skip else None
+        # block_basis with levels known: one synthesis per level (a per-level dequantizer, as with QVRF's
+        # per-level step sizes), since level q's values carry a different precision and channel count
+        self.level_synthesis = None
+        if skip and block_basis and level_aware and num_levels > 1:
+            self.level_synthesis = nn.Parameter(torch.zeros(num_levels, 3 * 64, code_channels))
+            self.level_synthesis_bias = nn.Parameter(torch.zeros(num_levels, 3 * 64))
         self.trunk = nn.Sequential(
             nn.Conv2d(code_channels + (2 if level_aware else 0), channels, 3, padding=1),
             instance_norm(channels, norm),
@@ -57,10 +67,18 @@ class LocalGenerator(nn.Module):
         """Trunk on concept inputs (P,n[+2],h,w) -> (P,C/2,4h,4w)."""
         return self.trunk(concepts)
 
-    def skip_logits(self, concepts: Tensor) -> Tensor | None:
+    def skip_logits(self, concepts: Tensor, levels: Tensor | None = None) -> Tensor | None:
         """The skip route's logits (P,3,8h,8w) from the concept maps (P,n,h,w), or None without one."""
         if self.skip is None:
             return None
+        if self.level_synthesis is not None:  # the shared basis plus each concept's level's own correction
+            if levels is None:
+                raise ValueError("this G_l has a synthesis per level: pass the concepts' levels")
+            extra = torch.einsum("pchw,pkc->pkhw", concepts, self.level_synthesis[levels])
+            extra = extra + self.level_synthesis_bias[levels][:, :, None, None]
+            return F.pixel_shuffle(self.skip(concepts) + extra, 8)
+        if self.block_basis:  # a learned synthesis basis: each block's 16 values -> its 8x8x3 logits
+            return F.pixel_shuffle(self.skip(concepts), 8)
         return F.interpolate(self.skip(concepts), scale_factor=8, mode="bilinear", align_corners=False)
 
     def run_heads(self, trunk_out: Tensor, class_ids: Tensor, skip: Tensor | None = None) -> Tensor:

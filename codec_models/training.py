@@ -82,6 +82,7 @@ class TrainCodecConfig:
     lr_decay: bool = False  # cosine decay of the stage I learning rate to 10% at the last step
     val_every: int = 0  # stage I: validation PSNR per uniform level every N steps (0: never)
     val_images: int = 64  # validation images (val split)
+    block_init: bool = True  # block_basis codecs: start E's patch analysis and G_l's synthesis from the data's PCA
     stage1_minutes: float = 0.0  # stop stage I after this many minutes of this process (0: run all steps)
     labels: str = "segmenter"  # label map fed to the codec in stage I: segmenter (F) | ground_truth
     codec_overrides: tuple[str, ...] = ()  # codec config fields key=value (YAML values) on top of --preset,
@@ -114,9 +115,9 @@ class TrainCodecConfig:
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # Codec v2 on 2 CPU cores (docs/codec_v2.md has the ablations behind these): Adam 1e-3 (beta1 0.9) with
     # cosine decay, variable-rate levels, L1 + L_C (+ a small L_P) for the first half, then D's hinge loss joins
-    # at a small weight; at most 88 minutes of stage I.
-    "tiny": dict(lr=1e-3, beta1=0.9, lr_decay=True, stage1_steps=10000, stage1_minutes=88.0, adversarial_start=5000,
-                 adversarial_weight=0.01, perceptual_weight=0.02, val_every=500, level_sampling="variable"),
+    # at a small weight; at most 70 minutes of stage I; the block transform starts from the data's PCA.
+    "tiny": dict(lr=1e-3, beta1=0.9, lr_decay=True, stage1_steps=8000, stage1_minutes=70.0, adversarial_start=4000,
+                 adversarial_weight=0.01, perceptual_weight=0.02, val_every=250, level_sampling="variable"),
     # The first codec (env -v0), as it was trained: Algorithm 1's highest level only.
     "tiny-v0": dict(level_sampling="highest"),
     "paper": dict(segmenter_steps=20000, perceptual_steps=10000, stage1_steps=70 * 2975 // 8,
@@ -401,6 +402,9 @@ class CodecTrainer:
     def train_stage1(self) -> None:
         """Algorithm 1: alternate D and generator steps (eq. 32, 33)."""
         cfg, codec = self.cfg, self.codec
+        if self.step == 0 and codec.config.block_basis and cfg.block_init:
+            for tag, value in init_block_transform(codec, self.train_set).items():
+                self.log(tag, value)
         codec.segmenter.requires_grad_(False).eval()
         codec.perceptual.requires_grad_(False).eval()
         gen_modules = [codec.encoder, codec.classifier, codec.local, codec.global_, codec.attention]
@@ -500,6 +504,47 @@ class CodecTrainer:
             fit_code_tables(self.codec, self.train_set, self.cfg.table_images, self.cfg.batch_size,
                             progress=self.cfg.progress)
         barrier(self.dist)
+
+
+@torch.no_grad()
+def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 400, spread: float = 0.4) -> dict[str, float]:
+    """Warm start of the block transform (``block_basis`` codecs) from the data: the Karhunen-Loeve
+    transform (uncentred PCA) of the training set's 8x8 patches.
+
+    E's linear patch analysis gets the first n principal directions, scaled so that each channel
+    has standard deviation ``spread`` around 0 (offsets in the projection's bias, whose weights
+    start at zero); G_l's skip synthesis gets the inverse map into sigmoid logits (4 (p - 1/2),
+    the sigmoid's slope at 0); G_l's heads start near zero and the attention favours x_l. So stage I
+    starts from a reconstruction whose channels are ordered by energy, which is also the order in
+    which the levels keep them. Returns the unquantized PSNR of that linear start on the images used.
+    """
+    enc, local = codec.encoder, codec.local
+    if enc.patch is None or local.skip is None or not local.block_basis:
+        raise ValueError("init_block_transform needs a codec with block_basis (and G_l's skip)")
+    n = codec.config.code_channels
+    count = min(images, len(dataset))
+    x = torch.stack([dataset[i][0] for i in range(count)]).to(codec.device) * 2.0 - 1.0  # E's input range
+    patches = x.unfold(2, 8, 8).unfold(3, 8, 8).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * 64)  # (N, 3*8*8)
+    _, _, vh = torch.linalg.svd(patches, full_matrices=False)
+    basis = vh[:n]  # (n, 192), rows orthonormal, by energy
+    coeffs = patches @ basis.T  # (N, n)
+    mean, std = coeffs.mean(0), coeffs.std(0).clamp_min(1e-6)
+    scale = spread / std
+    enc.patch.weight.copy_((basis * scale[:, None]).view(n, 3, 8, 8))
+    enc.project.weight.zero_()
+    enc.project.bias.copy_(-mean * scale)
+    # f = (c - mean) * scale  =>  c = f / scale + mean;  patch (in [-1,1]) = basis^T c;  pixel = (patch + 1) / 2
+    # logit ~ 4 (pixel - 1/2) = 2 * patch.  pixel_shuffle reads channel (3*64) as (colour, row, col): same order.
+    synth = 2.0 * basis.T / scale[None, :]  # (192, n)
+    local.skip.weight.copy_(synth.view(3 * 64, n, 1, 1))
+    local.skip.bias.copy_(2.0 * (basis.T @ mean))
+    local.head_weight.mul_(0.1)
+    local.head_bias.zero_()
+    last = codec.attention.body[-1]
+    last.bias.copy_(torch.tensor([2.0, -2.0], device=last.bias.device))  # softmax -> about 0.98 on x_l
+    recon = ((coeffs @ basis).clamp(-1, 1) + 1) / 2
+    mse = (recon - (patches + 1) / 2).pow(2).mean().item()
+    return {"block_transform/init_psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
 
 
 @torch.no_grad()

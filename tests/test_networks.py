@@ -145,3 +145,21 @@ def test_config_validation():
     assert CodecConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown codec config keys"):
         CodecConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_level_synthesis_option_decodes_and_depends_on_the_level():
+    """block_basis + level_synthesis: G_l's skip has a correction per level, selected by each concept's level."""
+    from codec_models.codec import SemanticCodec
+    from codec_models.config import codec_preset
+
+    torch.manual_seed(0)
+    codec = SemanticCodec(codec_preset("test-v2", block_basis=True, level_synthesis=True)).eval()
+    with torch.no_grad():
+        codec.local.level_synthesis.normal_()
+        concepts = torch.randn(2, 4, 4, 8)
+        ids = torch.tensor([0, 5])
+        masks = torch.ones(2, 4, 8)
+        a = codec.concept_images(concepts, ids, torch.tensor([2, 2]), masks)
+        b = codec.concept_images(concepts, ids, torch.tensor([2, 0]), masks)
+    assert a.shape == (2, 3, 32, 64)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])

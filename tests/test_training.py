@@ -135,3 +135,25 @@ def test_codec_overrides_and_init_aux(tmp_path):
     assert "segmenter/loss" not in second.history  # the F phase was skipped
     with pytest.raises(ValueError, match="key=value"):
         CodecTrainer(train_config_for("test-v2", run_dir=str(tmp_path / "c"), codec_overrides=("oops",)))
+
+
+def test_block_transform_init_orders_channels_by_energy(test_dataset):
+    """The PCA warm start: before any training, each finer level (more channels) reconstructs better."""
+    from codec_models.codec import SemanticCodec
+    from codec_models.config import codec_preset
+    from codec_models.training import init_block_transform
+
+    torch.manual_seed(0)
+    codec = SemanticCodec(codec_preset("test-v2", block_basis=True))
+    figures = init_block_transform(codec, test_dataset, images=16)
+    assert figures["block_transform/init_psnr"] > 15
+    codec.eval()
+    images = torch.stack([test_dataset[i][0] for i in range(8)])
+    labels = torch.stack([test_dataset[i][1] for i in range(8)]).clamp_max(codec.num_classes - 1)
+    with torch.no_grad():
+        analysis = codec.analyse(images, labels)
+        errors = [(codec.decode(analysis, torch.full(analysis.present.shape, q)) - images).pow(2).mean().item()
+                  for q in range(codec.num_levels)]
+    assert errors[0] > errors[1] > errors[2]
+    with pytest.raises(ValueError, match="block_basis"):
+        init_block_transform(SemanticCodec(codec_preset("test-v2")), test_dataset, images=4)
