@@ -32,7 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     trainer = CodecTrainer(cfg)
     history = trainer.run()
     if trainer.dist.is_main:
+        data = {"dataset": cfg.dataset}
+        if cfg.dataset == "streets":
+            from .streets import GENERATOR_VERSION
+
+            data["generator_version"] = GENERATOR_VERSION
         meta = {"command": "python train_codec.py " + shlex.join(argv), "seed": cfg.seed, "device": trainer.device,
+                "data": data,
                 "train_config": {k: v for k, v in vars(cfg).items()}, "figures": history,
                 "environment": environment_record()}
         final = trainer.run_dir / "codec.pt"
