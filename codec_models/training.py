@@ -339,6 +339,10 @@ class CodecTrainer:
     def run(self) -> dict[str, float]:
         if self.cfg.resume and self.last_path.is_file():
             self.load_state()
+            done = int(self.history.get("stage1/steps_done", 0))
+            if self.phase in ("tables", "done") and 0 < done < self.cfg.stage1_steps:
+                # a finished run asked for more stage I steps: continue stage I, then refit the tables
+                self.phase, self.step = "stage1", done
         elif self.cfg.resume and self.dist.is_main:
             print(f"--resume: no {self.last_path}, starting from scratch", file=sys.stderr)
         if self.cfg.init_aux and self.phase in PHASES[:2] and self.step == 0:
@@ -474,6 +478,7 @@ class CodecTrainer:
             if self.step % cfg.checkpoint_every == 0:
                 self.save_state()
         bar.close()
+        self.history["stage1/steps_done"] = float(self.step)
         codec.eval()
 
     @torch.no_grad()

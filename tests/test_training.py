@@ -157,3 +157,13 @@ def test_block_transform_init_orders_channels_by_energy(test_dataset):
     assert errors[0] > errors[1] > errors[2]
     with pytest.raises(ValueError, match="block_basis"):
         init_block_transform(SemanticCodec(codec_preset("test-v2")), test_dataset, images=4)
+
+
+def test_finished_run_continues_stage1_when_asked_for_more_steps(tmp_path):
+    run = tmp_path / "run"
+    CodecTrainer(train_config_for("test-v2", run_dir=str(run), device="cpu", stage1_steps=2)).run()
+    state = safe_load(run / "last.pt")
+    assert state["phase"] == "done" and state["history"]["stage1/steps_done"] == 2
+    trainer = CodecTrainer(train_config_for("test-v2", run_dir=str(run), device="cpu", stage1_steps=4, resume=True))
+    history = trainer.run()
+    assert history["stage1/steps_done"] == 4 and safe_load(run / "last.pt")["phase"] == "done"
