@@ -28,9 +28,10 @@ class CodecConfig:
     disc_scales: int = 2
     coder: str = "huffman"  # "huffman" (eq. 26) or "range"
     # Codec generation: 1 is the first codec (env -v0: instance-normalized E and G_l, every level
-    # codes all n channels, the decoder is not told the level); 2 is codec v2 (env -v1: no
-    # instance norm in E or G_l's trunk, per-level channel counts, the decoder sees each concept's
-    # level and mask). Old checkpoints have no such key and load as generation 1.
+    # codes all n channels, the decoder is not told the level, format-1 bitstreams); 2 is codec v2
+    # (env -v1: batch norm in E, no instance norm in G_l's trunk, per-level channel counts, the
+    # decoder sees each concept's level and mask, format-2 bitstreams). Old checkpoints have no such
+    # key and load as generation 1.
     architecture: int = 1
     level_channels: tuple[int, ...] = ()  # channels of f kept at each level (empty: all n at every level)
     # Ablation switches (None: what the architecture generation uses).

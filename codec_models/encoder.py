@@ -11,10 +11,12 @@ from .layers import conv_in_lrelu
 class FeatureExtractor(nn.Module):
     """E: image (B,3,H,W) in [0,1] -> f (B,n,H/8,W/8) in [-1,1].
 
-    Conv (+ instance norm in codec v1) + LeakyReLU layers reduce the resolution to 1/8 with N
-    channels, then a projection to n channels, bounded to the quantizer's range [-1, 1] (tanh in
-    codec v1; codec v2 clamps with an identity gradient). Codec v2 has no instance norm: it would
-    remove each image's channel means, i.e. its mean colours.
+    Conv + norm + LeakyReLU layers reduce the resolution to 1/8 with N channels, then a
+    projection to n channels, bounded to the quantizer's range [-1, 1] by tanh (or, as an
+    ablation, a clamp with an identity gradient). Codec v1 uses instance norm; codec v2 uses batch
+    norm, because instance norm removes each image's channel means, i.e. its mean colours, while
+    batch norm uses the training set's statistics at inference. ``block_basis`` adds a linear
+    analysis of each 8x8 patch (a learned block transform) to the projection.
     """
 
     def __init__(self, feature_channels: int, code_channels: int, norm: bool | str = True,
