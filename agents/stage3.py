@@ -226,7 +226,13 @@ class Stage3Trainer:
         # codec optimizers (Algorithm 1's Adam betas)
         self.gen_modules = [codec.encoder, codec.classifier, codec.local, codec.global_, codec.attention]
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam([p for m in self.gen_modules for p in m.parameters()], cfg.stage3_lr, betas)
+        if cfg.freeze_encoder:  # as in stage I: E is the fixed block transform (docs/codec_v2.md)
+            codec.encoder.requires_grad_(False)
+        if cfg.freeze_block_transform and codec.config.block_basis:
+            codec.encoder.patch.requires_grad_(False)
+            codec.local.skip.requires_grad_(False)
+        self.opt_g = torch.optim.Adam([p for m in self.gen_modules for p in m.parameters() if p.requires_grad],
+                                      cfg.stage3_lr, betas)
         self.opt_d = torch.optim.Adam(codec.discriminator.parameters(), cfg.stage3_lr, betas)
         self.objective = GeneratorObjective(codec, cfg)
         if saved is not None:
@@ -312,7 +318,7 @@ class Stage3Trainer:
         levels, records = self.pick_levels(images, gt)
         images, gt = images.to(self.device), gt.to(self.device)
         for module in self.gen_modules + [codec.discriminator]:
-            module.train()
+            module.train(not (cfg.freeze_encoder and module is codec.encoder))  # a frozen E keeps its BN statistics
         with torch.no_grad():
             labels = codec.segment(images)  # the env's concepts come from F too
         x_hat, onehot, loss_c = self.objective(images, labels, levels, None)

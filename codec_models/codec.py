@@ -62,7 +62,8 @@ class SemanticCodec(nn.Module):
         self.classifier = ConceptClassifier(n, m)
         self.local = LocalGenerator(n, m, cfg.local_channels, cfg.local_res_blocks, level_aware=aware,
                                     norm=cfg.uses_local_norm, skip=cfg.uses_local_skip, block_basis=cfg.block_basis,
-                                    num_levels=cfg.num_levels if cfg.level_synthesis else 0)
+                                    num_levels=cfg.num_levels if cfg.level_synthesis else 0,
+                                    output=cfg.local_output)
         self.global_ = GlobalGenerator(merged_channels, m, cfg.global_channels, cfg.spade_hidden)
         self.attention = AttentionFusion(merged_channels, cfg.attention_channels)
         self.perceptual = PerceptualNet(cfg.perceptual_widths, m)

@@ -44,6 +44,11 @@ class CodecConfig:
     level_synthesis: bool = False  # block_basis: G_l's synthesis also gets a learned correction per level
     encoder_bound: str | None = None  # how E bounds f to [-1, 1]: "tanh" (default) or "clamp" (clamp forward,
     # identity gradient; an ablation against tanh saturating onto the quantizer's end centres)
+    block_scale: str = "channel"  # block_basis warm start: "channel" scales every PCA channel to the same spread;
+    # "common" keeps the transform orthonormal (one scale for all channels), so each level is one quantization
+    # step size in the transform domain and low-energy channels cost few bits (classic transform coding)
+    local_output: str = "sigmoid"  # how G_l turns logits into pixels: "sigmoid", or "linear" (clamp(logit/4 + 1/2),
+    # identity gradient: the block synthesis is then exactly linear, as a block transform's inverse is)
 
     @property
     def num_levels(self) -> int:
@@ -97,6 +102,10 @@ class CodecConfig:
             if len(lc) != self.num_levels or lc != sorted(lc) or lc[0] < 1 or lc[-1] != self.code_channels:
                 raise ValueError(f"level_channels {self.level_channels} must be {self.num_levels} non-decreasing "
                                  f"counts in [1, {self.code_channels}] ending at code_channels")
+        if self.block_scale not in ("channel", "common"):
+            raise ValueError(f"block_scale must be 'channel' or 'common', not {self.block_scale!r}")
+        if self.local_output not in ("sigmoid", "linear"):
+            raise ValueError(f"local_output must be 'sigmoid' or 'linear', not {self.local_output!r}")
         if self.coder not in ("huffman", "range"):
             raise ValueError(f"coder must be 'huffman' or 'range', not {self.coder!r}")
         return self
@@ -127,12 +136,15 @@ _PAPER = CodecConfig(
     disc_channels=64, disc_scales=3,
 )
 
-# Codec v2 (env -v1), the embedded default: n = 16 channels at 1/8 resolution (0.25 feature
-# values per pixel, the paper's lowest bitrate mode); level q codes the first level_channels[q]
-# channels with level_centers[q] centres, so coarse levels hold strictly less information.
+# Codec v2 (env -v1), the embedded default: n = 32 channels at 1/8 resolution (0.5 feature values
+# per pixel, the paper's medium bitrate mode); level q codes the first level_channels[q] channels
+# with level_centers[q] centres, so coarse levels hold strictly less information. f is an
+# orthonormal block transform of the image (one scale for all channels), so each level is one
+# quantization step size: channels of little energy are mostly zeros and cost few bits.
 _TINY_V2 = CodecConfig(
-    name="tiny", architecture=2, code_channels=16, feature_channels=48, block_basis=True,
-    level_centers=(2, 3, 4, 5, 7, 9), level_channels=(1, 3, 5, 8, 12, 16),
+    name="tiny", architecture=2, code_channels=32, feature_channels=48, block_basis=True,
+    level_centers=(5, 9, 13, 17, 25, 33), level_channels=(1, 4, 8, 16, 24, 32), block_scale="common",
+    local_output="linear",
     local_channels=48, local_res_blocks=3, global_channels=32, spade_hidden=16, attention_channels=16,
 )
 

@@ -25,13 +25,18 @@ class LocalGenerator(nn.Module):
     f_hat(m) to 3 channels, bilinearly upsampled 8x, to the heads' logits: a direct route from the
     coded values to the concept's colours, which the trunk and heads refine. With ``block_basis``
     the projection gives 3 x 64 values per block, pixel-shuffled into the block: a learned
-    synthesis basis (the decoder half of a block transform).
+    synthesis basis (the decoder half of a block transform). ``output="linear"`` maps logits to
+    pixels by clamp(logit / 4 + 1/2) (the sigmoid's tangent at 0, identity gradient) instead of the
+    sigmoid, so that the block synthesis is exactly the inverse of a linear transform.
     """
 
     def __init__(self, code_channels: int, num_classes: int, channels: int = 32, res_blocks: int = 5,
                  level_aware: bool = False, norm: bool = True, skip: bool = False, block_basis: bool = False,
-                 num_levels: int = 0) -> None:
+                 num_levels: int = 0, output: str = "sigmoid") -> None:
         super().__init__()
+        if output not in ("sigmoid", "linear"):
+            raise ValueError(f"output must be 'sigmoid' or 'linear', not {output!r}")
+        self.output = output
         half = channels // 2
         self.level_aware = level_aware
         self.block_basis = block_basis
@@ -92,6 +97,9 @@ class LocalGenerator(nn.Module):
         out = out.view(count, 3, height * 2, width * 2) + self.head_bias[class_ids].view(count, 3, 1, 1)
         if skip is not None:
             out = out + skip
+        if self.output == "linear":
+            pixels = out * 0.25 + 0.5
+            return pixels + (pixels.clamp(0.0, 1.0) - pixels).detach()
         return torch.sigmoid(out)
 
     @staticmethod

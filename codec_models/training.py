@@ -83,6 +83,11 @@ class TrainCodecConfig:
     val_every: int = 0  # stage I: validation PSNR per uniform level every N steps (0: never)
     val_images: int = 64  # validation images (val split)
     block_init: bool = True  # block_basis codecs: start E's patch analysis and G_l's synthesis from the data's PCA
+    encoder_lr_scale: float = 1.0  # stage I: E's learning rate relative to --lr (the fine levels' channels are small
+    # values that a fast-moving E overwrites; see docs/codec_v2.md)
+    freeze_encoder: bool = False  # keep E fixed in stage I (with block_init: E is then the PCA analysis)
+    freeze_block_transform: bool = False  # block_basis codecs: keep E's patch analysis and G_l's block synthesis
+    # fixed at their start (the PCA), so stage I trains only the deep paths, as refinements of a linear transform
     stage1_minutes: float = 0.0  # stop stage I after this many minutes of this process (0: run all steps)
     labels: str = "segmenter"  # label map fed to the codec in stage I: segmenter (F) | ground_truth
     codec_overrides: tuple[str, ...] = ()  # codec config fields key=value (YAML values) on top of --preset,
@@ -116,8 +121,11 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # Codec v2 on 2 CPU cores (docs/codec_v2.md has the ablations behind these): Adam 1e-3 (beta1 0.9) with
     # cosine decay, variable-rate levels, L1 + L_C (+ a small L_P) for the first half, then D's hinge loss joins
     # at a small weight; at most 70 minutes of stage I; the block transform starts from the data's PCA.
-    "tiny": dict(lr=1e-3, beta1=0.9, lr_decay=True, stage1_steps=8000, stage1_minutes=70.0, adversarial_start=4000,
-                 adversarial_weight=0.01, perceptual_weight=0.02, val_every=250, level_sampling="variable"),
+    # E is the data's block transform (PCA start) and stays fixed: training E at any of the tried learning rates
+    # (1e-3, 1e-4) wiped out the finest levels within 50-75 steps (docs/codec_v2.md).
+    "tiny": dict(lr=1e-3, beta1=0.9, lr_decay=True, stage1_steps=6000, stage1_minutes=60.0, adversarial_start=3000,
+                 adversarial_weight=0.01, perceptual_weight=0.02, val_every=250, level_sampling="variable",
+                 freeze_encoder=True, freeze_block_transform=True),
     # The first codec (env -v0), as it was trained: Algorithm 1's highest level only.
     "tiny-v0": dict(level_sampling="highest"),
     "paper": dict(segmenter_steps=20000, perceptual_steps=10000, stage1_steps=70 * 2975 // 8,
@@ -409,15 +417,29 @@ class CodecTrainer:
         if self.step == 0 and codec.config.block_basis and cfg.block_init:
             for tag, value in init_block_transform(codec, self.train_set).items():
                 self.log(tag, value)
+        if self.step == 0 and cfg.val_every and self.dist.is_main:  # the starting point, for the curve
+            for q, value in enumerate(self.validation_psnr()):
+                self.log(f"val/psnr_level{q}", value)
         codec.segmenter.requires_grad_(False).eval()
         codec.perceptual.requires_grad_(False).eval()
         gen_modules = [codec.encoder, codec.classifier, codec.local, codec.global_, codec.attention]
         for module in gen_modules + [codec.discriminator]:
             module.train()
+        if cfg.freeze_encoder:
+            codec.encoder.requires_grad_(False)
+            codec.encoder.eval()
+        if cfg.freeze_block_transform and codec.config.block_basis:
+            codec.encoder.patch.requires_grad_(False)
+            codec.local.skip.requires_grad_(False)
         objective = self.wrap(GeneratorObjective(codec, cfg))
         disc = self.wrap(codec.discriminator)
         betas = (cfg.beta1, cfg.beta2)
-        opt_g = self.optimizer("stage1_g", [p for m in gen_modules for p in m.parameters()], cfg.lr, betas)
+        groups = [{"params": [p for p in m.parameters() if p.requires_grad],
+                   "base_lr": cfg.lr * (cfg.encoder_lr_scale if m is codec.encoder else 1.0)} for m in gen_modules]
+        groups = [g for g in groups if g["params"]]
+        for group in groups:
+            group["lr"] = group["base_lr"]
+        opt_g = self.optimizer("stage1_g", groups, cfg.lr, betas)
         opt_d = self.optimizer("stage1_d", codec.discriminator.parameters(), cfg.lr, betas)
         batches = infinite_batches(self.train_set, cfg, self.dist, self.step)
         bar = self.progress(cfg.stage1_steps, "stage I")
@@ -437,7 +459,7 @@ class CodecTrainer:
                 scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * self.step / max(cfg.stage1_steps, 1)))
                 for opt in (opt_g, opt_d):
                     for group in opt.param_groups:
-                        group["lr"] = cfg.lr * scale
+                        group["lr"] = group.get("base_lr", cfg.lr) * scale
             x_hat, onehot, loss_c = objective(images, labels, None, self.generator)
             adversarial = self.step >= cfg.adversarial_start and cfg.adversarial_weight > 0
             if adversarial:  # D step (Algorithm 1, line 7)
@@ -474,7 +496,7 @@ class CodecTrainer:
                 for q, value in enumerate(self.validation_psnr()):
                     self.log(f"val/psnr_level{q}", value)
                 for module in gen_modules:
-                    module.train()
+                    module.train(not (cfg.freeze_encoder and module is codec.encoder))
             if self.step % cfg.checkpoint_every == 0:
                 self.save_state()
         bar.close()
@@ -517,8 +539,9 @@ def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 4
     transform (uncentred PCA) of the training set's 8x8 patches.
 
     E's linear patch analysis gets the first n principal directions, scaled so that each channel
-    has standard deviation ``spread`` around 0 (offsets in the projection's bias, whose weights
-    start at zero); G_l's skip synthesis gets the inverse map into sigmoid logits (4 (p - 1/2),
+    has standard deviation ``spread`` around 0 (``block_scale="common"``: one scale for every channel,
+    the largest centred coefficient at 1, so a level's centre spacing is one step size for all
+    channels) (offsets in the projection's bias, whose weights start at zero); G_l's skip synthesis gets the inverse map into sigmoid logits (4 (p - 1/2),
     the sigmoid's slope at 0); G_l's heads start near zero and the attention favours x_l. So stage I
     starts from a reconstruction whose channels are ordered by energy, which is also the order in
     which the levels keep them. Returns the unquantized PSNR of that linear start on the images used.
@@ -527,6 +550,7 @@ def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 4
     if enc.patch is None or local.skip is None or not local.block_basis:
         raise ValueError("init_block_transform needs a codec with block_basis (and G_l's skip)")
     n = codec.config.code_channels
+    common = codec.config.block_scale == "common"
     count = min(images, len(dataset))
     x = torch.stack([dataset[i][0] for i in range(count)]).to(codec.device) * 2.0 - 1.0  # E's input range
     patches = x.unfold(2, 8, 8).unfold(3, 8, 8).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * 64)  # (N, 3*8*8)
@@ -534,7 +558,10 @@ def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 4
     basis = vh[:n]  # (n, 192), rows orthonormal, by energy
     coeffs = patches @ basis.T  # (N, n)
     mean, std = coeffs.mean(0), coeffs.std(0).clamp_min(1e-6)
-    scale = spread / std
+    if common:  # orthonormal transform, one scale: the largest centred coefficient maps to 1 (equal steps)
+        scale = torch.full_like(std, 1.0 / (coeffs - mean).abs().max().clamp_min(1e-6).item())
+    else:
+        scale = spread / std
     enc.patch.weight.copy_((basis * scale[:, None]).view(n, 3, 8, 8))
     enc.project.weight.zero_()
     enc.project.bias.copy_(-mean * scale)

@@ -167,3 +167,55 @@ def test_finished_run_continues_stage1_when_asked_for_more_steps(tmp_path):
     trainer = CodecTrainer(train_config_for("test-v2", run_dir=str(run), device="cpu", stage1_steps=4, resume=True))
     history = trainer.run()
     assert history["stage1/steps_done"] == 4 and safe_load(run / "last.pt")["phase"] == "done"
+
+
+def test_common_block_scale_and_linear_output_start_from_the_orthonormal_transform(test_dataset):
+    """block_scale=common: one scale for every channel (equal steps); local_output=linear: the synthesis is exact."""
+    from codec_models.codec import SemanticCodec
+    from codec_models.config import codec_preset
+    from codec_models.training import init_block_transform
+
+    torch.manual_seed(0)
+    codec = SemanticCodec(codec_preset("test-v2", block_basis=True, block_scale="common", local_output="linear",
+                                       level_centers=(5, 9, 17), level_channels=(1, 2, 4)))
+    init_block_transform(codec, test_dataset, images=16)
+    norms = codec.encoder.patch.weight.flatten(1).norm(dim=1)
+    assert torch.allclose(norms, norms[0].expand_as(norms), rtol=1e-4)  # orthonormal rows, one common scale
+    codec.eval()
+    images = torch.stack([test_dataset[i][0] for i in range(8)])
+    labels = torch.stack([test_dataset[i][1] for i in range(8)]).clamp_max(codec.num_classes - 1)
+    with torch.no_grad():
+        analysis = codec.analyse(images, labels)
+        errors = [(codec.decode(analysis, torch.full(analysis.present.shape, q)) - images).pow(2).mean().item()
+                  for q in range(codec.num_levels)]
+    assert errors[0] > errors[1] > errors[2]
+    with pytest.raises(ValueError, match="block_scale"):
+        codec_preset("test-v2", block_scale="sometimes")
+    with pytest.raises(ValueError, match="local_output"):
+        codec_preset("test-v2", local_output="tanh")
+
+
+def test_frozen_encoder_and_block_synthesis_do_not_move(tmp_path):
+    """--freeze-encoder / --freeze-block-transform: stage I trains the decoder only; E's lr scale makes a group."""
+    overrides = ("block_basis=true", "block_scale=common", "local_output=linear")
+    cfg = train_config_for("test-v2", run_dir=str(tmp_path / "run"), device="cpu", codec_overrides=overrides,
+                           freeze_encoder=True, freeze_block_transform=True, stage1_steps=3)
+    trainer = CodecTrainer(cfg)
+    trainer.phase = "stage1"
+    trainer.train_stage1()  # the PCA start happens here, at step 0
+    after = {k: v.clone() for k, v in trainer.codec.state_dict().items()}
+    trainer.step = 0
+    trainer.cfg = train_config_for("test-v2", run_dir=str(tmp_path / "run"), device="cpu", codec_overrides=overrides,
+                                   freeze_encoder=True, freeze_block_transform=True, stage1_steps=3, block_init=False)
+    trainer.optimizers = {}
+    trainer.train_stage1()
+    state = trainer.codec.state_dict()
+    assert all(torch.equal(state[k], after[k]) for k in state if k.startswith("encoder.") or k.startswith("local.skip."))
+    assert any(not torch.equal(state[k], after[k]) for k in state if k.startswith("local.trunk."))
+    lr_cfg = train_config_for("test-v2", run_dir=str(tmp_path / "lr"), device="cpu", encoder_lr_scale=0.1, stage1_steps=1,
+                              lr_decay=True)
+    lr_trainer = CodecTrainer(lr_cfg)
+    lr_trainer.phase = "stage1"
+    lr_trainer.train_stage1()
+    groups = lr_trainer.optimizers["stage1_g"].param_groups
+    assert sorted(round(g["base_lr"] / lr_cfg.lr, 6) for g in groups)[0] == 0.1
