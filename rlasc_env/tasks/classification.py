@@ -4,6 +4,13 @@ A street scene holds many classes, so the one-hot p of eq. 8 becomes a presence 
 {0,1}^M (M = 19) and eq. 9 the mean binary cross-entropy over the M classes between p and H's
 sigmoid outputs p_hat on x_hat. p_hat is clamped to [1e-3, 1 - 1e-3], which bounds L_S by 6.91;
 in practice L_S stays below about 2.
+
+Metrics: the per-step ``metric`` of the environment is per image, the accuracy of the
+thresholded presence vector over the M classes (AP over one image's 19 labels is ill-defined
+and would not be comparable between images); the data-set figure reported for H (weights'
+JSON, aggregate reports) is the macro average precision over classes,
+:func:`dataset_average_precision`, which is not inflated by the classes present in nearly
+every image the way plain accuracy is.
 """
 from __future__ import annotations
 
@@ -35,11 +42,35 @@ def presence_vector(labels: Tensor, num_classes: int = NUM_TRAIN_CLASSES, min_fr
     return (counts / total >= min_fraction).float()
 
 
+def dataset_average_precision(probs: Tensor, targets: Tensor) -> dict[str, Any]:
+    """Macro average precision over classes of presence probabilities (N, M) vs targets (N, M).
+
+    The data-set figure of the classification H (torchmetrics ``MultilabelAveragePrecision``,
+    one AP per class over the N images, then the mean). AP is undefined for a class absent from
+    every image: such classes get NaN in ``per_class_ap``, are listed in ``absent_classes`` and
+    are excluded from ``macro_ap``. ``positives`` counts the images holding each class.
+    """
+    from torchmetrics.classification import MultilabelAveragePrecision
+
+    probs, targets = probs.float().cpu(), targets.long().cpu()
+    num = targets.shape[1]
+    positives = targets.sum(0)
+    present = positives > 0
+    per_class = torch.full((num,), float("nan"), dtype=torch.float64)
+    if present.any():
+        metric = MultilabelAveragePrecision(num_labels=int(present.sum()), average="none")
+        per_class[present] = metric(probs[:, present], targets[:, present]).double()
+    macro = float(per_class[present].mean()) if present.any() else float("nan")
+    return {"macro_ap": macro, "per_class_ap": [float(v) for v in per_class],
+            "absent_classes": [int(i) for i in torch.nonzero(~present).flatten()],
+            "positives": [int(v) for v in positives]}
+
+
 class ClassificationTask(Task):
     """H = multi-label classifier; reference = presence vector (ground truth or thresholded H(x))."""
 
     name = "classification"
-    metric_name = "accuracy"
+    metric_name = "accuracy"  # per image; the data-set figure is macro AP (dataset_average_precision)
     loss_scale = "[0, ~2] (hard bound 6.91)"
 
     def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",

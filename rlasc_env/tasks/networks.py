@@ -18,6 +18,7 @@ per-sample in eval mode, so H's output on one image does not depend on the batch
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,22 @@ class ClsNetH(nn.Module):
     A strided CNN (strides 2 to 16) whose global average + max pooled features feed a linear
     head. A 1x1 auxiliary head on the stride-8 features predicts coarse class maps; it is used
     only as an extra training signal (dense supervision makes the short training converge)
-    and never in ``forward``.
+    and never in ``forward`` -- unless ``map_presence``: then each class's presence logit also
+    gets ``scale_c * (log(f_c) - log(min_fraction)) + bias_c``, where f_c is the class's mean
+    soft-max probability over that coarse map (its predicted area share), since the ground-truth
+    presence of eq. 8 is "class covers >= min_fraction of the pixels". The defaults
+    (``map_presence=False``) are the network of checkpoints written before this option.
     """
 
-    def __init__(self, num_classes: int = NUM_TRAIN_CLASSES, widths: tuple[int, ...] = (16, 32, 48, 64)) -> None:
+    def __init__(self, num_classes: int = NUM_TRAIN_CLASSES, widths: tuple[int, ...] = (16, 32, 48, 64),
+                 map_presence: bool = False, min_fraction: float = 0.005) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.map_presence = map_presence
+        self.min_fraction = min_fraction
+        if map_presence:
+            self.presence_scale = nn.Parameter(torch.ones(num_classes))
+            self.presence_bias = nn.Parameter(torch.zeros(num_classes))
         self.stages = nn.ModuleList()
         cin = 3
         for w in widths:
@@ -192,7 +203,12 @@ class ClsNetH(nn.Module):
         """(presence logits (B, M), coarse class logits (B, M, H/8, W/8)) for training."""
         h, aux = self.features(x)
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], 1)
-        return self.head(self.dropout(pooled)), aux
+        logits = self.head(self.dropout(pooled))
+        if self.map_presence:
+            share = torch.softmax(aux, 1).mean((2, 3))
+            logits = logits + self.presence_scale * (torch.log(share + 1e-4) - math.log(self.min_fraction)) \
+                + self.presence_bias
+        return logits, aux
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_aux(x)[0]

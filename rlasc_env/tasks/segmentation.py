@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from codec_models.classes import NUM_TRAIN_CLASSES
+from codec_models.classes import IGNORE_INDEX, NUM_TRAIN_CLASSES
 
 from .base import Task, register_task
 from .networks import load_task_network, network_input
@@ -33,6 +33,28 @@ def batch_miou(pred: Tensor, ref: Tensor, num_classes: int = NUM_TRAIN_CLASSES) 
     count = present.sum(1)
     miou = torch.where(count > 0, iou.sum(1) / count.clamp(min=1), torch.ones_like(iou[:, 0]))
     return miou.float()
+
+
+def dataset_iou(preds: Tensor, refs: Tensor, num_classes: int = NUM_TRAIN_CLASSES) -> dict[str, Any]:
+    """Data-set (not per-image) IoU of label maps (N,H,W): the aggregate figure of eq. 5.
+
+    One confusion matrix over all pixels of all images (torchmetrics ``MulticlassJaccardIndex``,
+    ``ignore_index=255``). ``miou`` is the macro average over the classes present (union > 0, i.e.
+    in the ground truth or the prediction); ``per_class_iou`` is NaN for the other classes;
+    ``pixels`` is the number of ground-truth pixels of each class.
+    """
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    preds, refs = preds.long().cpu(), refs.long().cpu()
+    metric = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="none")
+    metric.update(preds, refs)
+    conf = metric.confmat.double()
+    union = conf.sum(0) + conf.sum(1) - conf.diagonal()
+    per_class = metric.compute().double()
+    macro = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="macro")
+    miou = float(macro(preds, refs))
+    return {"miou": miou, "per_class_iou": [float(v) if u > 0 else float("nan") for v, u in zip(per_class, union)],
+            "pixels": [int(v) for v in conf.sum(1)]}
 
 
 class SegmentationTask(Task):
