@@ -219,3 +219,14 @@ def test_frozen_encoder_and_block_synthesis_do_not_move(tmp_path):
     lr_trainer.train_stage1()
     groups = lr_trainer.optimizers["stage1_g"].param_groups
     assert sorted(round(g["base_lr"] / lr_cfg.lr, 6) for g in groups)[0] == 0.1
+
+
+def test_ground_truth_labels_in_stage1_still_train_f(tmp_path):
+    """--labels ground_truth feeds the data's label maps to stage I; F still trains (it labels at inference)."""
+    cfg = train_config_for("test-v2", run_dir=str(tmp_path / "run"), device="cpu", labels="ground_truth")
+    trainer = CodecTrainer(cfg)
+    before = {k: v.clone() for k, v in trainer.codec.segmenter.state_dict().items()}
+    history = trainer.run()
+    after = trainer.codec.segmenter.state_dict()
+    assert "segmenter/loss" in history
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
