@@ -28,11 +28,13 @@ def eval_images():
 @pytest.fixture(scope="module")
 def small_tasks():
     """Task networks H built in-process (small, untrained): the evaluation does not need shipped weights."""
-    from rlasc_env.tasks import (ClassificationTask, ClsNetH, DetectionTask, DetNetH, SegmentationTask, SegNetH)
+    from rlasc_env.tasks import (ClassificationTask, ClsNetH, DetectionTask, SegmentationTask, SegNetH,
+                                 build_detector)
 
     torch.manual_seed(0)
     return {"segmentation": SegmentationTask(SegNetH(width=8, skip_width=4).eval(), network_name="SegNetH(test)"),
-            "detection": DetectionTask(DetNetH(widths=(4, 8, 8), fpn_width=8).eval(), network_name="DetNetH(test)"),
+            "detection": DetectionTask(build_detector(widths=(4, 8, 8, 8, 8), fpn_width=32, depth=1, head_convs=1).eval(),
+                                       network_name="FCOSDetH(test)", score_threshold=0.0),
             "classification": ClassificationTask(ClsNetH(widths=(4, 8)).eval(), network_name="ClsNetH(test)")}
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 from .base import REFERENCE_MODES, Task, TaskFactory, make_task, register_task, registered_tasks
 from .classification import ClassificationTask, make_classification_task, presence_vector
 from .detection import DetectionTask, extract_boxes, make_detection_task
-from .networks import (TASK_FORMAT, TASK_VERSION, THING_TRAIN_IDS, ClsNetH, DetNetH, SegNetH, default_weights_path,
+from .detector import build_detector
+from .networks import (TASK_FORMAT, TASK_VERSION, THING_TRAIN_IDS, ClsNetH, SegNetH, default_weights_path,
                        load_task_network)
 from .segmentation import SegmentationTask, batch_miou, make_segmentation_task
 
 __all__ = [
     "REFERENCE_MODES", "TASK_FORMAT", "TASK_VERSION", "THING_TRAIN_IDS", "ClassificationTask", "ClsNetH",
-    "DetNetH", "DetectionTask", "SegNetH", "SegmentationTask", "Task", "TaskFactory", "batch_miou",
+    "DetectionTask", "SegNetH", "SegmentationTask", "Task", "TaskFactory", "batch_miou", "build_detector",
     "default_weights_path", "extract_boxes", "load_task_network", "make_classification_task",
     "make_detection_task", "make_segmentation_task", "make_task", "presence_vector", "register_task",
     "registered_tasks",

@@ -5,14 +5,14 @@ its own small stand-ins on the embedded "streets" data (``python train_tasks.py`
 
 - :class:`SegNetH`: semantic segmentation, a mini PSPNet (dilated residual trunk at 1/4
   resolution, pyramid pooling head, one low-level skip at 1/2) -> 19 class logits per pixel.
-- :class:`DetNetH`: a *segmentation-based* dense detector for the "thing" classes: a small
-  feature-pyramid network predicting per-pixel logits over background + the 11 thing classes;
-  boxes are the bounding boxes of the connected components of each predicted class mask
-  (see ``rlasc_env.tasks.detection.extract_boxes``). It is not an anchor/region detector.
+- detection: ``FCOSDetH``, a torchvision FCOS detector on a small backbone + FPN
+  (:mod:`rlasc_env.tasks.detector`), one box per object; checkpoint version 2. (Version 1 held
+  DetNetH, a dense class-map network whose boxes were connected components: touching objects
+  merged. It is gone; its checkpoints are refused with the command that retrains.)
 - :class:`ClsNetH`: multi-label image classifier (which of the 19 classes the image holds),
   a strided CNN with global average + max pooling and a linear head.
 
-All three are different architectures from the codec's segmenter F (a U-Net with instance
+All are different architectures from the codec's segmenter F (a U-Net with instance
 norm, ``codec_models.segmenter``) and are trained separately; they use batch norm, which is
 per-sample in eval mode, so H's output on one image does not depend on the batch.
 """
@@ -32,13 +32,15 @@ from codec_models.classes import NUM_TRAIN_CLASSES, TRAIN_ID
 
 TASK_FORMAT = "rlasc-task"
 TASK_VERSION = 1
+# Checkpoint versions that differ from TASK_VERSION, per task: detection 2 = FCOSDetH (v1 was DetNetH).
+TASK_VERSIONS: dict[str, int] = {"detection": 2}
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-# Thing classes of the detection task (train ids), in DetNetH's channel order 1..11.
+# Thing classes of the detection task (train ids); the detector's labels are these train ids.
 THING_NAMES: tuple[str, ...] = ("pole", "traffic light", "traffic sign", "person", "rider", "car", "truck",
                                 "bus", "train", "motorcycle", "bicycle")
 THING_TRAIN_IDS: tuple[int, ...] = tuple(TRAIN_ID[n] for n in THING_NAMES)
-NUM_DET_CLASSES = len(THING_TRAIN_IDS) + 1  # channel 0 = background ("stuff" classes)
+NUM_DET_CLASSES = len(THING_TRAIN_IDS) + 1  # background + thing classes (training.det_targets' dense classes)
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1,
@@ -116,48 +118,6 @@ class SegNetH(nn.Module):
         return self(x).argmax(1)
 
 
-class DetNetH(nn.Module):
-    """Dense (segmentation-based) detector: a small feature-pyramid network (strides 2 to 16).
-
-    Output: logits (B, 12, H, W) over background + :data:`THING_TRAIN_IDS`; boxes are taken from
-    the connected components of the argmax masks (eq. 7 compares their box sets).
-    """
-
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 48, 64), fpn_width: int = 32,
-                 num_classes: int = NUM_DET_CLASSES) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.stages = nn.ModuleList()
-        cin = 3
-        for i, w in enumerate(widths):  # strides 2, 4, 8, 16
-            dilation = 1 if i < 2 else 2
-            self.stages.append(nn.Sequential(conv_bn_relu(cin, w, stride=2), conv_bn_relu(w, w, dilation=dilation)))
-            cin = w
-        self.lateral = nn.ModuleList(nn.Conv2d(w, fpn_width, 1) for w in widths)
-        self.smooth = conv_bn_relu(fpn_width, fpn_width)
-        self.head = nn.Conv2d(fpn_width, num_classes, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        size = x.shape[-2:]
-        feats = []
-        h = _normalize(x)
-        for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
-        top = self.lateral[-1](feats[-1])
-        for i in reversed(range(len(feats) - 1)):  # top-down pathway
-            lat = self.lateral[i](feats[i])
-            top = lat + F.interpolate(top, size=lat.shape[-2:], mode="bilinear", align_corners=False)
-        out = self.head(self.smooth(top))
-        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """Thing label map (B, H, W) int64 in *train ids*; background pixels are 255."""
-        lut = torch.tensor((255, *THING_TRAIN_IDS), dtype=torch.long, device=x.device)
-        return lut[self(x).argmax(1)]
-
-
 class ClsNetH(nn.Module):
     """Multi-label classifier (the classification H of eq. 8-9): presence logits (B, M).
 
@@ -219,13 +179,17 @@ class ClsNetH(nn.Module):
         return (torch.sigmoid(self(x)) >= threshold).float()
 
 
-NETWORKS: dict[str, type[nn.Module]] = {"SegNetH": SegNetH, "DetNetH": DetNetH, "ClsNetH": ClsNetH}
+NETWORKS: dict[str, type[nn.Module]] = {"SegNetH": SegNetH, "ClsNetH": ClsNetH}
 
 
 def build_network(name: str, **kwargs) -> nn.Module:
     """Instantiate a task network by class name (used by the checkpoint loader)."""
+    if name == "FCOSDetH":  # the detection H (torchvision FCOS), built by a function
+        from .detector import build_detector
+
+        return build_detector(**kwargs)
     if name not in NETWORKS:
-        raise ValueError(f"unknown task network {name!r}; known: {sorted(NETWORKS)}")
+        raise ValueError(f"unknown task network {name!r}; known: {sorted(NETWORKS) + ['FCOSDetH']}")
     return NETWORKS[name](**kwargs)
 
 
@@ -239,10 +203,15 @@ def default_weights_path(task: str) -> Path:
     return WEIGHTS_DIR / f"{task}.pt"
 
 
+def task_version(task: str) -> int:
+    """The checkpoint version this code reads and writes for ``task``."""
+    return TASK_VERSIONS.get(task, TASK_VERSION)
+
+
 def task_payload(task: str, network: nn.Module, network_name: str, network_kwargs: dict[str, Any],
                  train_config: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint dictionary of a trained task network (read back by :func:`load_task_network`)."""
-    return {"format": TASK_FORMAT, "version": TASK_VERSION, "task": task,
+    return {"format": TASK_FORMAT, "version": task_version(task), "task": task,
             "config": {"network": network_name, "network_kwargs": dict(network_kwargs), "train": dict(train_config)},
             "state": {k: v.detach().cpu() for k, v in network.state_dict().items()},
             "meta": dict(meta)}
@@ -261,7 +230,11 @@ def load_task_network(task: str, weights: str | os.PathLike | None = None,
                                 + ("" if weights is None else f" --out-dir {path.parent}"))
     obj = safe_load(path)
     try:
-        check_format(obj, path, TASK_FORMAT, TASK_VERSION)
+        if task == "detection" and isinstance(obj, dict) and obj.get("version") == 1:
+            raise CheckpointError(f"{path} holds a version-1 detection H (DetNetH, boxes from connected components), "
+                                  "which this code no longer reads: the detection H is now a torchvision FCOS "
+                                  "detector (version 2); retrain it with `python train_tasks.py --task detection`")
+        check_format(obj, path, TASK_FORMAT, task_version(task))
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} (task weights: retrain with `python train_tasks.py --task {task}`)") from None
     if obj.get("task") != task:
