@@ -93,6 +93,8 @@ class TrainCodecConfig:
     codec_overrides: tuple[str, ...] = ()  # codec config fields key=value (YAML values) on top of --preset,
     # e.g. encoder_norm=true code_channels=8 (ablations)
     init_aux: str | None = None  # copy F and phi from this codec or training checkpoint and skip their phases
+    init_codec: str | None = None  # start every network (and D) from this codec or training checkpoint; with
+    # --perceptual-steps 0 --stage1-steps 0 --no-block-init it retrains F alone and refits the code tables
     log_every: int = 25
     sample_every: int = 250
     checkpoint_every: int = 100
@@ -311,6 +313,19 @@ class CodecTrainer:
         self.generator.set_state(obj["gen_rng"])
         self.history = dict(obj.get("history", {}))
 
+    def copy_codec(self, path: str) -> None:
+        """Every network of a codec or training checkpoint of the same preset (D too when it has one)."""
+        from .checkpoint import build_codec
+
+        obj = safe_load(path)
+        payload = obj["codec"] if obj.get("format") == TRAIN_STATE_FORMAT else obj
+        loaded = build_codec(payload, path, self.device)
+        if loaded.config != self.codec.config:
+            raise ValueError(f"{path} holds a {loaded.config.name!r} codec whose config differs from preset "
+                             f"{self.cfg.preset!r} (with --codec-overrides): use the preset it was trained with")
+        self.codec.load_state_dict(loaded.state_dict(), strict=False)
+        self.codec.tables, self.codec.label_model = loaded.tables, loaded.label_model
+
     def copy_aux(self, path: str) -> None:
         """F and phi from a codec checkpoint or a training state (``last.pt``) of the same shapes."""
         obj = safe_load(path)
@@ -357,6 +372,8 @@ class CodecTrainer:
                 self.phase, self.step = "stage1", done
         elif self.cfg.resume and self.dist.is_main:
             print(f"--resume: no {self.last_path}, starting from scratch", file=sys.stderr)
+        if self.cfg.init_codec and self.phase == PHASES[0] and self.step == 0:
+            self.copy_codec(self.cfg.init_codec)
         if self.cfg.init_aux and self.phase in PHASES[:2] and self.step == 0:
             self.copy_aux(self.cfg.init_aux)
             self.phase = "stage1"

@@ -230,3 +230,23 @@ def test_ground_truth_labels_in_stage1_still_train_f(tmp_path):
     after = trainer.codec.segmenter.state_dict()
     assert "segmenter/loss" in history
     assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+
+
+def test_init_codec_retrains_f_alone_and_refits_tables(tmp_path):
+    """--init-codec X --perceptual-steps 0 --stage1-steps 0 --no-block-init: only F moves; tables are refitted."""
+    first = CodecTrainer(train_config_for("test-v2", run_dir=str(tmp_path / "a"), device="cpu"))
+    first.run()
+    source = {k: v.clone() for k, v in first.codec.state_dict().items()}
+    cfg = train_config_for("test-v2", run_dir=str(tmp_path / "b"), device="cpu", init_codec=str(tmp_path / "a" / "last.pt"),
+                           segmenter_steps=3, perceptual_steps=0, stage1_steps=0, block_init=False, val_every=0)
+    second = CodecTrainer(cfg)
+    second.run()
+    state = second.codec.state_dict()
+    assert any(not torch.equal(state[k], source[k]) for k in state if k.startswith("segmenter.") and state[k].is_floating_point())
+    assert all(torch.equal(state[k], source[k]) for k in state
+               if k.startswith(("encoder.", "local.", "global_.", "attention.", "perceptual.")))
+    assert second.codec.tables is not None
+    with pytest.raises(ValueError, match="config differs"):
+        CodecTrainer(train_config_for("test-v2", run_dir=str(tmp_path / "c"), device="cpu",
+                                      init_codec=str(tmp_path / "a" / "last.pt"), codec_overrides=("code_channels=8",
+                                      "level_channels=[1,4,8]"))).run()
