@@ -157,6 +157,7 @@ class EpisodeCore:
         if num_slots < 1:
             raise ValueError("num_slots must be >= 1")
         self.codec, self.task = parts.codec, parts.task
+        self.data = parts.images  # the data set, for instance maps (detection references)
         self.lam, self.eta = float(lam), float(eta)
         self.num_slots = num_slots
         self.height, self.width = parts.height, parts.width
@@ -222,6 +223,15 @@ class EpisodeCore:
             self.cost[slot, class_id, level] = c
         return int(c)
 
+    def _references(self, images: Tensor, labels: Tensor, indices: np.ndarray) -> list[Any]:
+        """The task's references; a task that uses instances gets the data set's instance maps of ``indices``
+        (a data set without ``instance_map`` leaves the task to its label-map fallback, which warns)."""
+        instance_map = getattr(self.data, "instance_map", None)
+        if not (self.task.uses_instances and self.task.reference_mode == "ground_truth" and callable(instance_map)):
+            return self.task.references(images, labels)
+        instances = np.stack([instance_map(int(i)) for i in np.asarray(indices).tolist()])
+        return self.task.references(images, labels, instances=instances)
+
     def _fuse(self, merged: Tensor, x_local: Tensor, mods: Sequence[Tensor]) -> Tensor:
         """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""
         return self.codec.attention(merged, x_local, self.generator(merged, modulations=mods))
@@ -270,7 +280,7 @@ class EpisodeCore:
         merged0 = codec.merged_features(an, codec.select_levels(an, lev0) * an.mask.unsqueeze(2), lev0)
         mergedh = codec.merged_features(an, codec.select_levels(an, levh) * an.mask.unsqueeze(2), levh)
         x_hat = self._fuse(torch.cat([merged0, mergedh]), torch.cat([x_l0, x_lh]), [torch.cat([t, t]) for t in mods])
-        refs = self.task.references(images, labels)
+        refs = self._references(images, labels, indices)
         feats = self.phi.features(images)
         semantic, metric, perceptual = self._evaluate(x_hat, list(refs) + list(refs), [torch.cat([f, f]) for f in feats])
 

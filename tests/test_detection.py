@@ -162,3 +162,21 @@ def test_stage3_training_loss_is_differentiable() -> None:
         loss = task.training_loss(x_hat, images, labels[None])
         loss.backward()
         assert torch.isfinite(loss) and x_hat.grad is not None and torch.isfinite(x_hat.grad).all()
+
+
+def test_env_references_use_the_data_sets_instance_maps() -> None:
+    """EpisodeCore.reset hands the detection task the streets instance maps: one reference box per object."""
+    from codec_models import load_codec
+    from codec_models.datasets import load_dataset
+    from rlasc_env.env import EnvParts, EpisodeCore, load_items
+    from codec_models.streets import instance_targets
+
+    ds = load_dataset("streets", split="train", preset="tiny", size=4)
+    codec = load_codec("tiny", device="cpu")
+    task = DetectionTask(tiny_detector(), "ground_truth")
+    core = EpisodeCore(EnvParts(codec, task, ds, 64, 128), 1, 1.0, 10.0)
+    images, labels = load_items(ds, [0])  # train item 0 holds two touching parked cars
+    core.reset(np.array([0]), images, labels, np.array([0]))
+    target = instance_targets(labels[0].numpy(), ds.instance_map(0), task.min_pixels)
+    cars = int((target["labels"] == CAR).sum())
+    assert cars >= 2 and len(core.refs[0][CAR]) == cars

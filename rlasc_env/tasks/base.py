@@ -22,6 +22,7 @@ class Task(ABC):
     name: str = "task"
     metric_name: str = "metric"  # e.g. "miou", "box_iou", "accuracy"; reported in info
     loss_scale: str = ""  # documentation of L_S's range, e.g. "[0, 1]"
+    uses_instances: bool = False  # references(..., instances=) takes the data's instance maps (B,H,W)
 
     def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",
                  weights: str = "", meta: dict[str, Any] | None = None) -> None:

@@ -117,6 +117,7 @@ class DetectionTask(Task):
     name = "detection"
     metric_name = "box_iou"
     loss_scale = "[0, 6.91]"
+    uses_instances = True  # ground-truth references: one box per object of the data's instance maps
 
     def __init__(self, network: nn.Module, reference: str = "ground_truth", network_name: str = "",
                  weights: str = "", meta: dict[str, Any] | None = None, min_pixels: int = MIN_PIXELS,
