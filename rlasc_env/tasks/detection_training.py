@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from codec_models.checkpoint import atomic_save, safe_load
+from codec_models.checkpoint import atomic_save
 
 from .detection import DETECTION_CLASSES, DETECTION_NAMES, MIN_PIXELS, DetectionTask
 from .detector import DETECTOR_NAME, build_detector
@@ -192,7 +192,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from .training import _resume_key, data_version, evaluation_degradation
+    from .training import _resume_key, data_version, evaluation_degradation, restore_training_state
 
     wall_start = time.time()
     torch.manual_seed(cfg.seed)
@@ -215,17 +215,8 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     key = _resume_key("detection", cfg, steps, kwargs) | {"network": DETECTOR_NAME}
     first, running, done_seconds, done_cpu = 0, None, 0.0, 0.0
     if cfg.resume and state_path.is_file():
-        state = safe_load(state_path)
-        if state.get("key") != key:
-            raise ValueError(f"cannot resume from {state_path}: it was written with {state.get('key')}, this run has "
-                             f"{key}; rerun without --resume (or with a fresh --run-dir) to start over")
-        network.load_state_dict(state["network"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        first, running = int(state["step"]), state["running"]
-        done_seconds, done_cpu = float(state["train_seconds"]), float(state["train_cpu_seconds"])
+        first, running, done_seconds, done_cpu = restore_training_state(state_path, key, network, opt, sched, gen,
+                                                                         device)
     elif cfg.resume:
         print(f"detection: no training state at {state_path}; starting from step 0")
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=first if first else None)

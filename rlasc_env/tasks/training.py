@@ -280,6 +280,25 @@ def dataset_figures(task: Task, images: Tensor, labels: Tensor, batch_size: int 
 
 # --- training -----------------------------------------------------------------------------------
 
+def restore_training_state(state_path: Path, key: dict[str, Any], network: torch.nn.Module,
+                           opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+                           device: torch.device) -> tuple[int, Any, float, float]:
+    """Load a resumable training state written with ``key`` into the network, optimiser, schedule and random
+    generators; returns (step, running loss, train seconds, train CPU seconds). A state of another run is refused."""
+    state = safe_load(state_path)
+    if state.get("key") != key:
+        raise ValueError(f"cannot resume from {state_path}: it was written with {state.get('key')}, this run has "
+                         f"{key}; rerun without --resume (or with a fresh --run-dir) to start over")
+    network.load_state_dict(state["network"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return int(state["step"]), state["running"], float(state["train_seconds"]), float(state["train_cpu_seconds"])
+
+
 def _resume_key(task: str, cfg: TrainTasksConfig, steps: int, network_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the run that wrote the state."""
     return {"task": task, "seed": cfg.seed, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
@@ -334,19 +353,8 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     key = _resume_key(task, cfg, steps, network_kwargs)
     first, running, done_seconds, done_cpu = 0, None, 0.0, 0.0
     if cfg.resume and state_path.is_file():
-        state = safe_load(state_path)
-        if state.get("key") != key:
-            raise ValueError(f"cannot resume from {state_path}: it was written with {state.get('key')}, this run has "
-                             f"{key}; rerun without --resume (or with a fresh --run-dir) to start over")
-        network.load_state_dict(state["network"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        first, running = int(state["step"]), state["running"]
-        done_seconds, done_cpu = float(state["train_seconds"]), float(state["train_cpu_seconds"])
+        first, running, done_seconds, done_cpu = restore_training_state(state_path, key, network, opt, sched, gen,
+                                                                         device)
     elif cfg.resume:
         print(f"{task}: no training state at {state_path}; starting from step 0")
     from torch.utils.tensorboard import SummaryWriter
