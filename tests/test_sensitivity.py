@@ -88,3 +88,13 @@ def test_bad_task_is_a_clear_error(capsys):
     with pytest.raises(ValueError, match="segmentation"):
         run(SensitivityConfig(task="bogus"))
     assert resolve_task_names("all") == ["segmentation", "detection", "classification"]
+
+
+def test_detection_references_use_instance_maps(tmp_path):
+    """Detection's ground truth in the report is one box per object (the data's instance maps), with no warning."""
+    argv = ["--task", "detection", "--images", "2", "--batch-size", "2", "--device", "cpu",
+            "--json", str(tmp_path / "d.json"), "--no-progress"]
+    main(argv)
+    rep = json.loads((tmp_path / "d.json").read_text())
+    assert not any("connected components" in w for w in rep["warnings"])
+    assert "detection" in rep["tasks"]

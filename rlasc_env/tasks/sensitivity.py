@@ -24,8 +24,8 @@ tables per task:
    quality and where it is free.
 
 References follow the environment (:class:`rlasc_env.env.EpisodeCore`):
-``task.references(images, labels)`` with the data's label maps (``--reference ground_truth``,
-the default) or H on the originals (``--reference original``). Decodes are batched: one
+``task.references(images, labels)`` with the data's label maps (and, for a task that uses them, the
+data set's instance maps) (``--reference ground_truth``, the default) or H on the originals (``--reference original``). Decodes are batched: one
 ``codec.analyse`` per image batch, Q uniform decodes per batch and one decode per (image,
 present class) pair, ``--batch-size`` pairs at a time. Everything runs in inference mode in a
 fixed image order, so the output is deterministic for given weights and device.
@@ -209,14 +209,17 @@ def sub_analysis(an: Any, rows: Tensor) -> Any:
 
 @torch.inference_mode()
 def measure_batch(codec: Any, tasks: dict[str, Task], figures: dict[str, DatasetFigure | None],
-                  accs: dict[str, Accumulator], images: Tensor, labels: Tensor, offset: int, pair_batch: int) -> int:
+                  accs: dict[str, Accumulator], images: Tensor, labels: Tensor, offset: int, pair_batch: int,
+                  instances: np.ndarray | None = None) -> int:
     """Originals, every uniform level and every (image, present class) pair of one image batch.
 
     Returns the number of (image, class) pairs decoded.
     """
     dev = codec.device
     images, labels = images.to(dev), labels.to(dev)
-    refs = {name: task.references(images, labels) for name, task in tasks.items()}
+    refs = {name: (task.references(images, labels, instances=instances)
+                   if task.uses_instances and task.reference_mode == "ground_truth" and instances is not None
+                   else task.references(images, labels)) for name, task in tasks.items()}
     for name, task in tasks.items():
         evaluate(task, figures[name], accs[name], "original", images, refs[name])
     an = codec.analyse(images)
@@ -344,8 +347,11 @@ def run(cfg: SensitivityConfig) -> dict[str, Any]:
         warnings.simplefilter("always")
         starts = range(0, images.shape[0], cfg.batch_size)
         for i in tqdm(starts, desc="sensitivity", unit="batch", disable=not cfg.progress):
-            concepts += measure_batch(codec, tasks, figures, accs, images[i:i + cfg.batch_size],
-                                      labels[i:i + cfg.batch_size], i, cfg.batch_size)
+            stop = min(i + cfg.batch_size, images.shape[0])
+            instances = (np.stack([data.instance_map(j) for j in range(i, stop)])
+                         if callable(getattr(data, "instance_map", None)) else None)  # detection: one box per object
+            concepts += measure_batch(codec, tasks, figures, accs, images[i:stop], labels[i:stop], i, cfg.batch_size,
+                                      instances)
     notes = sorted({str(w.message) for w in caught})
     report: dict[str, Any] = {
         "config": asdict(cfg), "codec": codec_record(codec, cfg.codec),
