@@ -137,6 +137,17 @@ def test_codec_overrides_and_init_aux(tmp_path):
         CodecTrainer(train_config_for("test-v2", run_dir=str(tmp_path / "c"), codec_overrides=("oops",)))
 
 
+def level_errors(codec, dataset, count: int = 8) -> list[float]:
+    """MSE of 8 images decoded with every concept at level q, for each q (eval mode, ground-truth labels)."""
+    codec.eval()
+    images = torch.stack([dataset[i][0] for i in range(count)])
+    labels = torch.stack([dataset[i][1] for i in range(count)]).clamp_max(codec.num_classes - 1)
+    with torch.no_grad():
+        analysis = codec.analyse(images, labels)
+        return [(codec.decode(analysis, torch.full(analysis.present.shape, q)) - images).pow(2).mean().item()
+                for q in range(codec.num_levels)]
+
+
 def test_block_transform_init_orders_channels_by_energy(test_dataset):
     """The PCA warm start: before any training, each finer level (more channels) reconstructs better."""
     from codec_models.codec import SemanticCodec
@@ -147,13 +158,7 @@ def test_block_transform_init_orders_channels_by_energy(test_dataset):
     codec = SemanticCodec(codec_preset("test-v2", block_basis=True))
     figures = init_block_transform(codec, test_dataset, images=16)
     assert figures["block_transform/init_psnr"] > 15
-    codec.eval()
-    images = torch.stack([test_dataset[i][0] for i in range(8)])
-    labels = torch.stack([test_dataset[i][1] for i in range(8)]).clamp_max(codec.num_classes - 1)
-    with torch.no_grad():
-        analysis = codec.analyse(images, labels)
-        errors = [(codec.decode(analysis, torch.full(analysis.present.shape, q)) - images).pow(2).mean().item()
-                  for q in range(codec.num_levels)]
+    errors = level_errors(codec, test_dataset)
     assert errors[0] > errors[1] > errors[2]
     with pytest.raises(ValueError, match="block_basis"):
         init_block_transform(SemanticCodec(codec_preset("test-v2")), test_dataset, images=4)
@@ -181,13 +186,7 @@ def test_common_block_scale_and_linear_output_start_from_the_orthonormal_transfo
     init_block_transform(codec, test_dataset, images=16)
     norms = codec.encoder.patch.weight.flatten(1).norm(dim=1)
     assert torch.allclose(norms, norms[0].expand_as(norms), rtol=1e-4)  # orthonormal rows, one common scale
-    codec.eval()
-    images = torch.stack([test_dataset[i][0] for i in range(8)])
-    labels = torch.stack([test_dataset[i][1] for i in range(8)]).clamp_max(codec.num_classes - 1)
-    with torch.no_grad():
-        analysis = codec.analyse(images, labels)
-        errors = [(codec.decode(analysis, torch.full(analysis.present.shape, q)) - images).pow(2).mean().item()
-                  for q in range(codec.num_levels)]
+    errors = level_errors(codec, test_dataset)
     assert errors[0] > errors[1] > errors[2]
     with pytest.raises(ValueError, match="block_scale"):
         codec_preset("test-v2", block_scale="sometimes")

@@ -192,7 +192,8 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from .training import _resume_key, data_version, evaluation_degradation, restore_training_state
+    from .training import (_resume_key, data_version, evaluation_degradation, restore_training_state,
+                           write_training_state)
 
     wall_start = time.time()
     torch.manual_seed(cfg.seed)
@@ -223,11 +224,8 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     start, cpu_start = time.time(), time.process_time()
 
     def save_state(step: int) -> None:
-        atomic_save({"format": "rlasc-task-train-state", "key": key, "step": step, "running": running,
-                     "network": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                     "train_seconds": done_seconds + time.time() - start,
-                     "train_cpu_seconds": done_cpu + time.process_time() - cpu_start}, state_path)
+        write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
+                             done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
     network.train()
     bar = tqdm(range(first, steps), initial=first, total=steps, desc="train detection", disable=not cfg.progress,

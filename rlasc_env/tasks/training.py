@@ -280,6 +280,17 @@ def dataset_figures(task: Task, images: Tensor, labels: Tensor, batch_size: int 
 
 # --- training -----------------------------------------------------------------------------------
 
+def write_training_state(state_path: Path, key: dict[str, Any], step: int, running: Any, network: torch.nn.Module,
+                         opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator, device: torch.device,
+                         train_seconds: float, train_cpu_seconds: float) -> None:
+    """Write the resumable state of a task network's training (atomically), read back by :func:`restore_training_state`."""
+    atomic_save({"format": "rlasc-task-train-state", "key": key, "step": step, "running": running,
+                 "network": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                 "train_seconds": train_seconds, "train_cpu_seconds": train_cpu_seconds}, state_path)
+
+
 def restore_training_state(state_path: Path, key: dict[str, Any], network: torch.nn.Module,
                            opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
                            device: torch.device) -> tuple[int, Any, float, float]:
@@ -363,12 +374,8 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     start, cpu_start = time.time(), time.process_time()
 
     def save_state(step: int) -> None:
-        atomic_save({"format": "rlasc-task-train-state", "key": key, "step": step, "running": running,
-                     "network": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                     "train_seconds": done_seconds + time.time() - start,
-                     "train_cpu_seconds": done_cpu + time.process_time() - cpu_start}, state_path)
+        write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
+                             done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
     network.train()
     bar = tqdm(range(first, steps), initial=first, total=steps, desc=f"train {task}", disable=not cfg.progress,
