@@ -561,10 +561,11 @@ def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 4
     transform (uncentred PCA) of the training set's 8x8 patches.
 
     E's linear patch analysis gets the first n principal directions, scaled so that each channel
-    has standard deviation ``spread`` around 0 (``block_scale="common"``: one scale for every channel,
-    the largest centred coefficient at 1, so a level's centre spacing is one step size for all
-    channels) (offsets in the projection's bias, whose weights start at zero); G_l's skip synthesis gets the inverse map into sigmoid logits (4 (p - 1/2),
-    the sigmoid's slope at 0); G_l's heads start near zero and the attention favours x_l. So stage I
+    has standard deviation ``spread`` around 0, or with ``block_scale="common"`` one scale for every
+    channel (the largest centred coefficient at 1, so a level's centre spacing is one step size for
+    all channels); offsets go in the projection's bias, whose weights start at zero. G_l's skip
+    synthesis gets the inverse map into logits, 4 (p - 1/2) (the sigmoid's slope at 0, exact with
+    ``local_output="linear"``); G_l's heads start near zero and the attention favours x_l. So stage I
     starts from a reconstruction whose channels are ordered by energy, which is also the order in
     which the levels keep them. Returns the unquantized PSNR of that linear start on the images used.
     """
