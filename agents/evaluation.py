@@ -58,9 +58,10 @@ def baseline_policies(num_levels: int, seed: int) -> dict[str, ActFn]:
 
 def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, split: str = "test",
              batch_size: int = 96, greedy: bool = True, oracle_cap: int = 0,
-             log: Any = None) -> dict[str, dict[str, Any]]:
+             log: Any = None, keep_returns: bool = False) -> dict[str, dict[str, Any]]:
     """Summaries per policy on the first ``num_images`` images of ``split`` (plus ``greedy`` and
-    ``oracle`` when asked; an intractable oracle yields ``{"skipped": reason}``).
+    ``oracle`` when asked; an intractable oracle yields ``{"skipped": reason}``). ``keep_returns``
+    adds ``returns``, the episode return of every image in order (for paired comparisons).
 
     All ``policies`` play each image from one shared reset (:func:`run_copies`); ``batch_size``
     is the number of env slots stepped together (images x copies).
@@ -82,6 +83,8 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
         seconds = time.perf_counter() - t0
         for name, records in zip(names, runs):
             out[name] = {**summarize(records, metric), "seconds": seconds / len(names)}
+            if keep_returns:
+                out[name]["returns"] = [r.episode_return for r in records]
             if log:
                 log(f"eval {name}: return {out[name]['return_mean']:.4f}")
         lengths = [r.length for r in runs[0]]
@@ -92,6 +95,8 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
         gcore = engine.core(split, q * max(1, min(batch_size // q, num_images)))
         records = greedy_episodes(gcore, images, indices, metric)
         out["greedy"] = {**summarize(records, metric), "seconds": time.perf_counter() - t0}
+        if keep_returns:
+            out["greedy"]["returns"] = [r.episode_return for r in records]
         lengths = [r.length for r in records]
         if log:
             log(f"eval greedy: return {out['greedy']['return_mean']:.4f} ({out['greedy']['seconds']:.1f} s)")

@@ -9,13 +9,18 @@ what part of its lead is predictable from the state {f(m), s(m), m, stats} that 
    the level it chose and the immediate reward r (eq. 14) of every level.
 2. The steps of a held-out fifth of those images measure, per step, the accuracy (matching
    greedy's level) and the immediate regret (best r minus the chosen level's r) of:
-   every fixed level; a class table (per concept class, the level of least mean regret on the
-   other images; a class no fitting image holds gets greedy's most frequent level); and
+   every fixed level; the class table of :mod:`agents.class_table` (per concept class and size
+   bucket, the level of least mean regret on the other images) and a class-only table; and
    :class:`~agents.policy.PaperPolicy` fitted on the other images, once by
    cross-entropy on greedy's levels (``imitation``, behaviour cloning) and once by regressing
    every level's immediate reward (``reward_fit``, acting on the best predicted reward).
-3. Both fitted policies, every fixed level and greedy play the first ``eval_images`` test
-   images (returns as in ``train_agent.py``).
+3. Both fitted policies, the class table (refitted on all the greedy steps), every fixed level and
+   greedy play the first ``eval_images`` test images (returns as in ``train_agent.py``).
+
+**The signal gate** (``report["gate"]``) asks two things of an environment before agents are
+trained on it: the class table beats the best uniform level in episode return on the test images
+(the 95% BCa bootstrap interval of the per-image difference lies above 0), and the better fitted
+policy removes at least 40% of the best fixed level's immediate regret on the held-out steps.
 
 If the fitted policies' regret is hardly lower than the best fixed level's, greedy's choices
 are not predictable from what the agent observes, and no policy trained on these observations can
@@ -31,9 +36,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy import stats
 from tqdm.auto import tqdm
 
 from .baselines import greedy_episodes
+from .class_table import ClassTable, fit_class_table
 from .config import EnvFlags
 from .episodes import Engine, EpisodeRecord
 from .evaluation import baseline_policies, evaluate, gap_closure, results_table
@@ -41,7 +48,11 @@ from .policy import OBS_KEYS, PaperPolicy, obs_to_tensors
 from .runner import make_engine, resolve_device, write_json
 
 __all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_scores", "fit_policy",
-           "class_table", "run", "main"]
+           "class_table", "table_of", "paired_difference", "signal_gate", "gate_summary", "term_ranges", "run", "main",
+           "GATE_REGRET_REDUCTION"]
+
+GATE_REGRET_REDUCTION = 0.4
+"""Share of the best fixed level's immediate regret that the best fitted policy must remove."""
 
 
 @dataclass
@@ -50,6 +61,10 @@ class LearnabilityConfig(EnvFlags):
 
     train_images: int = 300
     """Training images greedy plays (the first N of the train split); a fifth of them are held out."""
+    eval_images: int = 100
+    """Number of held-out test images (the first N of the test split) every policy is evaluated on."""
+    bootstrap: int = 10000
+    """Bootstrap resamples of the gate's confidence interval."""
     task: str = "segmentation"
     """Downstream task of the semantic loss."""
     epochs: int = 30
@@ -125,6 +140,52 @@ def class_table(steps: GreedySteps) -> dict[int, int]:
     return {int(c): int(regret[steps.classes == c].mean(0).argmin()) for c in np.unique(steps.classes)}
 
 
+def table_of(steps: GreedySteps) -> ClassTable:
+    """:func:`agents.class_table.fit_class_table` on greedy's steps (share = ``stats[0]``)."""
+    return fit_class_table(steps.classes, steps.observations["stats"][:, 0], steps.candidates)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = 10000, seed: int = 0,
+                      confidence: float = 0.95) -> dict[str, float]:
+    """Mean of the per-image differences a - b and its BCa bootstrap confidence interval (scipy)."""
+    diff = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if diff.ndim != 1 or len(diff) < 2:
+        raise ValueError("need at least two paired values")
+    if np.all(diff == diff[0]):
+        return {"mean": float(diff[0]), "low": float(diff[0]), "high": float(diff[0]), "n": len(diff)}
+    res = stats.bootstrap((diff,), np.mean, n_resamples=resamples, confidence_level=confidence, method="BCa",
+                          random_state=np.random.default_rng(seed))
+    return {"mean": float(diff.mean()), "low": float(res.confidence_interval.low),
+            "high": float(res.confidence_interval.high), "n": len(diff)}
+
+
+def signal_gate(per_step: Mapping[str, Mapping[str, float]], episodes: Mapping[str, Mapping[str, Any]],
+                learned: Sequence[str], resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """The gate of the module docstring from the per-step scores and the test episodes (with ``returns``)."""
+    fixed = [n for n in episodes if n.startswith("fixed_")]
+    best_fixed = max(fixed, key=lambda n: episodes[n]["return_mean"])
+    ci = paired_difference(episodes["class_table"]["returns"], episodes[best_fixed]["returns"], resamples, seed)
+    fixed_regret = min(per_step[n]["regret"] for n in per_step if n.startswith("fixed_"))
+    reduction = {n: (1.0 - per_step[n]["regret"] / fixed_regret if fixed_regret > 0 else float("nan"))
+                 for n in ("class_table", *learned)}
+    best_learned = max(learned, key=lambda n: reduction[n])
+    return {"best_fixed_return": best_fixed, "class_table_minus_best_fixed": ci,
+            "class_table_beats_best_fixed": bool(ci["low"] > 0),
+            "best_fixed_step_regret": fixed_regret, "regret_reduction": reduction, "best_learned": best_learned,
+            "learned_removes_40pct": bool(reduction[best_learned] >= GATE_REGRET_REDUCTION),
+            "passed": bool(ci["low"] > 0 and reduction[best_learned] >= GATE_REGRET_REDUCTION)}
+
+
+def term_ranges(episodes: Mapping[str, Mapping[str, Any]], lam: float, eta: float) -> dict[str, float]:
+    """How much each term of eq. 13 moves from every concept at level 0 to every concept at the highest level
+    (test-image means): lam * bpp, L_S and eta * L_P; what the reward weights trade against each other."""
+    fixed = sorted((n for n in episodes if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
+    low, high = episodes[fixed[0]], episodes[fixed[-1]]
+    return {"rate": lam * (high["bpp_mean"] - low["bpp_mean"]),
+            "semantic": low["semantic_loss_mean"] - high["semantic_loss_mean"],
+            "perceptual": eta * (low["perceptual_loss_mean"] - high["perceptual_loss_mean"])}
+
+
 def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
     """Accuracy against greedy's level and mean immediate regret of levels ``chosen`` per step."""
     chosen = np.asarray(chosen, np.int64)
@@ -192,6 +253,7 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     fit_rows, test_rows = held_out_split(steps, cfg.seed)
     fit, held = steps.subset(fit_rows), steps.subset(test_rows)
     table = class_table(fit)
+    size_table = table_of(fit)
     policies = {name: fit_policy(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, device,
                                  cfg.progress, objective)
                 for name, objective in (("imitation", "cross_entropy"), ("reward_fit", "reward_regression"))}
@@ -199,14 +261,18 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
     for level in range(q):
         per_step[f"fixed_{level}"] = step_scores(held, np.full(len(held), level))
-    per_step["class_table"] = step_scores(held, np.array([table.get(int(c), fallback) for c in held.classes]))
+    per_step["class_table"] = step_scores(held, size_table.choose(held.classes, held.observations["stats"][:, 0]))
+    per_step["class_only"] = step_scores(held, np.array([table.get(int(c), fallback) for c in held.classes]))
     per_step["majority_level"] = step_scores(held, np.full(len(held), fallback))
     for name, policy in policies.items():
         per_step[name] = step_scores(held, policy.act(held.observations, deterministic=True))
 
     acts = {name: _act_fn(policy) for name, policy in policies.items()}
+    deployed_table = table_of(steps)  # every greedy step (the held-out fifth served only the per-step scores)
+    acts["class_table"] = deployed_table
     episodes = evaluate(engine, {**acts, **{k: v for k, v in baseline_policies(q, cfg.seed).items() if k != "random"}},
-                        cfg.eval_images, batch_size=cfg.batch, greedy=True, oracle_cap=0)
+                        cfg.eval_images, batch_size=cfg.batch, greedy=True, oracle_cap=0, keep_returns=True)
+    gate = signal_gate(per_step, episodes, list(policies), cfg.bootstrap, cfg.seed)
     best_fixed = min([f"fixed_{level}" for level in range(q)], key=lambda k: per_step[k]["regret"])
     report = {
         "config": asdict(cfg),
@@ -216,13 +282,17 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         "greedy_steps": {"fit": len(fit), "held_out": len(held),
                          "fit_images": int(len(np.unique(fit.image))), "held_out_images": int(len(np.unique(held.image))),
                          "level_histogram": np.bincount(steps.levels, minlength=q).tolist()},
-        "class_table": {str(k): v for k, v in sorted(table.items())},
+        "class_table": deployed_table.to_json(),
+        "class_only_table": {str(k): v for k, v in sorted(table.items())},
+        "gate": gate,
+        "term_ranges": term_ranges(episodes, cfg.lam, cfg.eta),
         "per_step": per_step,
         "best_fixed_by_regret": best_fixed,
         "regret_vs_best_fixed": {name: per_step[name]["regret"] - per_step[best_fixed]["regret"]
                                  for name in ("class_table", *policies)},
         "episodes": episodes,
-        "gap_closure": {name: gap_closure({**episodes, "policy": episodes[name]}, "return_mean") for name in policies},
+        "gap_closure": {name: gap_closure({**episodes, "policy": episodes[name]}, "return_mean")
+                        for name in (*policies, "class_table")},
         "seconds": time.perf_counter() - t0,
     }
     if cfg.json:
@@ -232,6 +302,19 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
 
 def _act_fn(policy: PaperPolicy) -> Callable[[Mapping[str, np.ndarray], np.ndarray], np.ndarray]:
     return lambda obs, slots: policy.act(obs, deterministic=True)
+
+
+def gate_summary(report: Mapping[str, Any]) -> str:
+    """One paragraph: the signal gate's two conditions and its verdict."""
+    g = report["gate"]
+    ci = g["class_table_minus_best_fixed"]
+    red = ", ".join(f"{k} {v:.0%}" for k, v in g["regret_reduction"].items())
+    return (f"signal gate ({report['task']}): class table minus {g['best_fixed_return']} in return per test image "
+            f"{ci['mean']:+.4f} [95% CI {ci['low']:+.4f}, {ci['high']:+.4f}] over {ci['n']} images "
+            f"({'beats' if g['class_table_beats_best_fixed'] else 'does NOT beat'} the best fixed level); "
+            f"share of the best fixed level's immediate regret removed: {red} "
+            f"({'>=' if g['learned_removes_40pct'] else '<'} 40% for {g['best_learned']}); "
+            f"gate {'PASSED' if g['passed'] else 'FAILED'}")
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -251,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     diffs = ", ".join(f"{k} {v:+.4f}" for k, v in report["regret_vs_best_fixed"].items())
     print(f"immediate regret minus that of the best fixed level ({report['best_fixed_by_regret']}): {diffs}; "
           f"done in {report['seconds']:.0f} s")
+    print(gate_summary(report))
     return report
 
 

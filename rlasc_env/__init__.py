@@ -18,15 +18,18 @@ import gymnasium as gym
 from .env import SemanticCodingEnv
 from .tasks import make_task, register_task, registered_tasks
 from .vector import BatchedSemanticCodingEnv, SB3VecEnvAdapter
+from .versions import ENV_PINS, StaleWeightsError
 
 ENV_ID = "rlasc/SemanticCoding-v1"  # the current id
 ENV_ID_V0 = "rlasc/SemanticCoding-v0"
-# Each id pins the codec that defines its learning results; data and task networks are shared.
+# Each id pins the codec, the task networks and the data that define its learning results (rlasc_env.versions);
+# env.spec.kwargs["pins"] records them.
 ENV_CODECS = {ENV_ID: "tiny", ENV_ID_V0: "tiny-v0"}
 
 for _env_id, _codec in ENV_CODECS.items():
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point="rlasc_env.env:SemanticCodingEnv", kwargs={"codec": _codec})
+        gym.register(id=_env_id, entry_point="rlasc_env.env:SemanticCodingEnv",
+                     kwargs={"codec": _codec, "pins": {"env_id": _env_id, **ENV_PINS[_env_id]}})
 
-__all__ = ["ENV_ID", "ENV_ID_V0", "ENV_CODECS", "BatchedSemanticCodingEnv", "SB3VecEnvAdapter", "SemanticCodingEnv", "make_task",
+__all__ = ["ENV_ID", "ENV_ID_V0", "ENV_CODECS", "ENV_PINS", "StaleWeightsError", "BatchedSemanticCodingEnv", "SB3VecEnvAdapter", "SemanticCodingEnv", "make_task",
            "register_task", "registered_tasks"]

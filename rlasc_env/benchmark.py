@@ -10,6 +10,14 @@ median over ``repeats`` interleaved runs of ``steps`` transitions, with random a
 CPU shared with other work, wall-clock figures move with the load; the JSON also holds the
 same figures per second of process CPU time (``cpu_time_*``) and the load average. Torch
 runs one CPU thread per process by default (``--threads``).
+
+The env memoizes transitions (:mod:`rlasc_env.memo`). Every figure above is *cold*: the memo is
+emptied before each run, so random images and actions pay for every transition. Two more
+single-env figures, interleaved with those: ``--compare-codec`` (default ``tiny-v0``, the codec
+of ``rlasc/SemanticCoding-v0``) in the same cold conditions, and ``replay``: the cold run played
+again (same images, same actions), every transition served by the memo -- what a policy that
+revisits its states (rollouts of one image, the fixed levels and greedy on the same test images)
+pays at best.
 """
 from __future__ import annotations
 
@@ -52,6 +60,7 @@ class BenchmarkConfig:
     threads: int = 1  # torch.set_num_threads; 1 = one per env process (0: torch's default)
     seed: int = 0
     progress: bool = True  # print each repeat's figures to stderr
+    compare_codec: str = "tiny-v0"  # single env on this codec too, side by side ("" to skip): -v0's codec
 
 
 class _Clock:
@@ -66,6 +75,13 @@ class _Clock:
 
 def _median_rate(runs: list[dict[str, float]], clock: str = "wall") -> float:
     return float(np.median([r["transitions"] / r[clock] for r in runs]))
+
+
+def _forget(*envs: Any) -> None:
+    """Empty the transition memo of every env (cold measurements)."""
+    for env in envs:
+        for sub in getattr(env, "envs", [env]):
+            sub.unwrapped.parts.memo.clear()
 
 
 def _single_env_run(env: SemanticCodingEnv, steps: int, rng: np.random.Generator, seed: int) -> dict[str, float]:
@@ -113,9 +129,9 @@ def _forward_only_run(benv: BatchedSemanticCodingEnv, steps: int, cached_spade: 
     clock = _Clock()
     for _ in range(calls):
         if cached_spade:
-            x_hat = core._fuse(merged, core.x_local, core.mods)
+            x_hat = core._fuse(merged, core.y_levels[:, 0], core.mods)
         else:
-            x_hat = codec.fuse(merged, st.onehot, core.x_local)
+            x_hat = codec.fuse(merged, st.onehot, core.y_levels[:, 0])
         task.loss(x_hat, refs)
         perceptual_loss(codec.perceptual, None, x_hat, core.phi_feats).cpu()
     wall, cpu = clock.read()
@@ -134,21 +150,31 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     b, rng = cfg.batch_size, np.random.default_rng(cfg.seed)
 
     single = SemanticCodingEnv(**common)
+    other = SemanticCodingEnv(**{**common, "codec": cfg.compare_codec}) if cfg.compare_codec else None
     sync = gym.vector.SyncVectorEnv([lambda: SemanticCodingEnv(**common) for _ in range(b)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     batched = BatchedSemanticCodingEnv(b, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **common)
 
     warm = min(cfg.steps, 2 * b)  # untimed: first-call allocations, lazy code-table builds
     _single_env_run(single, warm, rng, cfg.seed)
+    if other is not None:
+        _single_env_run(other, warm, rng, cfg.seed)
     _vector_run(sync, warm, rng, cfg.seed)
     _vector_run(batched, warm, rng, cfg.seed)
     _forward_only_run(batched, warm, False)
 
     runs: dict[str, list[dict[str, float]]] = {"single": [], "sync": [], "batched": [], "forward": [], "cached": []}
+    if other is not None:
+        runs["compare"] = []
+    runs["replay"] = []
     load_before = os.getloadavg()[0]
     for r in range(cfg.repeats):  # interleaved, so that load changes hit every figure alike
         seed = cfg.seed + 1000 * (r + 1)
-        runs["single"].append(_single_env_run(single, cfg.steps, rng, seed))
+        _forget(single, sync, batched, *([other] if other is not None else []))
+        runs["single"].append(_single_env_run(single, cfg.steps, np.random.default_rng(seed), seed))
+        runs["replay"].append(_single_env_run(single, cfg.steps, np.random.default_rng(seed), seed))
+        if other is not None:
+            runs["compare"].append(_single_env_run(other, cfg.steps, np.random.default_rng(seed), seed))
         runs["sync"].append(_vector_run(sync, cfg.steps, rng, seed))
         runs["batched"].append(_vector_run(batched, cfg.steps, rng, seed))
         runs["forward"].append(_forward_only_run(batched, cfg.steps, False))
@@ -177,6 +203,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         "single_env_step_ms": float(np.median([1000 * s["step_wall"] / s["transitions"] for s in singles])),
         "single_env_reset_ms": float(np.median([1000 * (s["wall"] - s["step_wall"]) / s["resets"] for s in singles])),
         "single_env_ms_per_transition": 1000.0 / wall["single"],
+        "single_env_replay_ms_per_transition": 1000.0 / wall["replay"],
+        "compare_codec": cfg.compare_codec or None,
+        "compare_single_env_ms_per_transition": 1000.0 / wall["compare"] if other is not None else None,
+        "single_env_vs_compare": wall["compare"] / wall["single"] if other is not None else None,
+        "single_env_replay_vs_compare": wall["compare"] / wall["replay"] if other is not None else None,
         "batched_vs_sync": wall["batched"] / wall["sync"],
         "batched_vs_forward_only": wall["batched"] / wall["forward"],
         "sync_vs_single": wall["sync"] / wall["single"],
@@ -205,7 +236,13 @@ def _summary(res: dict[str, Any]) -> str:
     for key in ("single_env_steps_per_s", "sync_vector_steps_per_s", "batched_env_steps_per_s",
                 "forward_only_steps_per_s", "forward_only_cached_spade_steps_per_s"):
         lines.append(f"  {key:40s} {res[key]:10.1f}")
-    lines.append(f"  single env: {res['single_env_step_ms']:.2f} ms/step, {res['single_env_reset_ms']:.2f} ms/reset")
+    lines.append(f"  single env: {res['single_env_step_ms']:.2f} ms/step, {res['single_env_reset_ms']:.2f} ms/reset; "
+                 f"{res['single_env_ms_per_transition']:.2f} ms per transition cold, "
+                 f"{res['single_env_replay_ms_per_transition']:.2f} ms replayed (memo)")
+    if res.get("compare_codec"):
+        lines.append(f"  codec {res['compare_codec']}: {res['compare_single_env_ms_per_transition']:.2f} ms per transition "
+                     f"cold; this codec's time / that: cold {1 / res['single_env_vs_compare']:.2f}x, replayed "
+                     f"{1 / res['single_env_replay_vs_compare']:.2f}x")
     lines.append(f"  batched / sync {res['batched_vs_sync']:.2f}x, batched / forward-only "
                  f"{100 * res['batched_vs_forward_only']:.0f}% (CPU time: {res['cpu_time_batched_vs_sync']:.2f}x, "
                  f"{100 * res['cpu_time_batched_vs_forward_only']:.0f}%); load average {res['load_average']}")

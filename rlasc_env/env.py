@@ -9,13 +9,16 @@ Per episode the encoder runs once (``codec.analyse``). A step codes one concept 
 x_hat(m) from caches: x_l changes only inside the region of the coded concept (eq. 29, the
 concept image y(m, a) of G_l), the merged features are re-selected from the cached quantized
 levels, and only G_g + attention (eq. 30-31, with SPADE's label-map branch cached, see
-:meth:`GlobalGenerator.modulations`), the task network H and phi run per step.
+:meth:`GlobalGenerator.modulations`), the task network H and phi run per step. Those network
+terms are a function of the image and the levels chosen so far, so they are memoized exactly
+(:class:`rlasc_env.memo.TransitionMemo`): a revisited prefix, or a concept coded at level 0
+(which leaves x_hat unchanged), costs no network pass.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -30,25 +33,41 @@ from codec_models.codec import Analysis, SemanticCodec
 from codec_models.generators import LocalGenerator
 from codec_models.perceptual import perceptual_loss
 
+from .memo import StepLosses, TransitionMemo, image_key, losses_array
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
+from .versions import check_pins
 
-__all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action",
+__all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_lam", "lam_feature",
            "NUM_STATS"]
 
-NUM_STATS = 7  # length of the "stats" observation, see SemanticCodingEnv
+NUM_STATS = 8  # length of the "stats" observation, see SemanticCodingEnv
+NUM_STATS_V0 = 7  # SemanticCoding-v0 (the first codec): no operating-point entry
+
+
+def stats_size(codec: SemanticCodec) -> int:
+    """Length of the "stats" observation for ``codec``: v0's first codec keeps its 7 entries (its results stay
+    reproducible), codec v2 (``-v1``) adds the operating point lam."""
+    return NUM_STATS if codec.level_aware else NUM_STATS_V0
 
 
 # --------------------------------------------------------------------------- components
 @dataclass
 class EnvParts:
-    """What an environment is built from: the frozen codec, the task and the images."""
+    """What an environment is built from: the frozen codec, the task and the images; ``memo`` holds the
+    network terms of the transitions seen so far, shared by every env and core built on these parts."""
 
     codec: SemanticCodec
     task: Task
     images: Any  # indexable data set of (image (3,H,W) float in [0,1], labels (H,W) int64)
     height: int
     width: int
+    memo: TransitionMemo = field(default_factory=TransitionMemo)
+
+    def __post_init__(self) -> None:
+        if not self.memo.watch:
+            self.memo.watch = [m for m in (self.codec, getattr(self.task, "network", None))
+                               if isinstance(m, torch.nn.Module)]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -124,6 +143,22 @@ def check_actions(actions: Any, count: int, num_levels: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def check_lam(lam: Any, count: int) -> np.ndarray:
+    """``lam`` (a number or ``count`` numbers) as a float64 array; each must be finite and >= 0."""
+    arr = np.asarray(lam, np.float64)
+    if arr.ndim == 0:
+        arr = np.full(count, float(arr))
+    if arr.shape != (count,) or not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"lam must be a finite number >= 0 or {count} of them, got {lam!r}")
+    return arr
+
+
+def lam_feature(lam: np.ndarray) -> np.ndarray:
+    """The operating point as the agent sees it (``stats[7]``): lam / (1 + lam), in [0, 1)."""
+    lam = np.asarray(lam, np.float64)
+    return lam / (1.0 + lam)
+
+
 def observation_space(codec: SemanticCodec, height: int, width: int) -> spaces.Dict:
     """Observation of one env: f(m) masked (eq. 2), s_d(m), the concept one-hot and stats."""
     n, m = codec.config.code_channels, codec.num_classes
@@ -132,7 +167,7 @@ def observation_space(codec: SemanticCodec, height: int, width: int) -> spaces.D
         "features": spaces.Box(-1.0, 1.0, (n, h, w), np.float32),
         "mask": spaces.Box(0.0, 1.0, (1, h, w), np.float32),
         "concept": spaces.Box(0.0, 1.0, (m,), np.float32),
-        "stats": spaces.Box(-1.0, 1.0, (NUM_STATS,), np.float32),
+        "stats": spaces.Box(-1.0, 1.0, (stats_size(codec),), np.float32),
     })
 
 
@@ -150,7 +185,13 @@ class EpisodeCore:
     The concept images y(m, q) and the byte size of each concept's bitstream section at each
     level are computed on first use: levels 0 and Q-1 at reset, an intermediate level when the
     agent picks it. That is at most 3P G_l passes and entropy encodings per episode of P
-    concepts, where a full (m, q) precompute would do Q*P.
+    concepts, where a full (m, q) precompute would do Q*P. ``y_levels[slot, q]`` holds, in the
+    region of every concept m whose y(m, q) was computed, that concept image, so x_l of any levels
+    is one gather (eq. 29).
+
+    A step runs the decoder and the networks only for transitions the memo (``parts.memo``) has not
+    seen; several slots that reach the same prefix of the same image in one call share one pass.
+    x_hat of a slot whose step was served by the memo is rebuilt on demand (:attr:`x_hat`, render).
     """
 
     def __init__(self, parts: EnvParts, num_slots: int, lam: float, eta: float) -> None:
@@ -165,6 +206,7 @@ class EpisodeCore:
         self.device = self.codec.device
         cfg = self.codec.config
         self.M, self.Q, self.n = self.codec.num_classes, self.codec.num_levels, cfg.code_channels
+        self.num_stats = stats_size(self.codec)
         self.h, self.w = parts.height // 8, parts.width // 8
         self.generator = self.codec.global_
         self.phi = self.codec.perceptual
@@ -188,8 +230,14 @@ class EpisodeCore:
         self.loss_high = np.zeros(s, np.float64)
         self.returns = np.zeros(s, np.float64)
         self.index = np.full(s, -1, np.int64)  # data set index of each slot's image
+        self.lam_slot = np.full(s, self.lam)  # rate weight (eq. 13) of each slot's episodes (reset(lam=...))
+        self.image_key = np.zeros(s, np.int64)  # memo key of each slot's image (rlasc_env.memo.image_key)
         self.started = np.zeros(s, bool)
+        self.y_ready = np.zeros((s, m, q), bool)  # y(m, q) present in y_levels[slot, q]
+        self.hat_stale = np.zeros(s, bool)  # x_hat of the slot not rebuilt since a memoized step
+        self.net_prev = np.zeros((s, 3), np.float64)  # (L_S, metric, L_P) of the current x_hat
         self.refs: list[Any] = [None] * s
+        self.memo = parts.memo
         self._alloc_tensors()
 
     @torch.inference_mode()
@@ -201,9 +249,8 @@ class EpisodeCore:
                               mask=z(s, m, h, w), area=z(s, m, h, w), quantized=z(q, s, n, h, w))
         self.images = z(s, 3, hh, ww)
         self.levels = z(s, m, dtype=torch.long)
-        self.x_local = z(s, 3, hh, ww)  # x_l of the current levels (eq. 29)
-        self.y_high = z(s, 3, hh, ww)  # x_l with every concept at the highest level
-        self.x_hat = z(s, 3, hh, ww)
+        self.y_levels = z(s, q, 3, hh, ww)  # concept images y(m, q) in their regions, per level (eq. 29)
+        self.x_hat_store = z(s, 3, hh, ww)
         self.mods: list[Tensor] | None = None
         self.phi_feats: list[Tensor] | None = None
 
@@ -248,14 +295,20 @@ class EpisodeCore:
         levels = np.where(self.coded[slots], self.levels_np[slots], -1)
         return {"bits": self.bits[slots].copy(), "bpp": self.bits[slots] / self.pixels, "semantic_loss": semantic,
                 "perceptual_loss": perceptual, "loss": self.loss_prev[slots].copy(), "concept": concept,
-                "level": level, self.metric_name: metric, "levels": levels, "image_index": self.index[slots].copy()}
+                "level": level, self.metric_name: metric, "levels": levels, "image_index": self.index[slots].copy(),
+                "lam": self.lam_slot[slots].copy()}
 
     # ---------------------------------------------------------------- reset
     @torch.inference_mode()
-    def reset(self, slots: np.ndarray, images: Tensor, labels: Tensor, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Start episodes in ``slots`` with images (k,3,H,W) and data labels (k,H,W) (Algorithm 2, line 3)."""
+    def reset(self, slots: np.ndarray, images: Tensor, labels: Tensor, indices: np.ndarray,
+              lam: float | np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Start episodes in ``slots`` with images (k,3,H,W) and data labels (k,H,W) (Algorithm 2, line 3).
+        ``lam``: the rate weight of eq. 13 for these slots, a number or one per slot; it stays with the slot
+        for its later episodes (default: the slot keeps its current one, at first the core's ``lam``)."""
         slots = np.asarray(slots, np.int64)
         k = len(slots)
+        if lam is not None:
+            self.lam_slot[slots] = check_lam(lam, k)
         if tuple(images.shape) != (k, 3, self.height, self.width):
             raise ValueError(f"images of shape {tuple(images.shape)}, expected ({k}, 3, {self.height}, {self.width})")
         codec, sel = self.codec, self._sel(slots)
@@ -289,7 +342,13 @@ class EpisodeCore:
         st.labels[sel], st.onehot[sel], st.features[sel] = an.labels, an.onehot, an.features
         st.mask[sel], st.area[sel], st.quantized[:, sel] = an.mask, an.area, an.quantized
         self.images[sel], self.levels[sel] = images, 0
-        self.x_local[sel], self.y_high[sel], self.x_hat[sel] = x_l0, x_lh, x_hat[:k]
+        self.y_levels[sel, 0], self.y_levels[sel, self.Q - 1], self.x_hat_store[sel] = x_l0, x_lh, x_hat[:k]
+        self.y_ready[slots] = False
+        self.y_ready[slots, :, 0] = self.y_ready[slots, :, self.Q - 1] = True
+        self.hat_stale[slots] = False
+        self.net_prev[slots] = np.stack([semantic[:k], metric[:k], perceptual[:k]], 1)
+        self.memo.validate(full=True)
+        self.image_key[slots] = [image_key(images[j], labels[j], int(indices[j])) for j in range(k)]
         if self.mods is None:
             self.mods = [torch.zeros(self.num_slots, *t.shape[1:], device=self.device) for t in mods]
             self.phi_feats = [torch.zeros(self.num_slots, *f.shape[1:], device=self.device) for f in feats]
@@ -319,8 +378,9 @@ class EpisodeCore:
 
         self.t[slots], self.levels_np[slots], self.coded[slots] = 0, 0, False
         self.bits[slots], self.bits0[slots], self.bits_high[slots] = bits0, bits0, bits_high
-        self.loss0[slots] = rsp_loss(bits0, bits0, self.pixels, semantic[:k], perceptual[:k], self.lam, self.eta)
-        self.loss_high[slots] = rsp_loss(bits_high, bits0, self.pixels, semantic[k:], perceptual[k:], self.lam, self.eta)
+        lam_k = self.lam_slot[slots]
+        self.loss0[slots] = rsp_loss(bits0, bits0, self.pixels, semantic[:k], perceptual[:k], lam_k, self.eta)
+        self.loss_high[slots] = rsp_loss(bits_high, bits0, self.pixels, semantic[k:], perceptual[k:], lam_k, self.eta)
         self.loss_prev[slots] = self.loss0[slots]
         self.returns[slots] = 0.0
         self.index[slots] = indices
@@ -342,44 +402,22 @@ class EpisodeCore:
         if over.any():
             raise RuntimeError(f"episode of env(s) {slots[over].tolist()} is over (or never started): call reset() "
                                "before step()")
-        codec, sel, dev = self.codec, self._sel(slots), self.device
+        sel, dev = self._sel(slots), self.device
         cls = self.order[slots, self.t[slots]]
         self.levels_np[slots, cls] = actions
         self.coded[slots, cls] = True
-        cls_t = torch.as_tensor(cls, device=dev)
-        act_t = torch.as_tensor(actions, device=dev)
         levels = self.levels[sel]
-        rows = torch.arange(len(slots), device=dev)
-        levels[rows, cls_t] = act_t
+        levels[torch.arange(len(slots), device=dev), torch.as_tensor(cls, device=dev)] = torch.as_tensor(actions,
+                                                                                                      device=dev)
         self.levels[sel] = levels
-        st = self.store
-        labels, mask = st.labels[sel], st.mask[sel]
-
-        # x_l: y(m, a) replaces the region of concept m (eq. 29); level 0 is already in place
-        new_y = self.y_high[sel].clone()
-        mid = np.flatnonzero((actions > 0) & (actions < self.Q - 1))
-        if len(mid):
-            mid_t = torch.as_tensor(mid, device=dev)
-            q_sel = st.quantized[:, sel][act_t[mid_t], mid_t]  # (k',n,h,w)
-            concept_masks = mask[mid_t, cls_t[mid_t]].unsqueeze(1)
-            new_y[mid_t] = codec.concept_images(q_sel * concept_masks, cls_t[mid_t], act_t[mid_t], concept_masks)
-        region = (labels == cls_t.view(-1, 1, 1)) & (act_t > 0).view(-1, 1, 1)
-        x_local = torch.where(region.unsqueeze(1), new_y, self.x_local[sel])
-        self.x_local[sel] = x_local
-
-        # merged features from the cached quantized levels, then G_g + attention, H, phi
-        sub = Analysis(labels, None, None, mask, st.area[sel], st.quantized[:, sel])
-        merged = codec.merged_features(sub, codec.select_levels(sub, levels) * mask.unsqueeze(2), levels)
-        x_hat = self._fuse(merged, x_local, [t[sel] for t in self.mods])
-        self.x_hat[sel] = x_hat
-        refs = [self.refs[s] for s in slots.tolist()]
-        semantic, metric, perceptual = self._evaluate(x_hat, refs, [f[sel] for f in self.phi_feats])
+        semantic, metric, perceptual = losses_array(self._network_terms(slots, actions))
 
         # rate of the real bitstream, eq. 13 and eq. 14
         for j in np.flatnonzero(self.cost[slots, cls, actions] < 0).tolist():
             self._section_bytes(int(slots[j]), int(cls[j]), int(actions[j]))  # encode r(m) at the new level
         self.bits[slots] += 8 * (self.cost[slots, cls, actions] - self.cost[slots, cls, 0])
-        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam, self.eta)
+        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam_slot[slots],
+                        self.eta)
         reward = step_reward(self.loss_prev[slots], loss)
         self.loss_prev[slots] = loss
         self.returns[slots] += reward
@@ -390,6 +428,83 @@ class EpisodeCore:
         final = {"normalized_score": normalized_score(self.loss0[ended], self.loss_prev[ended], self.loss_high[ended]),
                  "episode_return": self.returns[ended].copy(), "episode_length": self.count[ended].copy()}
         return reward, terminated, info, final
+
+    def _prefix_key(self, slot: int) -> tuple[int, tuple[int, ...]]:
+        """Memo key of a slot in ``step``: its image and the levels of its concepts coded so far (the current
+        one included), in coding order."""
+        return int(self.image_key[slot]), tuple(self.levels_np[slot, self.order[slot, :self.t[slot] + 1]].tolist())
+
+    def _network_terms(self, slots: np.ndarray, actions: np.ndarray) -> list[StepLosses]:
+        """(L_S, metric, L_P) of x_hat after this step's levels (already written), per slot: level 0 leaves
+        x_hat as it was, the memo answers the transitions it has seen, and one decoder + networks pass
+        serves every other distinct (image, prefix) of the call (eq. 29-31, 13)."""
+        self.memo.validate()
+        out: list[StepLosses | None] = [None] * len(slots)
+        todo: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        for j, slot in enumerate(slots.tolist()):
+            key = self._prefix_key(slot)
+            if actions[j] == 0:  # the concept stays at level 0, where it already was: same x_hat
+                out[j] = StepLosses(*self.net_prev[slot].tolist())
+                self.memo.put(key, out[j])
+                continue
+            cached = self.memo.get(key)
+            if cached is not None:
+                out[j] = cached
+                self.hat_stale[slot] = True
+            else:
+                todo.setdefault(key, []).append(j)
+        if todo:
+            firsts = np.array([rows[0] for rows in todo.values()], np.int64)
+            x_hat = self._decode(slots[firsts])
+            refs = [self.refs[s] for s in slots[firsts].tolist()]
+            sel = self._sel(slots[firsts])
+            terms = self._evaluate(x_hat, refs, [f[sel] for f in self.phi_feats])
+            for i, (key, rows) in enumerate(todo.items()):
+                value = StepLosses(float(terms[0][i]), float(terms[1][i]), float(terms[2][i]))
+                self.memo.put(key, value)
+                for j in rows:
+                    out[j] = value
+                    if j != rows[0]:  # a copy of the same state: same x_hat
+                        self.x_hat_store[int(slots[j])] = x_hat[i]
+                        self.hat_stale[int(slots[j])] = False
+        self.net_prev[slots] = np.asarray(out, np.float64)
+        return out  # type: ignore[return-value]
+
+    def _decode(self, slots: np.ndarray) -> Tensor:
+        """x_hat (k,3,H,W) of ``slots`` at their current levels: x_l gathered from the concept images
+        (computing the y(m, q) still missing), G_g + attention (eq. 28-31); stored, no longer stale."""
+        codec, dev, st = self.codec, self.device, self.store
+        need = [(s, m, int(self.levels_np[s, m])) for s in slots.tolist() for m in np.flatnonzero(self.coded[s]).tolist()
+                if not self.y_ready[s, m, self.levels_np[s, m]]]
+        if need:
+            s_t, m_t, q_t = (torch.as_tensor(v, device=dev) for v in zip(*need))
+            concept_masks = st.mask[s_t, m_t].unsqueeze(1)
+            y = codec.concept_images(st.quantized[q_t, s_t] * concept_masks, m_t, q_t, concept_masks)
+            for i, (s, m, q) in enumerate(need):  # one at a time: two concepts of a slot may share a level
+                region = (st.labels[s] == m).unsqueeze(0)
+                self.y_levels[s, q] = torch.where(region, y[i], self.y_levels[s, q])
+                self.y_ready[s, m, q] = True
+        sel = self._sel(slots)
+        labels, mask, levels = st.labels[sel], st.mask[sel], self.levels[sel]
+        k = labels.shape[0]
+        pixel_level = levels.gather(1, labels.view(k, -1))  # (k, H*W): the level of each pixel's concept
+        y_all = self.y_levels[sel].view(k, self.Q, 3, -1)
+        x_local = y_all.gather(1, pixel_level.view(k, 1, 1, -1).expand(k, 1, 3, -1)).view(k, 3, self.height, self.width)
+        sub = Analysis(labels, None, None, mask, st.area[sel], st.quantized[:, sel])
+        merged = codec.merged_features(sub, codec.select_levels(sub, levels) * mask.unsqueeze(2), levels)
+        x_hat = self._fuse(merged, x_local, [t[sel] for t in self.mods])
+        self.x_hat_store[sel] = x_hat
+        self.hat_stale[slots] = False
+        return x_hat
+
+    @property
+    def x_hat(self) -> Tensor:
+        """x_hat (num_slots,3,H,W) of every slot's current levels (rebuilt where a memoized step left it stale)."""
+        stale = np.flatnonzero(self.hat_stale & self.started)
+        if len(stale):
+            with torch.inference_mode():
+                self._decode(stale)
+        return self.x_hat_store
 
     # ---------------------------------------------------------------- observation
     @torch.inference_mode()
@@ -405,7 +520,7 @@ class EpisodeCore:
         features = self.store.features[sel] * mask.unsqueeze(1)
         concept = np.zeros((k, self.M), np.float32)
         concept[np.flatnonzero(live), cls[live]] = 1.0
-        stats = np.zeros((k, NUM_STATS), np.float64)
+        stats = np.zeros((k, self.num_stats), np.float64)
         count = np.maximum(self.count[slots], 1)
         high_total = np.maximum(self.bits_high[slots] // 8, 1)
         span = self.bits_high[slots] - self.bits0[slots]
@@ -417,6 +532,8 @@ class EpisodeCore:
         stats[:, 4] = np.clip(self.cost[slots, cls, 0] / high_total, 0.0, 1.0)
         stats[:, 5] = np.clip(self.cost[slots, cls, self.Q - 1] / high_total, 0.0, 1.0)
         stats[:, 6] = np.clip(np.nan_to_num(score, nan=0.0), -1.0, 1.0)
+        if self.num_stats > NUM_STATS_V0:
+            stats[:, 7] = lam_feature(self.lam_slot[slots])
         stats[~live] = 0.0
         return {"features": features.float().cpu().numpy(), "mask": mask.unsqueeze(1).float().cpu().numpy(),
                 "concept": concept, "stats": stats.astype(np.float32)}
@@ -424,7 +541,7 @@ class EpisodeCore:
     def zero_observation(self, k: int) -> dict[str, np.ndarray]:
         return {"features": np.zeros((k, self.n, self.h, self.w), np.float32),
                 "mask": np.zeros((k, 1, self.h, self.w), np.float32),
-                "concept": np.zeros((k, self.M), np.float32), "stats": np.zeros((k, NUM_STATS), np.float32)}
+                "concept": np.zeros((k, self.M), np.float32), "stats": np.zeros((k, self.num_stats), np.float32)}
 
     # ---------------------------------------------------------------- render
     def render(self, slot: int) -> np.ndarray:
@@ -489,10 +606,11 @@ class SemanticCodingEnv(gym.Env):
     - ``"features"`` Box(-1, 1, (n, H/8, W/8)): f(m) = f ⊙ s_d(m) (eq. 2), unquantized.
     - ``"mask"`` Box(0, 1, (1, H/8, W/8)): s_d(m), the positions coded for m.
     - ``"concept"`` Box(0, 1, (M,)): one-hot of the class id m.
-    - ``"stats"`` Box(-1, 1, (7,)): [pixel share of m; fraction of the image's concepts coded;
+    - ``"stats"`` Box(-1, 1, (8,)): [pixel share of m; fraction of the image's concepts coded;
       number of concepts / M; rate spent so far, (bits - bits(0)) / (bits(all highest) - bits(0))
       clipped to [0, 1]; bytes of m at the coarsest level and at the highest level, each over the
-      all-highest bitstream size; normalized score so far (below) clipped to [-1, 1], 0 if undefined].
+      all-highest bitstream size; normalized score so far (below) clipped to [-1, 1], 0 if undefined;
+      the episode's rate weight as lam / (1 + lam)].
 
     After the last concept the observation is all zeros.
 
@@ -508,7 +626,9 @@ class SemanticCodingEnv(gym.Env):
 
     ## Starting state
     A data set image drawn with ``self.np_random`` (``options={"index": i}`` picks one), all
-    concepts at level 0.
+    concepts at level 0. ``options={"lam": x}`` sets the rate weight of eq. 13 for this episode and
+    the following ones (the operating point: researchers trace a rate-semantic curve by changing
+    lam, Section IV); the agent sees it in ``stats[7]``.
 
     ## Episode end
     Terminates after the last present concept (1 to M steps); never truncated.
@@ -519,14 +639,16 @@ class SemanticCodingEnv(gym.Env):
     tables), ``dataset``, ``data_root``, ``preset`` (data set size preset), ``reference``
     (``"ground_truth"`` or ``"original"``: what H's output is compared with), ``render_mode``
     (``None`` or ``"rgb_array"``), ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``), ``images``
-    (a data set object used instead of loading one), ``task_kwargs`` (extra task factory args).
+    (a data set object used instead of loading one), ``task_kwargs`` (extra task factory args),
+    ``pins`` (set by the registered ids, see :mod:`rlasc_env.versions`: the codec, task-network and data
+    versions the id stands for; the env refuses other shipped files).
 
     ## Info (reset and every step)
     ``bits`` (int, equals ``len(codec.compress(image, levels)) * 8`` for ``levels``), ``bpp``
     (bits / (H*W)), ``semantic_loss``, ``perceptual_loss``, ``loss`` (L), ``concept`` (class
     coded, -1 at reset), ``level`` (-1 at reset), the task metric under ``task.metric_name``,
     ``levels`` ({class id: level} of the concepts coded so far; the others are at 0),
-    ``image_index``; on the last step also ``episode_return`` and ``normalized_score`` =
+    ``image_index``, ``lam`` (the episode's rate weight); on the last step also ``episode_return`` and ``normalized_score`` =
     (L(0) - L_final) / (L(0) - L_high), L_high being L with every concept at the highest level:
     0 = all coarsest, 1 = all highest, > 1 better than all highest (NaN when L(0) == L_high).
     """
@@ -537,10 +659,13 @@ class SemanticCodingEnv(gym.Env):
                  codec: str | os.PathLike | SemanticCodec = "tiny", dataset: str = "streets",
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
-                 task_kwargs: dict[str, Any] | None = None) -> None:
+                 task_kwargs: dict[str, Any] | None = None, pins: dict[str, Any] | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
+        if pins is not None and images is None:
+            check_pins(pins, codec, task, dataset, task_kwargs)
         self.render_mode = render_mode
+        self.pins = pins
         self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs)
         self.core = EpisodeCore(self.parts, 1, lam, eta)
         self.codec, self.task = self.parts.codec, self.parts.task
@@ -555,9 +680,14 @@ class SemanticCodingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        index = pick_index(self.np_random, self.num_images, (options or {}).get("index"))
+        options = dict(options or {})
+        unknown = set(options) - {"index", "lam"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; known: 'index', 'lam'")
+        lam = None if options.get("lam") is None else check_lam(options["lam"], 1)
+        index = pick_index(self.np_random, self.num_images, options.get("index"))
         images, labels = load_items(self.parts.images, [index])
-        info = self.core.reset(self._slot, images, labels, np.array([index]))
+        info = self.core.reset(self._slot, images, labels, np.array([index]), lam=lam)
         return self._obs(), self._single_info(info)
 
     def step(self, action: Any):

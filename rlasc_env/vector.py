@@ -27,7 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from codec_models.codec import SemanticCodec
 
-from .env import EpisodeCore, build_parts, check_actions, load_items, observation_space, pick_index
+from .env import EpisodeCore, build_parts, check_actions, check_lam, load_items, observation_space, pick_index
 from .tasks import Task
 
 __all__ = ["BatchedSemanticCodingEnv", "SB3VecEnvAdapter"]
@@ -60,7 +60,9 @@ class BatchedSemanticCodingEnv(VectorEnv):
 
     Infos are dicts of arrays with ``"_key"`` masks (Gymnasium's vector layout); ``levels`` is an
     int array (num_envs, M) with -1 for classes not coded (absent or not reached yet).
-    ``reset(options={"indices": [i0, i1, ...]})`` picks the data set image of every env.
+    ``reset(options={"indices": [i0, i1, ...]})`` picks the data set image of every env;
+    ``reset(options={"lam": x})`` (a number, or one per env) sets the rate weight of eq. 13 of the reset
+    envs, which keep it for their later episodes (autoresets included).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -103,7 +105,8 @@ class BatchedSemanticCodingEnv(VectorEnv):
     def np_random_seed(self) -> tuple[int | None, ...]:
         return tuple(self._seeds)
 
-    def _start(self, rows: np.ndarray, indices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    def _start(self, rows: np.ndarray, indices: Sequence[int] | None = None,
+               lam: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Reset the episodes of envs ``rows`` (one batched call); returns their reset infos."""
         size = len(self.parts.images)
         if indices is None:
@@ -111,7 +114,7 @@ class BatchedSemanticCodingEnv(VectorEnv):
         else:
             picked = [pick_index(self._rng(int(i)), size, indices[int(i)]) for i in rows]
         images, labels = load_items(self.parts.images, picked)
-        info = self.core.reset(rows, images, labels, np.asarray(picked, np.int64))
+        info = self.core.reset(rows, images, labels, np.asarray(picked, np.int64), lam=lam)
         self._done[rows] = False
         self._autoreset[rows] = False
         return info
@@ -143,9 +146,13 @@ class BatchedSemanticCodingEnv(VectorEnv):
         indices = options.pop("indices", None)
         if indices is not None and len(indices) != self.num_envs:
             raise ValueError(f"options['indices'] needs one image index per env ({self.num_envs})")
+        lam = options.pop("lam", None)
+        if lam is not None:
+            lam = check_lam(lam, self.num_envs) if np.ndim(lam) else check_lam(lam, len(rows))
+            lam = lam[rows] if len(lam) == self.num_envs and len(rows) < self.num_envs else lam
         if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; known: 'indices', 'reset_mask'")
-        info = self._start(rows, indices)
+            raise ValueError(f"unknown reset options {sorted(options)}; known: 'indices', 'reset_mask', 'lam'")
+        info = self._start(rows, indices, lam)
         return self.core.observation(self._all), _scatter({}, info, rows, self.num_envs)
 
     def step(self, actions: Any):

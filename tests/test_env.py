@@ -288,3 +288,28 @@ def test_both_ids_pin_their_codec(env_id, architecture, stream_version):
     blob = codec.compress(image, {**{m: 0 for m in range(codec.num_classes)}, **info["levels"]})
     assert blob[2] == stream_version and info["bits"] == len(blob) * 8
     env.close()
+
+
+def test_ids_pin_the_shipped_files():
+    """Every registered id's pins match the shipped files (retraining one must update rlasc_env/versions.py),
+    env.spec records them, and a mismatch is refused with a message."""
+    from codec_models.checkpoint import resolve_codec_path
+    from rlasc_env.tasks.networks import default_weights_path
+    from rlasc_env.versions import ENV_PINS, StaleWeightsError, check_pins, file_sha256
+
+    for env_id, pins in ENV_PINS.items():
+        assert file_sha256(resolve_codec_path(pins["codec"])) == pins["codec_sha256"], env_id
+        for task, sha in pins["task_sha256"].items():
+            assert file_sha256(default_weights_path(task)) == sha, (env_id, task)
+        assert gym.spec(env_id).kwargs["pins"]["codec_sha256"] == pins["codec_sha256"]
+    stale = {**ENV_PINS["rlasc/SemanticCoding-v1"], "env_id": "rlasc/SemanticCoding-v1", "codec_sha256": "0" * 64}
+    with pytest.raises(StaleWeightsError, match="pins codec 'tiny'"):
+        check_pins(stale, "tiny", "segmentation", "streets", None)
+    check_pins(stale, "my-own-codec.pt", "segmentation", "streets", None)  # the caller's own codec: not checked
+    wrong_task = {**stale, "codec_sha256": ENV_PINS["rlasc/SemanticCoding-v1"]["codec_sha256"],
+                  "task_sha256": {"detection": "1" * 64}}
+    with pytest.raises(StaleWeightsError, match="detection network"):
+        check_pins(wrong_task, "tiny", "detection", "streets", None)
+    with pytest.raises(StaleWeightsError, match="streets data"):
+        check_pins({**wrong_task, "task_sha256": {}, "data": {"dataset": "streets", "generator_version": 1}},
+                   "tiny", "detection", "streets", None)

@@ -76,7 +76,16 @@ def test_run_writes_a_report(engine5, tmp_path) -> None:
         assert diff == pytest.approx(report["per_step"][name]["regret"] - report["per_step"][best]["regret"])
     assert set(report["regret_vs_best_fixed"]) == {"class_table", "imitation", "reward_fit"}
     assert {"imitation", "reward_fit", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
-    assert set(report["gap_closure"]) == {"imitation", "reward_fit"}
+    assert set(report["gap_closure"]) == {"imitation", "reward_fit", "class_table"}
+    gate = report["gate"]
+    ci = gate["class_table_minus_best_fixed"]
+    best_return = gate["best_fixed_return"]
+    diffs = np.subtract(report["episodes"]["class_table"]["returns"], report["episodes"][best_return]["returns"])
+    assert ci["n"] == 3 and ci["mean"] == pytest.approx(diffs.mean()) and ci["low"] <= ci["mean"] <= ci["high"]
+    assert gate["class_table_beats_best_fixed"] == (ci["low"] > 0)
+    for name, share in gate["regret_reduction"].items():
+        assert share == pytest.approx(1 - report["per_step"][name]["regret"] / report["per_step"][best]["regret"])
+    assert gate["passed"] == (gate["class_table_beats_best_fixed"] and gate["learned_removes_40pct"])
     for name, g in report["gap_closure"].items():  # against the best fixed level by episode return
         returns = {k: v["return_mean"] for k, v in report["episodes"].items() if k.startswith("fixed_")}
         assert g["best_fixed"] == max(returns, key=returns.get)
@@ -100,3 +109,35 @@ def test_fitted_policy_learns_a_predictable_level(engine5, objective) -> None:
     assert scores["accuracy"] == 1.0 and scores["regret"] == 0.0
     with pytest.raises(ValueError, match="objective"):
         fit_policy(engine5, synthetic, 1, 1e-3, 8, 0, objective="mse")
+
+
+def test_class_table_picks_the_least_regret_level_per_class_and_size() -> None:
+    """Class 3 wants level 1 when small and level 4 when large; class 7 always level 2; a group with too
+    few steps falls back to its class, an unseen class to the best uniform level."""
+    from agents.class_table import SIZE_EDGES, fit_class_table
+
+    q, rows = 6, []
+    for share, cls, best in [(0.01, 3, 1)] * 6 + [(0.5, 3, 4)] * 6 + [(0.1, 7, 2)] * 8 + [(0.5, 7, 5)] * 2:
+        rows.append((cls, share, -np.abs(np.arange(q) - best).astype(float)))
+    classes = np.array([r[0] for r in rows])
+    shares = np.array([r[1] for r in rows])
+    table = fit_class_table(classes, shares, np.stack([r[2] for r in rows]), min_steps=5)
+    assert table.choose(np.array([3, 3, 7, 7, 11]), np.array([0.01, 0.5, 0.1, 0.5, 0.1])).tolist() == [1, 4, 2, 2,
+                                                                                                     table.default]
+    assert table.counts[(7, len(SIZE_EDGES))] == 2 and (7, len(SIZE_EDGES)) not in table.levels
+    obs = {"concept": np.eye(19, dtype=np.float32)[[3, 7]], "stats": np.array([[0.5] + [0] * 6, [0.1] + [0] * 6])}
+    assert table(obs, np.arange(2)).tolist() == [4, 2]
+    assert set(table.to_json()) == {"size_edges", "default", "class_levels", "levels", "counts"}
+
+
+def test_paired_difference_ci() -> None:
+    from agents.learnability import paired_difference
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=100)
+    better = paired_difference(base + 0.5 + 0.1 * rng.normal(size=100), base, resamples=2000)
+    assert 0 < better["low"] < better["mean"] < better["high"] and better["mean"] == pytest.approx(0.5, abs=0.05)
+    same = paired_difference(base + 0.1 * rng.normal(size=100), base, resamples=2000)
+    assert same["low"] < 0 < same["high"]
+    with pytest.raises(ValueError, match="two"):
+        paired_difference([1.0], [0.0])

@@ -1,0 +1,79 @@
+"""The class-table heuristic: one quantization level per concept class and size bucket.
+
+A bit-allocation policy that needs no learning beyond counting: on training images, for every
+(class m, size bucket of s(m)) seen, the level whose immediate reward (eq. 14) fell least short
+of the best level's, on average over the greedy look-ahead's states (:mod:`agents.learnability`).
+It reads only what the agent observes (Section II-C): the concept's one-hot and its pixel share
+(``stats[0]``). A (class, bucket) never seen falls back to the class's level, then to the best
+uniform level on the fitting steps.
+
+If this table beats the best uniform level, the environment carries a signal that depends on
+what is being coded: the minimum that makes learning a bit allocation worthwhile.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SIZE_EDGES", "size_bucket", "ClassTable", "fit_class_table"]
+
+SIZE_EDGES = (0.02, 0.08, 0.25)
+"""Edges of the size buckets, in share of the image's pixels: <2%, 2-8%, 8-25%, >=25%."""
+
+
+def size_bucket(share: np.ndarray | float) -> np.ndarray:
+    """Size bucket (0 .. len(SIZE_EDGES)) of a concept's pixel share."""
+    return np.digitize(np.asarray(share, np.float64), SIZE_EDGES)
+
+
+@dataclass
+class ClassTable:
+    """Level per (class, size bucket), per class, and a default level; callable as an act function."""
+
+    levels: dict[tuple[int, int], int]
+    class_levels: dict[int, int]
+    default: int
+    counts: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def choose(self, classes: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        buckets = size_bucket(shares)
+        return np.array([self.levels.get((int(c), int(b)), self.class_levels.get(int(c), self.default))
+                         for c, b in zip(np.asarray(classes).tolist(), buckets.tolist())], np.int64)
+
+    def __call__(self, obs: Mapping[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        return self.choose(np.asarray(obs["concept"]).argmax(1), np.asarray(obs["stats"])[:, 0])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size_edges": list(SIZE_EDGES), "default": self.default,
+                "class_levels": {str(c): q for c, q in sorted(self.class_levels.items())},
+                "levels": {f"{c}/{b}": q for (c, b), q in sorted(self.levels.items())},
+                "counts": {f"{c}/{b}": n for (c, b), n in sorted(self.counts.items())}}
+
+
+def fit_class_table(classes: np.ndarray, shares: np.ndarray, candidates: np.ndarray,
+                    min_steps: int = 5) -> ClassTable:
+    """Fit on steps with concept ``classes`` (N,), pixel ``shares`` (N,) and the immediate reward of
+    every level ``candidates`` (N, Q): per group, the level of least mean regret (best level's reward
+    minus the level's). A (class, bucket) group with fewer than ``min_steps`` steps is left to its
+    class; a class with fewer than ``min_steps`` steps to the default."""
+    classes = np.asarray(classes, np.int64)
+    candidates = np.asarray(candidates, np.float64)
+    if candidates.ndim != 2 or len(candidates) != len(classes) or len(classes) == 0:
+        raise ValueError("need one row of candidate rewards per step, and at least one step")
+    regret = candidates.max(1, keepdims=True) - candidates
+    buckets = size_bucket(shares)
+    default = int(regret.mean(0).argmin())
+    class_levels, levels, counts = {}, {}, {}
+    for c in np.unique(classes).tolist():
+        rows = classes == c
+        if rows.sum() >= min_steps:
+            class_levels[int(c)] = int(regret[rows].mean(0).argmin())
+        for b in np.unique(buckets[rows]).tolist():
+            group = rows & (buckets == b)
+            counts[(int(c), int(b))] = int(group.sum())
+            if group.sum() >= min_steps:
+                levels[(int(c), int(b))] = int(regret[group].mean(0).argmin())
+    return ClassTable(levels, class_levels, default, counts)

@@ -1,0 +1,92 @@
+"""What each registered environment id pins: the codec, the task networks and the data.
+
+A benchmark id promises the same learning problem wherever it runs. ``ENV_PINS`` holds, per id,
+the sha256 of the shipped codec and task-network files and the data generator's versions; they
+are passed to :class:`rlasc_env.SemanticCodingEnv` as its ``pins`` keyword at registration, so
+``env.spec.kwargs["pins"]`` records them, and the env refuses to start on other weights or data
+under that id (:func:`check_pins`). Retraining a shipped network changes a hash: the test suite
+compares these pins with the files, so such a change must update the pins here and, once an id
+has been released with results, move to a new id.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins"]
+
+_DATA = {"dataset": "streets", "generator_version": 2, "instance_version": 1}
+
+ENV_PINS: dict[str, dict[str, Any]] = {
+    "rlasc/SemanticCoding-v1": {
+        "codec": "tiny",
+        "codec_sha256": "efe0bb0ae51556835e7ce7e19120f72e471a6d313599acd65e8def8ffa49cbe8",
+        "task_sha256": {"segmentation": "53d950934ff6d790caab4a6be89ab09619abf384bea7059c63ed76a724b2a4ef",
+                        "detection": "d83432c94aa46906ffcff0a680e22044f67d656eb1b4ccb693245edcf60db33e",
+                        "classification": "eb16cef79e738ad28a5b91f1fb3590eccac7f5d2ac43aec0a3164af55391ff97"},
+        "data": _DATA,
+    },
+    # The first codec; the task networks are shared with -v1 and not pinned (see docs/results_v0.md).
+    "rlasc/SemanticCoding-v0": {
+        "codec": "tiny-v0",
+        "codec_sha256": "ce17300319511011783e21f17f0ca091687a6784417d7a2402550fba862259ab",
+        "task_sha256": {},
+        "data": _DATA,
+    },
+}
+
+
+class StaleWeightsError(RuntimeError):
+    """The files or data under a registered id are not the ones the id pins."""
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file (cached per path, size and modification time)."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def check_pins(pins: dict[str, Any], codec: Any, task: Any, dataset: str, task_kwargs: dict[str, Any] | None) -> None:
+    """Raise :class:`StaleWeightsError` if the env about to be built under ``pins`` would not use the pinned
+    files: checked for the shipped codec name the id pins, the shipped weights of a task built by name,
+    and the streets generator. A codec, task network or data set the caller passes explicitly is the
+    caller's experiment and is not checked."""
+    env_id = pins.get("env_id", "this id")
+    fix = ("reinstall the project's weights (git checkout codec_models/weights rlasc_env/weights), or pass your own "
+           "codec=/task= to the env (results then are not comparable with the id's)")
+    if isinstance(codec, str) and codec == pins.get("codec"):
+        from codec_models.checkpoint import resolve_codec_path
+
+        found = file_sha256(resolve_codec_path(codec))
+        if found != pins["codec_sha256"]:
+            raise StaleWeightsError(f"{env_id} pins codec {codec!r} with sha256 {pins['codec_sha256'][:12]}..., but the "
+                                    f"shipped file has {found[:12]}...: {fix}")
+    wanted = pins.get("task_sha256", {})
+    if isinstance(task, str) and task in wanted and not (task_kwargs or {}).get("weights"):
+        from .tasks.networks import default_weights_path
+
+        found = file_sha256(default_weights_path(task))
+        if found != wanted[task]:
+            raise StaleWeightsError(f"{env_id} pins the {task} network with sha256 {wanted[task][:12]}..., but "
+                                    f"{default_weights_path(task)} has {found[:12]}...: {fix}")
+    data = pins.get("data", {})
+    if dataset == data.get("dataset") == "streets":
+        from codec_models.streets import GENERATOR_VERSION, INSTANCE_VERSION
+
+        have = {"generator_version": GENERATOR_VERSION, "instance_version": INSTANCE_VERSION}
+        stale = {k: (data[k], v) for k, v in have.items() if k in data and data[k] != v}
+        if stale:
+            raise StaleWeightsError(f"{env_id} pins the streets data {stale} (pinned, installed): this code "
+                                    "generates other images than the id's")
