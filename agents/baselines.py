@@ -55,7 +55,7 @@ class FixedPolicy:
 
 # --------------------------------------------------------------------------- greedy
 def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name: str,
-                  observe: bool = False) -> list[EpisodeRecord]:
+                  observe: bool = False, follow: int | None = None) -> list[EpisodeRecord]:
     q = core.Q
     groups = np.arange(len(chunk))
     base = groups * q
@@ -79,7 +79,7 @@ def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name:
         slots = (live[:, None] * q + np.arange(q)[None, :]).reshape(-1)
         reward, terminated, info, final = core.step(slots, np.tile(np.arange(q), len(live)))
         table = reward.reshape(len(live), q)
-        best = table.argmax(1)  # ties -> the coarsest level
+        best = table.argmax(1) if follow is None else np.full(len(live), follow)  # argmax ties -> the coarsest level
         final_row = np.cumsum(terminated) - 1
         ended = []
         for i, g in enumerate(live.tolist()):
@@ -130,28 +130,32 @@ def _greedy_replay(core: EpisodeCore, images: Any, index: int, metric_name: str)
 
 
 def greedy_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
-                    method: str = "clone", observe: bool = False) -> list[EpisodeRecord]:
+                    method: str = "clone", observe: bool = False, follow: int | None = None) -> list[EpisodeRecord]:
     """Greedy one-step look-ahead episodes on ``indices`` (records in that order).
 
     ``core`` needs at least Q slots; with ``method="clone"`` it runs ``num_slots // Q`` images at
     a time. Each record's ``extra["candidate_rewards"]`` holds the immediate reward of every level
     at every step (the chosen one is the maximum); with ``observe`` (clone only), also
     ``extra["observations"]``: the observation of every step, one dict of unbatched arrays each.
+    ``follow`` (clone only): play that fixed level instead of the best one, still recording every level's
+    immediate reward at every step (the one-step deviations from a uniform allocation).
     """
     q = core.Q
     if core.num_slots < q:
         raise ValueError(f"greedy needs a core with at least Q = {q} slots, got {core.num_slots}")
     indices = [int(i) for i in indices]
+    if follow is not None and not 0 <= int(follow) < q:
+        raise ValueError(f"follow must be a level in [0, {q}), got {follow}")
     if method == "replay":
-        if observe:
-            raise ValueError("observe=True needs method='clone'")
+        if observe or follow is not None:
+            raise ValueError("observe=True and follow need method='clone'")
         return [_greedy_replay(core, images, i, metric_name) for i in indices]
     if method != "clone":
         raise ValueError(f"method must be 'clone' or 'replay', not {method!r}")
     per_chunk = core.num_slots // q
     out: list[EpisodeRecord] = []
     for start in range(0, len(indices), per_chunk):
-        out += _greedy_clone(core, images, indices[start:start + per_chunk], metric_name, observe)
+        out += _greedy_clone(core, images, indices[start:start + per_chunk], metric_name, observe, follow)
     return out
 
 

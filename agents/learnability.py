@@ -10,12 +10,23 @@ what part of its lead is predictable from the state {f(m), s(m), m, stats} that 
 2. The steps of a held-out fifth of those images measure, per step, the accuracy (matching
    greedy's level) and the immediate regret (best r minus the chosen level's r) of:
    every fixed level; the class table of :mod:`agents.class_table` (per concept class and size
-   bucket, the level of least mean regret on the other images) and a class-only table; and
+   bucket, the level of least mean regret on the other images, see below), the same table fitted on
+   greedy's states (``class_table_greedy``) and a class-only table; and
    :class:`~agents.policy.PaperPolicy` fitted on the other images, once by
    cross-entropy on greedy's levels (``imitation``, behaviour cloning) and once by regressing
-   every level's immediate reward (``reward_fit``, acting on the best predicted reward).
-3. Both fitted policies, the class table (refitted on all the greedy steps), every fixed level and
-   greedy play the first ``eval_images`` test images (returns as in ``train_agent.py``).
+   every level's immediate reward (``reward_fit``, acting on the best predicted reward); and
+   :class:`CompactChooser`, an MLP on the concept's class and the stats alone, by the same reward
+   regression (``compact_fit``).
+3. The fitted policies, both class tables (refitted on all their training images), every fixed
+   level and greedy play the first ``eval_images`` test images (returns as in ``train_agent.py``).
+
+The class table is fitted on the states of the best uniform level q* (chosen by return on the first
+``uniform_images`` training images): along q*'s episodes every level's immediate reward is recorded,
+so the table learns which one-step deviations from q* pay, per class and size -- one step of policy
+improvement over the uniform allocation. Fitted on greedy's states instead, it learns deviations
+from a context (most concepts coarse) that it does not meet when deployed; the task rewards are not
+additive over concepts (detection's box IoU, most of all), which makes the difference. The compact
+chooser trains on both kinds of states.
 
 **The signal gate** (``report["gate"]``) asks two things of an environment before agents are
 trained on it: the class table beats the best uniform level in episode return on the test images
@@ -39,17 +50,17 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
-from .baselines import greedy_episodes
+from .baselines import FixedPolicy, greedy_episodes
 from .class_table import ClassTable, fit_class_table
 from .config import EnvFlags
 from .episodes import Engine, EpisodeRecord
 from .evaluation import baseline_policies, evaluate, gap_closure, results_table
-from .policy import OBS_KEYS, PaperPolicy, obs_to_tensors
+from .policy import OBS_KEYS, PaperPolicy, obs_shapes, obs_to_tensors
 from .runner import make_engine, resolve_device, write_json
 
-__all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "step_scores", "fit_policy",
-           "class_table", "table_of", "paired_difference", "signal_gate", "gate_summary", "term_ranges", "run", "main",
-           "GATE_REGRET_REDUCTION"]
+__all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "cached_greedy_steps", "step_scores",
+           "fit_policy", "CompactChooser", "class_table", "table_of", "paired_difference", "signal_gate",
+           "gate_summary", "term_ranges", "uniform_optimum_by_lam", "run", "main", "GATE_REGRET_REDUCTION"]
 
 GATE_REGRET_REDUCTION = 0.4
 """Share of the best fixed level's immediate regret that the best fitted policy must remove."""
@@ -65,6 +76,10 @@ class LearnabilityConfig(EnvFlags):
     """Number of held-out test images (the first N of the test split) every policy is evaluated on."""
     bootstrap: int = 10000
     """Bootstrap resamples of the gate's confidence interval."""
+    uniform_images: int = 100
+    """Training images on which the best uniform level q* is chosen (its episodes give the class table's steps)."""
+    greedy_cache: str | None = None
+    """Keep greedy's training steps in this .npz and reuse them when codec, task, weights and images match."""
     task: str = "segmentation"
     """Downstream task of the semantic loss."""
     epochs: int = 30
@@ -107,10 +122,17 @@ class GreedySteps:
         return GreedySteps({k: v[rows] for k, v in self.observations.items()}, self.levels[rows],
                            self.candidates[rows], self.classes[rows], self.image[rows])
 
+    def concat(self, other: GreedySteps) -> GreedySteps:
+        return GreedySteps({k: np.concatenate([v, other.observations[k]]) for k, v in self.observations.items()},
+                           np.concatenate([self.levels, other.levels]),
+                           np.concatenate([self.candidates, other.candidates]),
+                           np.concatenate([self.classes, other.classes]), np.concatenate([self.image, other.image]))
+
 
 def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], batch: int = 96,
-                         progress: bool = False) -> tuple[GreedySteps, list[EpisodeRecord]]:
-    """Greedy episodes on ``indices`` of ``split`` with the observation of every step."""
+                         progress: bool = False, follow: int | None = None) -> tuple[GreedySteps, list[EpisodeRecord]]:
+    """Greedy episodes on ``indices`` of ``split`` with the observation of every step (``follow``: along that
+    fixed level's episodes instead, every level's immediate reward still recorded)."""
     if not len(indices):
         raise ValueError("give at least one image index")
     q = engine.num_levels
@@ -121,7 +143,7 @@ def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], bat
     bar = tqdm(total=len(indices), desc="greedy", unit="img", disable=not progress)
     for start in range(0, len(indices), per_core):
         chunk = [int(i) for i in indices[start:start + per_core]]
-        records += greedy_episodes(core, images, chunk, engine.metric_name, observe=True)
+        records += greedy_episodes(core, images, chunk, engine.metric_name, observe=True, follow=follow)
         bar.update(len(chunk))
     bar.close()
     obs = [o for r in records for o in r.extra["observations"]]
@@ -132,6 +154,68 @@ def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], bat
         classes=np.array([c for r in records for c in r.concepts], np.int64),
         image=np.array([r.image_index for r in records for _ in r.levels], np.int64))
     return steps, records
+
+
+def _cache_key(engine: Engine, cfg: "LearnabilityConfig") -> str:
+    import json
+
+    from .runner import describe_engine
+
+    desc = describe_engine(engine)
+    files = [desc.get("codec_path"), desc.get("task_network", {}).get("weights")]
+    from rlasc_env.versions import file_sha256
+
+    shas = [file_sha256(f) if f and Path(f).is_file() else str(f) for f in files]
+    return json.dumps({"files": shas, "task": engine.task.name, "train_images": cfg.train_images, "lam": cfg.lam,
+                       "eta": cfg.eta, "reference": cfg.reference, "dataset": cfg.dataset, "preset": cfg.preset},
+                      sort_keys=True)
+
+
+def cached_greedy_steps(engine: Engine, cfg: "LearnabilityConfig", follow: int | None = None) -> GreedySteps:
+    """:func:`collect_greedy_steps` on the first ``cfg.train_images`` training images, kept in
+    ``cfg.greedy_cache`` (a file made for other weights or settings is recomputed and replaced); with
+    ``follow``, in ``<cache stem>.follow<level>.npz``."""
+    key = (_cache_key(engine, cfg) + f"/follow={follow}") if cfg.greedy_cache else ""
+    path = Path(cfg.greedy_cache) if cfg.greedy_cache else None
+    if path is not None and follow is not None:
+        path = path.with_name(f"{path.stem}.follow{follow}.npz")
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) == key:
+                return GreedySteps({k: data[f"obs_{k}"] for k in OBS_KEYS}, data["levels"], data["candidates"],
+                                   data["classes"], data["image"])
+        print(f"{path} was made for other weights or settings: collecting greedy's steps again")
+    steps, _ = collect_greedy_steps(engine, "train", range(cfg.train_images), cfg.batch, cfg.progress, follow)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, key=np.array(key), levels=steps.levels, candidates=steps.candidates,
+                            classes=steps.classes, image=steps.image,
+                            **{f"obs_{k}": v for k, v in steps.observations.items()})
+        tmp.replace(path)
+    return steps
+
+
+class CompactChooser(PaperPolicy):
+    """A learned chooser that sees only the concept's class and the stats (no feature map): an MLP
+    with :class:`PaperPolicy`'s interface (``act``). On a few thousand greedy steps the 4096-value
+    feature map lets the paper's network overfit; this one generalizes like a smooth class table."""
+
+    def __init__(self, observation_space: Any, num_levels: int, hidden: Sequence[int] = (128, 128)) -> None:
+        torch.nn.Module.__init__(self)
+        self.shapes = obs_shapes(observation_space)
+        self.num_levels = int(num_levels)
+        self.arch = {"hidden": [int(h) for h in hidden], "inputs": ["concept", "stats"]}
+        layers: list[torch.nn.Module] = []
+        width = self.shapes["concept"][0] + self.shapes["stats"][0]
+        for h in hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        self.mlp = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(width, self.num_levels)
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.mlp(torch.cat([obs["concept"], obs["stats"]], 1)))
 
 
 def class_table(steps: GreedySteps) -> dict[int, int]:
@@ -186,6 +270,26 @@ def term_ranges(episodes: Mapping[str, Mapping[str, Any]], lam: float, eta: floa
             "perceptual": eta * (low["perceptual_loss_mean"] - high["perceptual_loss_mean"])}
 
 
+def uniform_optimum_by_lam(episodes: Mapping[str, Mapping[str, Any]], eta: float,
+                           grid: Sequence[float] = tuple(np.round(np.arange(0, 5.001, 0.01), 2))) -> list[dict[str, float]]:
+    """The best uniform level as a function of the rate weight lam (eta fixed): a fixed level's final bpp, L_S and
+    L_P do not depend on lam, so its return L(0) - L_final is linear in lam. Returns the lam intervals of the grid
+    with their best level: ``[{"lam_from", "lam_to", "level"}, ...]``."""
+    fixed = sorted((n for n in episodes if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
+    base = episodes[fixed[0]]
+    rows: list[dict[str, float]] = []
+    for lam in grid:
+        returns = [-lam * (episodes[n]["bpp_mean"] - base["bpp_mean"])
+                   + (base["semantic_loss_mean"] - episodes[n]["semantic_loss_mean"])
+                   + eta * (base["perceptual_loss_mean"] - episodes[n]["perceptual_loss_mean"]) for n in fixed]
+        level = int(np.argmax(returns))
+        if rows and rows[-1]["level"] == level:
+            rows[-1]["lam_to"] = float(lam)
+        else:
+            rows.append({"lam_from": float(lam), "lam_to": float(lam), "level": level})
+    return rows
+
+
 def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
     """Accuracy against greedy's level and mean immediate regret of levels ``chosen`` per step."""
     chosen = np.asarray(chosen, np.int64)
@@ -196,7 +300,8 @@ def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
 
 def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
                seed: int, device: str | torch.device = "cpu", progress: bool = False,
-               objective: Literal["cross_entropy", "reward_regression"] = "cross_entropy") -> PaperPolicy:
+               objective: Literal["cross_entropy", "reward_regression"] = "cross_entropy",
+               network: Literal["paper", "compact"] = "paper") -> PaperPolicy:
     """:class:`PaperPolicy` fitted to greedy's steps: ``cross_entropy`` on greedy's levels (behaviour
     cloning), or ``reward_regression``: the logits regress every level's immediate reward (minus
     the step's best, over the standard deviation of all these differences; squared error), so the argmax is the level of
@@ -205,7 +310,10 @@ def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: f
         raise ValueError(f"objective must be 'cross_entropy' or 'reward_regression', not {objective!r}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    policy = PaperPolicy(engine.observation_space, engine.num_levels).to(device)
+    if network not in ("paper", "compact"):
+        raise ValueError(f"network must be 'paper' or 'compact', not {network!r}")
+    policy = (PaperPolicy(engine.observation_space, engine.num_levels) if network == "paper"
+              else CompactChooser(engine.observation_space, engine.num_levels)).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
     inputs = obs_to_tensors(steps.observations, policy.shapes, device)
     targets = torch.as_tensor(steps.levels, device=device)
@@ -249,27 +357,41 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         if engine.num_images(split) < wanted:
             raise ValueError(f"the {split} split has {engine.num_images(split)} images, {wanted} asked for")
     q = engine.num_levels
-    steps, _ = collect_greedy_steps(engine, "train", range(cfg.train_images), cfg.batch, cfg.progress)
+    steps = cached_greedy_steps(engine, cfg)
     fit_rows, test_rows = held_out_split(steps, cfg.seed)
     fit, held = steps.subset(fit_rows), steps.subset(test_rows)
+    # the best uniform level q* on training images, and every level's immediate reward along its episodes: the
+    # one-step deviations from q* that the class table is fitted on (one step of policy improvement over q*)
+    uniform = evaluate(engine, {f"fixed_{lv}": FixedPolicy(lv, q) for lv in range(q)},
+                       min(cfg.uniform_images, cfg.train_images), split="train", batch_size=cfg.batch, greedy=False)
+    q_star = max(range(q), key=lambda lv: uniform[f"fixed_{lv}"]["return_mean"])
+    follow = cached_greedy_steps(engine, cfg, follow=q_star)
+    follow_fit = follow.subset(np.flatnonzero(~np.isin(follow.image, np.unique(held.image))))
     table = class_table(fit)
-    size_table = table_of(fit)
-    policies = {name: fit_policy(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, device,
-                                 cfg.progress, objective)
-                for name, objective in (("imitation", "cross_entropy"), ("reward_fit", "reward_regression"))}
+    greedy_table = table_of(fit)
+    size_table = table_of(follow_fit)
+    policies = {name: fit_policy(engine, data, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, device,
+                                 cfg.progress, objective, network)
+                for name, data, objective, network in (("imitation", fit, "cross_entropy", "paper"),
+                                                       ("reward_fit", fit, "reward_regression", "paper"),
+                                                       ("compact_fit", fit.concat(follow_fit), "reward_regression",
+                                                        "compact"))}
     fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
     per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
     for level in range(q):
         per_step[f"fixed_{level}"] = step_scores(held, np.full(len(held), level))
     per_step["class_table"] = step_scores(held, size_table.choose(held.classes, held.observations["stats"][:, 0]))
+    per_step["class_table_greedy"] = step_scores(held, greedy_table.choose(held.classes,
+                                                                           held.observations["stats"][:, 0]))
     per_step["class_only"] = step_scores(held, np.array([table.get(int(c), fallback) for c in held.classes]))
     per_step["majority_level"] = step_scores(held, np.full(len(held), fallback))
     for name, policy in policies.items():
         per_step[name] = step_scores(held, policy.act(held.observations, deterministic=True))
 
     acts = {name: _act_fn(policy) for name, policy in policies.items()}
-    deployed_table = table_of(steps)  # every greedy step (the held-out fifth served only the per-step scores)
+    deployed_table = table_of(follow)  # every image's steps (the held-out fifth served only the per-step scores)
     acts["class_table"] = deployed_table
+    acts["class_table_greedy"] = table_of(steps)
     episodes = evaluate(engine, {**acts, **{k: v for k, v in baseline_policies(q, cfg.seed).items() if k != "random"}},
                         cfg.eval_images, batch_size=cfg.batch, greedy=True, oracle_cap=0, keep_returns=True)
     gate = signal_gate(per_step, episodes, list(policies), cfg.bootstrap, cfg.seed)
@@ -282,17 +404,20 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         "greedy_steps": {"fit": len(fit), "held_out": len(held),
                          "fit_images": int(len(np.unique(fit.image))), "held_out_images": int(len(np.unique(held.image))),
                          "level_histogram": np.bincount(steps.levels, minlength=q).tolist()},
+        "uniform_on_train": {"images": min(cfg.uniform_images, cfg.train_images), "best_level": q_star,
+                             "returns": {k: v["return_mean"] for k, v in uniform.items()}},
         "class_table": deployed_table.to_json(),
         "class_only_table": {str(k): v for k, v in sorted(table.items())},
         "gate": gate,
         "term_ranges": term_ranges(episodes, cfg.lam, cfg.eta),
+        "best_uniform_by_lam": uniform_optimum_by_lam(episodes, cfg.eta),
         "per_step": per_step,
         "best_fixed_by_regret": best_fixed,
         "regret_vs_best_fixed": {name: per_step[name]["regret"] - per_step[best_fixed]["regret"]
-                                 for name in ("class_table", *policies)},
+                                 for name in ("class_table", "class_table_greedy", *policies)},
         "episodes": episodes,
         "gap_closure": {name: gap_closure({**episodes, "policy": episodes[name]}, "return_mean")
-                        for name in (*policies, "class_table")},
+                        for name in (*policies, "class_table", "class_table_greedy")},
         "seconds": time.perf_counter() - t0,
     }
     if cfg.json:

@@ -62,8 +62,14 @@ def test_step_scores_and_class_table(engine5) -> None:
 
 def test_run_writes_a_report(engine5, tmp_path) -> None:
     out = tmp_path / "learn.json"
-    cfg = LearnabilityConfig(train_images=10, eval_images=3, epochs=2, batch_size=8, json=str(out), progress=False)
+    cache = tmp_path / "greedy.npz"
+    cfg = LearnabilityConfig(train_images=10, eval_images=3, epochs=2, batch_size=8, json=str(out), progress=False,
+                             greedy_cache=str(cache))
     report = run(cfg, engine=engine5)
+    again = run(cfg, engine=engine5)  # greedy's steps from the cache: the same per-step scores
+    assert cache.is_file() and again["per_step"] == report["per_step"]
+    with np.load(cache) as data:
+        assert data["levels"].shape == (10 * 5,)
     saved = json.loads(out.read_text())
     assert saved["per_step"] == report["per_step"]
     q = engine5.num_levels
@@ -74,9 +80,13 @@ def test_run_writes_a_report(engine5, tmp_path) -> None:
     assert report["per_step"][best]["regret"] == min(report["per_step"][f"fixed_{lv}"]["regret"] for lv in range(q))
     for name, diff in report["regret_vs_best_fixed"].items():
         assert diff == pytest.approx(report["per_step"][name]["regret"] - report["per_step"][best]["regret"])
-    assert set(report["regret_vs_best_fixed"]) == {"class_table", "imitation", "reward_fit"}
-    assert {"imitation", "reward_fit", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
-    assert set(report["gap_closure"]) == {"imitation", "reward_fit", "class_table"}
+    assert set(report["regret_vs_best_fixed"]) == {"class_table", "class_table_greedy", "imitation", "reward_fit",
+                                                   "compact_fit"}
+    uniform = report["uniform_on_train"]
+    assert uniform["best_level"] == max(range(q), key=lambda lv: uniform["returns"][f"fixed_{lv}"])
+    assert (tmp_path / f"greedy.follow{uniform['best_level']}.npz").is_file()
+    assert {"imitation", "reward_fit", "compact_fit", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
+    assert set(report["gap_closure"]) == {"imitation", "reward_fit", "compact_fit", "class_table", "class_table_greedy"}
     gate = report["gate"]
     ci = gate["class_table_minus_best_fixed"]
     best_return = gate["best_fixed_return"]
@@ -141,3 +151,33 @@ def test_paired_difference_ci() -> None:
     assert same["low"] < 0 < same["high"]
     with pytest.raises(ValueError, match="two"):
         paired_difference([1.0], [0.0])
+
+
+def test_uniform_optimum_by_lam() -> None:
+    """Three fixed levels: more rate buys lower losses; lam = 0 picks the finest, a large lam the coarsest."""
+    from agents.learnability import uniform_optimum_by_lam
+
+    ep = {f"fixed_{q}": {"bpp_mean": b, "semantic_loss_mean": s, "perceptual_loss_mean": p}
+          for q, (b, s, p) in enumerate([(0.2, 0.8, 0.5), (0.6, 0.7, 0.3), (1.4, 0.65, 0.25)])}
+    rows = uniform_optimum_by_lam(ep, eta=10.0, grid=[0.0, 0.5, 1.0, 3.0, 10.0])
+    # returns: level 1 = -0.4 lam + 0.1 + 2.0; level 2 = -1.2 lam + 0.15 + 2.5
+    assert [r["level"] for r in rows] == [2, 1, 0]
+    assert rows[0]["lam_to"] == 0.5 and rows[1]["lam_from"] == 1.0 and rows[2]["lam_from"] == 10.0
+
+
+def test_follow_collects_deviations_along_a_fixed_level(engine5) -> None:
+    """Along fixed level 1's episodes: every step plays level 1, records every level's immediate reward,
+    and the followed level's rewards add up to fixed level 1's episode return."""
+    from agents.baselines import FixedPolicy
+    from agents.episodes import run_episodes
+
+    steps, records = collect_greedy_steps(engine5, "test", [0, 1, 2], batch=2 * engine5.num_levels, follow=1)
+    assert (steps.levels == 1).all() and steps.candidates.shape == (len(steps), engine5.num_levels)
+    fixed = run_episodes(engine5.core("test", 3), engine5.parts("test").images, [0, 1, 2],
+                         FixedPolicy(1, engine5.num_levels), engine5.metric_name)
+    for rec, ref in zip(records, fixed):
+        assert rec.episode_return == pytest.approx(ref.episode_return, abs=1e-5)
+        cand = np.asarray(rec.extra["candidate_rewards"])
+        assert cand[:, 1].sum() == pytest.approx(ref.episode_return, abs=1e-5)
+    with pytest.raises(ValueError, match="follow"):
+        collect_greedy_steps(engine5, "test", [0], batch=engine5.num_levels, follow=engine5.num_levels)

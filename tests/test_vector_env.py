@@ -136,7 +136,7 @@ def test_benchmark_json(tmp_path, test_codec):
     res = json.loads(out.read_text())
     for key in ("device", "preset", "batch_size", "single_env_steps_per_s", "sync_vector_steps_per_s",
                 "batched_env_steps_per_s", "forward_only_steps_per_s", "single_env_replay_ms_per_transition",
-                "compare_single_env_ms_per_transition", "single_env_vs_compare"):
+                "compare_single_env_ms_per_transition", "single_env_time_vs_compare"):
         assert key in res
     assert res["preset"] == "test" and res["batch_size"] == 2 and res["single_env_steps_per_s"] > 0
     assert res["compare_codec"] == str(path) and res["single_env_replay_ms_per_transition"] > 0
