@@ -175,7 +175,7 @@ def cached_greedy_steps(engine: Engine, cfg: "LearnabilityConfig", follow: int |
     """:func:`collect_greedy_steps` on the first ``cfg.train_images`` training images, kept in
     ``cfg.greedy_cache`` (a file made for other weights or settings is recomputed and replaced); with
     ``follow``, in ``<cache stem>.follow<level>.npz``."""
-    key = (_cache_key(engine, cfg) + f"/follow={follow}") if cfg.greedy_cache else ""
+    key = (_cache_key(engine, cfg) + ("" if follow is None else f"/follow={follow}")) if cfg.greedy_cache else ""
     path = Path(cfg.greedy_cache) if cfg.greedy_cache else None
     if path is not None and follow is not None:
         path = path.with_name(f"{path.stem}.follow{follow}.npz")

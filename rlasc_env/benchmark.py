@@ -61,6 +61,8 @@ class BenchmarkConfig:
     seed: int = 0
     progress: bool = True  # print each repeat's figures to stderr
     compare_codec: str = "tiny-v0"  # single env on this codec too, side by side ("" to skip): -v0's codec
+    agent_episodes: int = 0  # also time `train_agent.py --algo reinforce` (this many episodes, its evaluation
+    # included) on the codec and on --compare-codec, one after the other (0: skip; 1200 is the default run)
 
 
 class _Clock:
@@ -231,6 +233,31 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     }
 
 
+def _agent_runs(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """Wall time of the default REINFORCE run (training and evaluation) on each codec, one after the other."""
+    import contextlib
+    import io
+    import tempfile
+
+    from agents.config import TrainAgentConfig
+    from agents.runner import run as run_agent
+
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys([cfg.codec or cfg.preset, *([cfg.compare_codec] if cfg.compare_codec else [])]):
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            acfg = TrainAgentConfig(algo="reinforce", codec=name, episodes=cfg.agent_episodes, preset=cfg.preset,
+                                    threads=cfg.threads if cfg.threads > 0 else None, run_dir=Path(tmp),
+                                    progress=False, device=cfg.device)
+            t0 = time.perf_counter()
+            res = run_agent(acfg, log=lambda *args, **kwargs: None)
+            wall = time.perf_counter() - t0
+        out[name] = {"seconds": wall, "train_seconds": res["train_seconds"], "eval_seconds": res["eval_seconds"],
+                     "train_steps": res["train_steps"], "episodes": cfg.agent_episodes}
+        if cfg.progress:
+            print(f"reinforce on {name}: {wall:.0f} s ({res['train_steps']} training steps)", file=sys.stderr, flush=True)
+    return out
+
+
 def _summary(res: dict[str, Any]) -> str:
     lines = [f"device {res['device']}, preset {res['preset']}, batch {res['batch_size']}, "
              f"{res['torch_threads']} torch threads, mean episode {res['mean_episode_length'] or float('nan'):.1f} steps"]
@@ -247,12 +274,20 @@ def _summary(res: dict[str, Any]) -> str:
     lines.append(f"  batched / sync {res['batched_vs_sync']:.2f}x, batched / forward-only "
                  f"{100 * res['batched_vs_forward_only']:.0f}% (CPU time: {res['cpu_time_batched_vs_sync']:.2f}x, "
                  f"{100 * res['cpu_time_batched_vs_forward_only']:.0f}%); load average {res['load_average']}")
+    runs = res.get("agent_runs") or {}
+    if len(runs) == 2:
+        (a, ra), (b, rb) = runs.items()
+        lines.append(f"  train_agent.py --algo reinforce, {ra['episodes']} episodes: {a} {ra['seconds']:.0f} s "
+                     f"({ra['train_steps']} steps), {b} {rb['seconds']:.0f} s ({rb['train_steps']} steps); "
+                     f"{b} / {a} {rb['seconds'] / ra['seconds']:.2f}x")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = tyro.cli(BenchmarkConfig, args=argv, description=__doc__)
     res = run_benchmark(cfg)
+    if cfg.agent_episodes > 0:
+        res["agent_runs"] = _agent_runs(cfg)
     print(_summary(res))
     if cfg.json is not None:
         cfg.json.parent.mkdir(parents=True, exist_ok=True)

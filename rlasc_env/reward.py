@@ -15,7 +15,24 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["rate_term", "rsp_loss", "step_reward", "normalized_score"]
+__all__ = ["rate_term", "rsp_loss", "step_reward", "normalized_score", "REWARD_PRESETS", "reward_weights"]
+
+REWARD_PRESETS: dict[str, dict[str, float]] = {
+    # Algorithm 2's weights; the env's defaults. With them the best uniform level of every task is an inner
+    # level (4 of 0..5) on -v1, measured by `python -m agents.learnability` (docs/env_v1.md, "Operating points").
+    "paper": {"lam": 1.0, "eta": 10.0},
+}
+
+
+def reward_weights(preset: str = "paper", **overrides: float) -> dict[str, float]:
+    """``{"lam": ..., "eta": ...}`` of a named preset (``REWARD_PRESETS``), e.g.
+    ``gym.make("rlasc/SemanticCoding-v1", **reward_weights("paper", lam=0.5))``."""
+    if preset not in REWARD_PRESETS:
+        raise ValueError(f"unknown reward preset {preset!r}; known: {sorted(REWARD_PRESETS)}")
+    unknown = set(overrides) - {"lam", "eta"}
+    if unknown:
+        raise ValueError(f"reward_weights takes lam and eta overrides, not {sorted(unknown)}")
+    return {**REWARD_PRESETS[preset], **{k: float(v) for k, v in overrides.items()}}
 
 
 def rate_term(bits: ArrayLike, bits0: ArrayLike, pixels: int) -> np.ndarray:

@@ -135,3 +135,14 @@ def test_lam_per_env_and_bad_values(test_codec, test_dataset, make_env):
         make_env().reset(options={"lam": float("inf")})
     with pytest.raises(ValueError, match="unknown reset options"):
         make_env().reset(options={"lambda": 1.0})
+
+
+def test_reward_presets():
+    from rlasc_env.reward import REWARD_PRESETS, reward_weights
+
+    assert reward_weights("paper") == {"lam": 1.0, "eta": 10.0} == REWARD_PRESETS["paper"]
+    assert reward_weights("paper", lam=0.25) == {"lam": 0.25, "eta": 10.0}
+    with pytest.raises(ValueError, match="unknown reward preset"):
+        reward_weights("fast")
+    with pytest.raises(ValueError, match="overrides"):
+        reward_weights("paper", gamma=0.9)

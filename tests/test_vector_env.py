@@ -140,3 +140,29 @@ def test_benchmark_json(tmp_path, test_codec):
         assert key in res
     assert res["preset"] == "test" and res["batch_size"] == 2 and res["single_env_steps_per_s"] > 0
     assert res["compare_codec"] == str(path) and res["single_env_replay_ms_per_transition"] > 0
+
+
+def test_benchmark_agent_runs_time_both_codecs(monkeypatch):
+    """--agent-episodes times the default REINFORCE run on the codec and on --compare-codec (runner stubbed:
+    the real run is minutes long; its own tests are in test_agents.py)."""
+    import agents.runner
+    from rlasc_env.benchmark import BenchmarkConfig, _agent_runs, _summary
+
+    seen = []
+
+    def fake_run(cfg, log=print):
+        seen.append((cfg.codec, cfg.episodes, cfg.algo, cfg.threads))
+        return {"train_seconds": 1.0, "eval_seconds": 0.5, "train_steps": 10 * cfg.episodes}
+
+    monkeypatch.setattr(agents.runner, "run", fake_run)
+    runs = _agent_runs(BenchmarkConfig(codec="tiny", compare_codec="tiny-v0", agent_episodes=3, progress=False))
+    assert seen == [("tiny", 3, "reinforce", 1), ("tiny-v0", 3, "reinforce", 1)]
+    assert set(runs) == {"tiny", "tiny-v0"} and runs["tiny"]["train_steps"] == 30 and runs["tiny"]["seconds"] >= 0
+    res = {"device": "cpu", "preset": "tiny", "batch_size": 1, "torch_threads": 1, "mean_episode_length": 1.0,
+           "single_env_step_ms": 1.0, "single_env_reset_ms": 1.0, "single_env_ms_per_transition": 1.0,
+           "single_env_replay_ms_per_transition": 1.0, "batched_vs_sync": 1.0, "batched_vs_forward_only": 1.0,
+           "cpu_time_batched_vs_sync": 1.0, "cpu_time_batched_vs_forward_only": 1.0, "load_average": [0, 0],
+           "agent_runs": runs, **{k: 1.0 for k in ("single_env_steps_per_s", "sync_vector_steps_per_s",
+                                                  "batched_env_steps_per_s", "forward_only_steps_per_s",
+                                                  "forward_only_cached_spade_steps_per_s")}}
+    assert "train_agent.py --algo reinforce, 3 episodes" in _summary(res)
