@@ -16,7 +16,8 @@ what part of its lead is predictable from the state {f(m), s(m), m, stats} that 
    cross-entropy on greedy's levels (``imitation``, behaviour cloning) and once by regressing
    every level's immediate reward (``reward_fit``, acting on the best predicted reward); and
    :class:`CompactChooser`, an MLP on the concept's class and the stats alone, by the same reward
-   regression (``compact_fit``).
+   regression (``compact_fit``), and five of those, each stopped early on its own fifth of the fitting
+   images, acting on their mean output (``compact_ensemble``).
 3. The fitted policies, both class tables (refitted on all their training images), every fixed
    level and greedy play the first ``eval_images`` test images (returns as in ``train_agent.py``).
 
@@ -25,8 +26,9 @@ The class table is fitted on the states of the best uniform level q* (chosen by 
 so the table learns which one-step deviations from q* pay, per class and size -- one step of policy
 improvement over the uniform allocation. Fitted on greedy's states instead, it learns deviations
 from a context (most concepts coarse) that it does not meet when deployed; the task rewards are not
-additive over concepts (detection's box IoU, most of all), which makes the difference. The compact
-chooser trains on both kinds of states.
+additive over concepts (detection's box IoU, most of all), which makes the difference. The fitted
+policies train on greedy's states, where their per-step regret is measured (trained on both kinds of
+states, the compact chooser removed 38% of segmentation's regret instead of 43%).
 
 **The signal gate** (``report["gate"]``) asks two things of an environment before agents are
 trained on it: the class table beats the best uniform level in episode return on the test images
@@ -39,6 +41,7 @@ be expected to close much of the gap to greedy. ``python -m agents.learnability 
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -59,7 +62,7 @@ from .policy import OBS_KEYS, PaperPolicy, obs_shapes, obs_to_tensors
 from .runner import make_engine, resolve_device, write_json
 
 __all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "cached_greedy_steps", "step_scores",
-           "fit_policy", "CompactChooser", "class_table", "table_of", "paired_difference", "signal_gate",
+           "fit_policy", "CompactChooser", "ChooserEnsemble", "fit_compact_ensemble", "class_table", "table_of", "paired_difference", "signal_gate",
            "gate_summary", "term_ranges", "uniform_optimum_by_lam", "run", "main", "GATE_REGRET_REDUCTION"]
 
 GATE_REGRET_REDUCTION = 0.4
@@ -218,6 +221,62 @@ class CompactChooser(PaperPolicy):
         return self.head(self.mlp(torch.cat([obs["concept"], obs["stats"]], 1)))
 
 
+class ChooserEnsemble(PaperPolicy):
+    """Several fitted choosers acting on the mean of their outputs (bagging: lowers the variance of a chooser
+    fitted on a few thousand noisy steps)."""
+
+    def __init__(self, members: Sequence[PaperPolicy]) -> None:
+        torch.nn.Module.__init__(self)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = torch.nn.ModuleList(members)
+        self.shapes, self.num_levels = members[0].shapes, members[0].num_levels
+        self.arch = {"members": len(members), "member": members[0].arch}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([m(obs) for m in self.members]).mean(0)
+
+
+def fit_compact_ensemble(engine: Engine, steps: GreedySteps, members: int = 5, max_epochs: int = 100,
+                         learning_rate: float = 1e-3, batch_size: int = 64, seed: int = 0,
+                         device: str | torch.device = "cpu", check_every: int = 10) -> ChooserEnsemble:
+    """``members`` :class:`CompactChooser` fitted by reward regression, each on four fifths of the fitting
+    images (a different fifth held out per member) and stopped at the epoch of least immediate regret on
+    its held-out fifth (checked every ``check_every`` epochs); they act on their mean output."""
+    fitted = []
+    for k in range(members):
+        train_rows, val_rows = held_out_split(steps, seed + 1 + k)
+        train, val = steps.subset(train_rows), steps.subset(val_rows)
+        torch.manual_seed(seed + k)
+        rng = np.random.default_rng(seed + k)
+        policy = CompactChooser(engine.observation_space, engine.num_levels).to(device)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
+        inputs = obs_to_tensors(train.observations, policy.shapes, device)
+        relative = train.candidates - train.candidates.max(1, keepdims=True)
+        targets = torch.as_tensor(relative / max(float(relative.std()), 1e-12), dtype=torch.float32, device=device)
+        best = (step_scores(val, policy.act(val.observations))["regret"], copy.deepcopy(policy.state_dict()))
+        for epoch in range(1, max_epochs + 1):
+            policy.train()
+            order = rng.permutation(len(train))
+            for start in range(0, len(order), batch_size):
+                rows = torch.as_tensor(order[start:start + batch_size], device=device)
+                loss = torch.nn.functional.mse_loss(policy({key: v[rows] for key, v in inputs.items()}), targets[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if epoch % check_every == 0:
+                regret = step_scores(val, policy.act(val.observations))["regret"]
+                if regret < best[0]:
+                    best = (regret, copy.deepcopy(policy.state_dict()))
+        policy.load_state_dict(best[1])
+        fitted.append(policy.eval())
+    return ChooserEnsemble(fitted).eval()
+
+
 def class_table(steps: GreedySteps) -> dict[int, int]:
     """Per concept class, the level of least mean immediate regret on ``steps``."""
     regret = steps.candidates.max(1, keepdims=True) - steps.candidates
@@ -374,8 +433,9 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
                                  cfg.progress, objective, network)
                 for name, data, objective, network in (("imitation", fit, "cross_entropy", "paper"),
                                                        ("reward_fit", fit, "reward_regression", "paper"),
-                                                       ("compact_fit", fit.concat(follow_fit), "reward_regression",
-                                                        "compact"))}
+                                                       ("compact_fit", fit, "reward_regression", "compact"))}
+    policies["compact_ensemble"] = fit_compact_ensemble(engine, fit, seed=cfg.seed, device=device,
+                                                        max_epochs=max(cfg.epochs, 10) * 3)
     fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
     per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
     for level in range(q):

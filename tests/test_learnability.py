@@ -81,12 +81,13 @@ def test_run_writes_a_report(engine5, tmp_path) -> None:
     for name, diff in report["regret_vs_best_fixed"].items():
         assert diff == pytest.approx(report["per_step"][name]["regret"] - report["per_step"][best]["regret"])
     assert set(report["regret_vs_best_fixed"]) == {"class_table", "class_table_greedy", "imitation", "reward_fit",
-                                                   "compact_fit"}
+                                                   "compact_fit", "compact_ensemble"}
     uniform = report["uniform_on_train"]
     assert uniform["best_level"] == max(range(q), key=lambda lv: uniform["returns"][f"fixed_{lv}"])
     assert (tmp_path / f"greedy.follow{uniform['best_level']}.npz").is_file()
     assert {"imitation", "reward_fit", "compact_fit", "greedy", *(f"fixed_{lv}" for lv in range(q))} <= set(report["episodes"])
-    assert set(report["gap_closure"]) == {"imitation", "reward_fit", "compact_fit", "class_table", "class_table_greedy"}
+    assert set(report["gap_closure"]) == {"imitation", "reward_fit", "compact_fit", "compact_ensemble", "class_table",
+                                          "class_table_greedy"}
     gate = report["gate"]
     ci = gate["class_table_minus_best_fixed"]
     best_return = gate["best_fixed_return"]
