@@ -58,3 +58,14 @@ def test_codec(test_dataset):
 @pytest.fixture(scope="session")
 def test_codec_v1(test_dataset):
     return _fitted_codec("test", test_dataset)
+
+
+@pytest.fixture()
+def make_env(test_codec, test_dataset):
+    """SemanticCodingEnv on the test codec and data (task "pixel-test" unless given)."""
+    from rlasc_env import SemanticCodingEnv
+
+    def make(**kwargs):
+        kwargs.setdefault("task", "pixel-test")
+        return SemanticCodingEnv(codec=test_codec, images=test_dataset, **kwargs)
+    return make

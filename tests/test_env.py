@@ -20,12 +20,6 @@ TASKS = ("segmentation", "detection", "classification")
 
 
 
-@pytest.fixture()
-def make_env(test_codec, test_dataset):
-    def make(**kwargs) -> SemanticCodingEnv:
-        kwargs.setdefault("task", "pixel-test")
-        return SemanticCodingEnv(codec=test_codec, images=test_dataset, **kwargs)
-    return make
 
 
 def run_episode(env: SemanticCodingEnv, seed: int, actions_seed: int = 0, index: int | None = None):

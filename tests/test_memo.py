@@ -10,12 +10,6 @@ from rlasc_env.env import lam_feature
 from rlasc_env.memo import StepLosses, TransitionMemo
 
 
-@pytest.fixture()
-def make_env(test_codec, test_dataset):
-    def make(**kwargs) -> SemanticCodingEnv:
-        kwargs.setdefault("task", "pixel-test")
-        return SemanticCodingEnv(codec=test_codec, images=test_dataset, **kwargs)
-    return make
 
 
 def play(env: SemanticCodingEnv, index: int, actions: list[int], lam: float | None = None):
