@@ -66,8 +66,15 @@ def default_run_dir(cfg: TrainAgentConfig, task: str, seed: int, several: bool) 
     return cfg.run_dir / f"{task}-{seed}" if several else cfg.run_dir
 
 
+def env_id_of(codec: Any) -> str | None:
+    """The registered env id whose pinned codec is ``codec`` (a shipped name), or None (a codec of one's own)."""
+    from rlasc_env import ENV_CODECS
+
+    return next((env_id for env_id, name in ENV_CODECS.items() if isinstance(codec, str) and codec == name), None)
+
+
 def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
-    return apply_overrides(load_hyperparams(cfg.algo, cfg.preset), cfg.hp)
+    return apply_overrides(load_hyperparams(cfg.algo, cfg.preset, env_id_of(cfg.codec) or ENV_ID), cfg.hp)
 
 
 def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
@@ -176,7 +183,8 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
     t_start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     hp = hyperparameters(cfg)
-    resolved = {"config": dataclasses.asdict(cfg), "task": task, "seed": seed, "device": device, "env_id": ENV_ID,
+    resolved = {"config": dataclasses.asdict(cfg), "task": task, "seed": seed, "device": device,
+                "env_id": env_id_of(cfg.codec) or f"{ENV_ID} layout, codec {cfg.codec}",
                 "hyperparameters": hp, "environment": describe_engine(engine)}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(resolved), sort_keys=False))
     write_json(run_dir / "config.json", resolved)

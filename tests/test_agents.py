@@ -382,3 +382,12 @@ def test_baseline_policies_cover_every_level(engine) -> None:
     assert a.min() >= 0 and a.max() < engine.num_levels
     assert np.array_equal(a, baseline_policies(engine.num_levels, seed=3)["random"]({}, np.arange(100)))
     assert obs_shapes(engine.observation_space).channels == engine.observation_space["features"].shape[0] + 1
+
+
+def test_env_id_of_the_codec() -> None:
+    """Runs record the registered id of their codec (-v0 for tiny-v0), and a codec of one's own is no id."""
+    from agents.runner import env_id_of
+
+    assert env_id_of("tiny") == "rlasc/SemanticCoding-v1"
+    assert env_id_of("tiny-v0") == "rlasc/SemanticCoding-v0"
+    assert env_id_of("runs/codec/mine.pt") is None
