@@ -250,30 +250,9 @@ def fit_compact_ensemble(engine: Engine, steps: GreedySteps, members: int = 5, m
     fitted = []
     for k in range(members):
         train_rows, val_rows = held_out_split(steps, seed + 1 + k)
-        train, val = steps.subset(train_rows), steps.subset(val_rows)
-        torch.manual_seed(seed + k)
-        rng = np.random.default_rng(seed + k)
-        policy = CompactChooser(engine.observation_space, engine.num_levels).to(device)
-        optimizer = torch.optim.Adam(policy.parameters(), lr=learning_rate)
-        inputs = obs_to_tensors(train.observations, policy.shapes, device)
-        relative = train.candidates - train.candidates.max(1, keepdims=True)
-        targets = torch.as_tensor(relative / max(float(relative.std()), 1e-12), dtype=torch.float32, device=device)
-        best = (step_scores(val, policy.act(val.observations))["regret"], copy.deepcopy(policy.state_dict()))
-        for epoch in range(1, max_epochs + 1):
-            policy.train()
-            order = rng.permutation(len(train))
-            for start in range(0, len(order), batch_size):
-                rows = torch.as_tensor(order[start:start + batch_size], device=device)
-                loss = torch.nn.functional.mse_loss(policy({key: v[rows] for key, v in inputs.items()}), targets[rows])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            if epoch % check_every == 0:
-                regret = step_scores(val, policy.act(val.observations))["regret"]
-                if regret < best[0]:
-                    best = (regret, copy.deepcopy(policy.state_dict()))
-        policy.load_state_dict(best[1])
-        fitted.append(policy.eval())
+        fitted.append(fit_policy(engine, steps.subset(train_rows), max_epochs, learning_rate, batch_size, seed + k,
+                                 device, objective="reward_regression", network="compact",
+                                 validation=steps.subset(val_rows), check_every=check_every))
     return ChooserEnsemble(fitted).eval()
 
 
@@ -360,11 +339,14 @@ def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
 def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
                seed: int, device: str | torch.device = "cpu", progress: bool = False,
                objective: Literal["cross_entropy", "reward_regression"] = "cross_entropy",
-               network: Literal["paper", "compact"] = "paper") -> PaperPolicy:
+               network: Literal["paper", "compact"] = "paper", validation: GreedySteps | None = None,
+               check_every: int = 10) -> PaperPolicy:
     """:class:`PaperPolicy` fitted to greedy's steps: ``cross_entropy`` on greedy's levels (behaviour
     cloning), or ``reward_regression``: the logits regress every level's immediate reward (minus
     the step's best, over the standard deviation of all these differences; squared error), so the argmax is the level of
-    best expected reward given the observation (a full-information contextual bandit)."""
+    best expected reward given the observation (a full-information contextual bandit). ``network="compact"`` fits a
+    :class:`CompactChooser`. With ``validation`` steps, the weights of least immediate regret on them (checked before
+    training and every ``check_every`` epochs) are kept: early stopping."""
     if objective not in ("cross_entropy", "reward_regression"):
         raise ValueError(f"objective must be 'cross_entropy' or 'reward_regression', not {objective!r}")
     torch.manual_seed(seed)
@@ -378,8 +360,10 @@ def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: f
     targets = torch.as_tensor(steps.levels, device=device)
     relative = steps.candidates - steps.candidates.max(1, keepdims=True)
     rewards = torch.as_tensor(relative / max(float(relative.std()), 1e-12), dtype=torch.float32, device=device)
+    best = None if validation is None else (step_scores(validation, policy.act(validation.observations))["regret"],
+                                            copy.deepcopy(policy.state_dict()))
     policy.train()
-    for _ in tqdm(range(epochs), desc=f"fit ({objective})", unit="epoch", disable=not progress):
+    for epoch in tqdm(range(1, epochs + 1), desc=f"fit ({objective})", unit="epoch", disable=not progress):
         order = rng.permutation(len(steps))
         for start in range(0, len(order), batch_size):
             rows = torch.as_tensor(order[start:start + batch_size], device=device)
@@ -391,6 +375,12 @@ def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: f
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if best is not None and epoch % check_every == 0:
+            regret = step_scores(validation, policy.act(validation.observations))["regret"]
+            if regret < best[0]:
+                best = (regret, copy.deepcopy(policy.state_dict()))
+    if best is not None:
+        policy.load_state_dict(best[1])
     policy.eval()
     return policy
 

@@ -80,22 +80,23 @@ class TransitionMemo:
     def watch(self, modules: Iterable[nn.Module]) -> None:
         self._watch = list(modules)
         self._tensors = _tensors(self._watch)
-        self._state = self._fingerprint()
+        self._state = self._versions()
         self._entries.clear()
 
-    def _fingerprint(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        return tuple(id(t) for t in self._tensors), tuple(t._version for t in self._tensors)
+    def _versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self._tensors)
 
     def validate(self, full: bool = False) -> None:
-        """Empty the memo if a watched parameter or buffer changed (in place: an optimizer step,
-        ``load_state_dict``) since the last check. ``full`` also looks for replaced tensors (``module.to``,
-        new parameters), which walks the modules (slower; the env does it at every reset)."""
+        """Empty the memo if a watched parameter or buffer changed in place (an optimizer step,
+        ``load_state_dict``) since the last check. ``full`` also looks for new parameter or buffer objects (e.g.
+        a module assigned a new Parameter), which walks the modules (slower; the env does it at every reset)."""
+        changed = False
         if full:
             tensors = _tensors(self._watch)
             if [id(t) for t in tensors] != [id(t) for t in self._tensors]:
-                self._tensors = tensors
-        state = self._fingerprint()
-        if state != self._state:
+                self._tensors, changed = tensors, True
+        state = self._versions()
+        if changed or state != self._state:
             self._entries.clear()
             self._state = state
 
