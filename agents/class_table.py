@@ -12,13 +12,18 @@ what is being coded: the minimum that makes learning a bit allocation worthwhile
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SIZE_EDGES", "size_bucket", "ClassTable", "fit_class_table"]
+__all__ = ["SIZE_EDGES", "size_bucket", "ClassTable", "fit_class_table", "load_class_table"]
+
+MATCHED_SETTINGS = ("task", "codec", "dataset", "preset", "lam", "eta", "reference")
+"""Settings of a learnability report that must equal the run's for its class table to apply."""
 
 SIZE_EDGES = (0.02, 0.08, 0.25)
 """Edges of the size buckets, in share of the image's pixels: <2%, 2-8%, 8-25%, >=25%."""
@@ -45,6 +50,19 @@ class ClassTable:
 
     def __call__(self, obs: Mapping[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
         return self.choose(np.asarray(obs["concept"]).argmax(1), np.asarray(obs["stats"])[:, 0])
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ClassTable":
+        """Inverse of :meth:`to_json`; refuses a table made with other size buckets."""
+        edges = tuple(float(e) for e in data.get("size_edges", ()))
+        if edges != SIZE_EDGES:
+            raise ValueError(f"class table made with size edges {edges}, this version uses {SIZE_EDGES}")
+        def cell(key: str) -> tuple[int, int]:
+            c, b = key.split("/")
+            return int(c), int(b)
+        return cls(levels={cell(k): int(q) for k, q in data["levels"].items()},
+                   class_levels={int(c): int(q) for c, q in data["class_levels"].items()},
+                   default=int(data["default"]), counts={cell(k): int(n) for k, n in data.get("counts", {}).items()})
 
     def to_json(self) -> dict[str, Any]:
         return {"size_edges": list(SIZE_EDGES), "default": self.default,
@@ -77,3 +95,22 @@ def fit_class_table(classes: np.ndarray, shares: np.ndarray, candidates: np.ndar
             if group.sum() >= min_steps:
                 levels[(int(c), int(b))] = int(regret[group].mean(0).argmin())
     return ClassTable(levels, class_levels, default, counts)
+
+
+def load_class_table(path: str | Path, settings: Mapping[str, Any]) -> ClassTable:
+    """The class table of a ``python -m agents.learnability --json`` report (e.g. docs/gate/<task>.json),
+    checked against the run's ``settings`` (task, codec, data set, preset, lam, eta, reference)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no class table report at {path}: write one with python -m agents.learnability "
+                                "--task TASK --json PATH")
+    report = json.loads(path.read_text())
+    if "class_table" not in report:
+        raise ValueError(f"{path} has no 'class_table': expected a report of python -m agents.learnability --json")
+    made_with = {**report.get("config", {}), "task": report.get("task", report.get("config", {}).get("task"))}
+    differ = {k: (made_with.get(k), settings[k]) for k in MATCHED_SETTINGS
+              if k in settings and str(made_with.get(k)) != str(settings[k])}
+    if differ:
+        raise ValueError(f"{path} was fitted for other settings (report, run): {differ}; fit a table for this run "
+                         "with python -m agents.learnability")
+    return ClassTable.from_json(report["class_table"])

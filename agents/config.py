@@ -76,6 +76,9 @@ class TrainAgentConfig(EnvFlags):
     """Hyperparameter overrides key=value (YAML values, dotted keys for nested ones), e.g. learning_rate=3e-4."""
     greedy: bool = True
     """Evaluate the greedy one-step look-ahead baseline."""
+    class_table: Path | None = None
+    """Also evaluate the class-table heuristic of this learnability report (e.g. docs/gate/segmentation.json),
+    fitted on training images by python -m agents.learnability; its task, codec and reward weights must match."""
     oracle_cap: int = 4096
     """Exhaustive oracle when every eval image has Q^K <= cap level sequences (0 = never)."""
     deterministic: bool = True
@@ -89,7 +92,7 @@ class TrainAgentConfig(EnvFlags):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("json", "eval_only", "run_dir"):
+        for name in ("json", "eval_only", "run_dir", "class_table"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, Path(value))

@@ -158,7 +158,7 @@ def gap_closure(ev: Mapping[str, Mapping[str, Any]], key: str = "return_mean") -
 
 # --------------------------------------------------------------------------- tables
 def _order(names: Sequence[str]) -> list[str]:
-    head = [n for n in ("policy", "greedy", "oracle", "random") if n in names]
+    head = [n for n in ("policy", "greedy", "oracle", "class_table", "random") if n in names]
     fixed = sorted((n for n in names if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
     return head + fixed + [n for n in names if n not in head and n not in fixed]
 

@@ -111,20 +111,30 @@ class PaperTrunk(nn.Module):
 
 
 class PaperPolicy(nn.Module):
-    """pi_theta(a(m) | state(m)): :class:`PaperTrunk` + the third FC layer -> Q logits (softmax -> probabilities)."""
+    """pi_theta(a(m) | state(m)): :class:`PaperTrunk` + the third FC layer -> Q logits (softmax -> probabilities).
+
+    ``concept_skip=True`` adds a linear map from [one-hot m, stats] straight to the logits (zero at
+    the start, so the initial policy is the paper's): a per-class, per-level preference that moves
+    as fast as Adam allows instead of being learned through the trunk, where the masked feature
+    map's 512 inputs drown the concept id's 19 (see docs/agents_v1.md).
+    """
 
     def __init__(self, observation_space: spaces.Dict | Mapping[str, Any], num_levels: int,
                  conv_channels: Sequence[int] = (32, 64), hidden: Sequence[int] = (256, 128),
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, concept_skip: bool = False) -> None:
         super().__init__()
         if num_levels < 2:
             raise ValueError(f"num_levels must be >= 2, got {num_levels}")
         self.shapes = obs_shapes(observation_space)
         self.num_levels = int(num_levels)
         self.arch = {"conv_channels": [int(c) for c in conv_channels], "hidden": [int(h) for h in hidden],
-                     "dropout": float(dropout)}
+                     "dropout": float(dropout), "concept_skip": bool(concept_skip)}
         self.trunk = PaperTrunk(self.shapes, conv_channels, hidden, dropout)
         self.head = nn.Linear(self.trunk.out_features, self.num_levels)
+        self.skip: nn.Linear | None = None
+        if concept_skip:
+            self.skip = nn.Linear(self.shapes["concept"][0] + self.shapes["stats"][0], self.num_levels, bias=False)
+            nn.init.zeros_(self.skip.weight)
 
     @property
     def device(self) -> torch.device:
@@ -132,7 +142,10 @@ class PaperPolicy(nn.Module):
 
     def forward(self, obs: Mapping[str, Tensor]) -> Tensor:
         """Logits (B, Q) for a batch of observation tensors (see :func:`obs_to_tensors`)."""
-        return self.head(self.trunk(obs))
+        logits = self.head(self.trunk(obs))
+        if self.skip is not None:
+            logits = logits + self.skip(torch.cat([obs["concept"].flatten(1), obs["stats"].flatten(1)], dim=1))
+        return logits
 
     def distribution(self, obs: Mapping[str, Any]) -> torch.distributions.Categorical:
         """The softmax distribution over levels for (NumPy or tensor) observations."""
@@ -159,7 +172,8 @@ class PaperPolicy(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "PaperPolicy":
-        return cls(spec["shapes"], int(spec["num_levels"]), spec["conv_channels"], spec["hidden"], spec["dropout"])
+        return cls(spec["shapes"], int(spec["num_levels"]), spec["conv_channels"], spec["hidden"], spec["dropout"],
+                   bool(spec.get("concept_skip", False)))  # policies saved before the option have none
 
 
 class PaperFeaturesExtractor(BaseFeaturesExtractor):

@@ -20,7 +20,10 @@ is taken by Adam on the loss -J. Options, all off in the paper preset:
   (leave-one-out, step by step);
 - ``normalize_advantages``: the weights (G - b) of an update divided by their standard
   deviation (a per-update step size; the direction of eq. 21 is kept);
-- an entropy bonus ``entropy_coef``.
+- an entropy bonus ``entropy_coef``;
+- ``concept_skip``: :class:`PaperPolicy` with a linear [concept, stats] -> logits path beside
+  the paper's network, trained at its own Adam step ``skip_learning_rate`` (one preference per
+  class and level that the shared trunk cannot override before the classes separate).
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from .episodes import Engine, EpisodeRecord, run_copies
 from .policy import PaperPolicy, obs_to_tensors
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer", "TrainStats", "discounted_return", "rewards_to_go", "step_weights",
-           "episode_objective", "load_reinforce_policy"]
+           "episode_objective", "load_reinforce_policy", "policy_param_groups"]
 
 
 @dataclass
@@ -62,6 +65,8 @@ class ReinforceConfig:
     conv_channels: tuple[int, int] = (32, 64)
     hidden: tuple[int, int] = (256, 128)
     dropout: float = 0.1
+    concept_skip: bool = False  # linear [concept, stats] -> logits path beside the trunk (PaperPolicy)
+    skip_learning_rate: float = 0.03  # Adam step of that path: a per-class preference moves about this much per update
     log_interval: int = 10  # updates between tensorboard points
     checkpoint_interval: int = 200  # updates between resumable checkpoints (0 = only at the end)
 
@@ -80,8 +85,8 @@ class ReinforceConfig:
                              "rollouts_per_image >= 2")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be positive")
+        if self.learning_rate <= 0 or self.skip_learning_rate <= 0:
+            raise ValueError("learning_rate and skip_learning_rate must be positive")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
         self.conv_channels = tuple(int(c) for c in self.conv_channels)  # type: ignore[assignment]
         self.hidden = tuple(int(h) for h in self.hidden)  # type: ignore[assignment]
@@ -133,6 +138,17 @@ def leave_one_out(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [(stacked.sum(0) - stacked[j]) / (r - 1) for j in range(r)]
 
 
+def policy_param_groups(policy: PaperPolicy, config: ReinforceConfig) -> list[dict[str, Any]]:
+    """Adam parameter groups: the concept skip path (when the policy has one) at
+    ``skip_learning_rate``, everything else at ``learning_rate``."""
+    skip = list(policy.skip.parameters()) if getattr(policy, "skip", None) is not None else []
+    skip_ids = {id(p) for p in skip}
+    groups: list[dict[str, Any]] = [{"params": [p for p in policy.parameters() if id(p) not in skip_ids]}]
+    if skip:
+        groups.append({"params": skip, "lr": config.skip_learning_rate})
+    return groups
+
+
 @dataclass
 class TrainStats:
     """Running training state (saved in resumable checkpoints)."""
@@ -158,9 +174,11 @@ class ReinforceTrainer:
         torch.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
         self.policy = policy if policy is not None else PaperPolicy(
-            engine.observation_space, engine.num_levels, config.conv_channels, config.hidden, config.dropout)
+            engine.observation_space, engine.num_levels, config.conv_channels, config.hidden, config.dropout,
+            config.concept_skip)
         self.policy.to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, betas=config.adam_betas)
+        self.optimizer = torch.optim.Adam(policy_param_groups(self.policy, config), lr=config.learning_rate,
+                                          betas=config.adam_betas)
         self.core = engine.core("train", config.episodes_per_update)
         self.images = engine.parts("train").images
         self.num_train = engine.num_images("train")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 
+from .class_table import load_class_table
 from .config import EnvFlags, TrainAgentConfig
 from .episodes import ActFn, Engine, EnvSpec
 from .evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
@@ -188,6 +189,8 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
                 "hyperparameters": hp, "environment": describe_engine(engine)}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(resolved), sort_keys=False))
     write_json(run_dir / "config.json", resolved)
+    table = (load_class_table(cfg.class_table, {**dataclasses.asdict(cfg), "task": task})
+             if cfg.class_table is not None else None)  # checked before training, not after
     torch.manual_seed(seed)
     np.random.seed(seed)
     act, facts = train_policy(cfg, engine, dict(hp), seed, device, run_dir, log)
@@ -195,6 +198,8 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
     t_eval = time.perf_counter()
     log(f"evaluating on the first {cfg.eval_images} test images")
     policies = {"policy": act, **baseline_policies(engine.num_levels, seed)}
+    if table is not None:
+        policies["class_table"] = table
     if cache:  # fixed levels, greedy and oracle are deterministic: evaluated once per task, shared by the seeds
         ev = evaluate(engine, {k: policies[k] for k in ("policy", "random")}, cfg.eval_images,
                       batch_size=cfg.eval_batch, greedy=False, log=log)

@@ -121,6 +121,30 @@ def test_policy_shapes_softmax_and_act(engine) -> None:
     assert extractor(obs_tensors(policy, obs)).shape == (5, extractor.features_dim) and extractor.features_dim == 12
 
 
+def test_concept_skip_starts_as_the_paper_policy_and_learns_at_its_own_rate(engine) -> None:
+    from agents.reinforce import policy_param_groups
+
+    torch.manual_seed(0)
+    plain = PaperPolicy(engine.observation_space, engine.num_levels, (4, 8), (16, 12), dropout=0.0)
+    torch.manual_seed(0)
+    skip = PaperPolicy(engine.observation_space, engine.num_levels, (4, 8), (16, 12), dropout=0.0, concept_skip=True)
+    obs = run_obs(engine, engine.core("test", 3), 3)
+    assert torch.equal(plain(obs_tensors(plain, obs)), skip(obs_tensors(skip, obs)))  # zero skip at the start
+    with torch.no_grad():
+        skip.skip.weight[1, 0] = 5.0  # level 1 for class 0
+    obs["concept"][:] = 0.0
+    obs["concept"][:, 0] = 1.0
+    assert torch.allclose(skip(obs_tensors(skip, obs))[:, 1] - plain(obs_tensors(plain, obs))[:, 1], torch.tensor(5.0))
+    rebuilt = PaperPolicy.from_spec(skip.spec())
+    assert rebuilt.skip is not None and PaperPolicy.from_spec({**plain.spec()}).skip is None
+    old_spec = {k: v for k, v in plain.spec().items() if k != "concept_skip"}  # saved before the option existed
+    assert PaperPolicy.from_spec(old_spec).skip is None
+    groups = policy_param_groups(skip, ReinforceConfig(learning_rate=1e-4, skip_learning_rate=0.05, concept_skip=True))
+    assert len(groups) == 2 and groups[1]["lr"] == 0.05 and groups[1]["params"] == [skip.skip.weight]
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in skip.parameters())
+    assert len(policy_param_groups(plain, ReinforceConfig())) == 1
+
+
 def run_obs(engine: Engine, core, k: int) -> dict[str, np.ndarray]:
     from agents.episodes import reset_slots
 
@@ -356,11 +380,19 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
     for name in ("config.yaml", "config.json", "policy.pt", "results.json", "results.md"):
         assert (run_dir / name).is_file(), name
     # the saved policy evaluates again with --eval-only
+    # ... beside a class table from a learnability report made for the same settings
+    from agents.class_table import ClassTable
+
+    report = {"task": "segmentation", "config": {k: getattr(cfg, k) for k in ("codec", "dataset", "preset", "lam",
+                                                                             "eta", "reference")},
+              "class_table": ClassTable({}, {0: 2}, 1).to_json()}
+    (tmp_path / "gate.json").write_text(json.dumps(report))
     again = TrainAgentConfig(algo="reinforce", eval_only=run_dir / "policy.pt", eval_images=3, progress=False,
                              device="cpu", greedy=False, oracle_cap=0, json=tmp_path / "again.json",
-                             run_dir=tmp_path / "eval")
+                             run_dir=tmp_path / "eval", class_table=tmp_path / "gate.json")
     run(again, log=lambda s: None, engine_factory=lambda c, task, device: engine)
     redo = json.loads((tmp_path / "again.json").read_text())
+    assert 0.0 < redo["eval"]["class_table"]["level_mean"] < 2.0  # class 0 at level 2, the rest at level 1
     drop = lambda row: {k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
     assert drop(redo["eval"]["policy"]) == pytest.approx(drop(data["eval"]["policy"]))
     assert redo["train_episodes"] == 4

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from agents.baselines import greedy_episodes
+from agents.class_table import ClassTable
 from agents.episodes import reset_slots
 from agents.learnability import (GreedySteps, LearnabilityConfig, class_table, collect_greedy_steps, fit_policy, run,
                                  step_scores)
@@ -139,6 +140,32 @@ def test_class_table_picks_the_least_regret_level_per_class_and_size() -> None:
     obs = {"concept": np.eye(19, dtype=np.float32)[[3, 7]], "stats": np.array([[0.5] + [0] * 6, [0.1] + [0] * 6])}
     assert table(obs, np.arange(2)).tolist() == [4, 2]
     assert set(table.to_json()) == {"size_edges", "default", "class_levels", "levels", "counts"}
+    again = ClassTable.from_json(json.loads(json.dumps(table.to_json())))
+    assert (again.levels, again.class_levels, again.default, again.counts) == (
+        table.levels, table.class_levels, table.default, table.counts)
+    with pytest.raises(ValueError, match="size edges"):
+        ClassTable.from_json({**table.to_json(), "size_edges": [0.1]})
+
+
+def test_class_table_report_loads_only_for_its_settings(tmp_path) -> None:
+    from agents.class_table import load_class_table
+
+    table = ClassTable({(0, 3): 2}, {0: 2}, 4)
+    report = {"task": "segmentation", "config": {"codec": "tiny", "lam": 1.0, "eta": 10.0, "preset": "tiny"},
+              "class_table": table.to_json()}
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps(report))
+    run = {"task": "segmentation", "codec": "tiny", "lam": 1.0, "eta": 10.0, "preset": "tiny"}
+    assert load_class_table(path, run).levels == {(0, 3): 2}
+    with pytest.raises(ValueError, match="lam"):
+        load_class_table(path, {**run, "lam": 2.0})
+    with pytest.raises(ValueError, match="task"):
+        load_class_table(path, {**run, "task": "detection"})
+    with pytest.raises(FileNotFoundError, match="learnability"):
+        load_class_table(tmp_path / "none.json", run)
+    path.write_text(json.dumps({"task": "segmentation"}))
+    with pytest.raises(ValueError, match="class_table"):
+        load_class_table(path, run)
 
 
 def test_paired_difference_ci() -> None:
