@@ -66,7 +66,7 @@ class ReinforceConfig:
     hidden: tuple[int, int] = (256, 128)
     dropout: float = 0.1
     concept_skip: bool = False  # linear [concept, stats] -> logits path beside the trunk (PaperPolicy)
-    skip_learning_rate: float = 0.03  # Adam step of that path: a per-class preference moves about this much per update
+    skip_learning_rate: float = 0.05  # Adam step of that path (the -v1 tiny preset's value)
     log_interval: int = 10  # updates between tensorboard points
     checkpoint_interval: int = 200  # updates between resumable checkpoints (0 = only at the end)
 
