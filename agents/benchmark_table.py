@@ -9,7 +9,12 @@ Each input is the JSON ``train_agent.py --json`` writes for several seeds (its `
 one run's ``results.json``. Per
 task, the trained policy of every file becomes one row named after its algorithm; the baselines
 (random, greedy, every fixed level) come from the first algorithm that has them, and every cell is the
-mean ± 95% CI (t-distribution) over the seeds.
+mean ± 95% CI (t-distribution) over the seeds. Below each task's table, every learned algorithm gets the
+statistics that rliable recommends (Agarwal et al., 2021), computed with NumPy/SciPy: the interquartile
+mean (IQM) of the per-seed returns with a 95% bootstrap interval, and the probability of improvement over
+the best fixed level, P(policy's return > best fixed level's return on the same held-out image), over
+seeds and images, with a 95% stratified bootstrap interval (seeds and images resampled); the
+per-image returns come from ``results.json``'s ``returns`` (runs without them get "-").
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import trim_mean
 
 from .evaluation import mean_ci
 
-__all__ = ["collect_rows", "benchmark_table", "main"]
+__all__ = ["collect_rows", "benchmark_table", "iqm_interval", "improvement_probability", "main"]
+
+BOOTSTRAP_RESAMPLES = 10000
 
 BASELINES = ("greedy", "random")
 
@@ -61,6 +69,51 @@ def _cell(values: Sequence[float], digits: int = 4) -> str:
     return text + (f" ± {ci['ci95']:.{digits}f}" if np.isfinite(ci["ci95"]) and ci["ci95"] > 0 else "")
 
 
+def iqm_interval(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                 ) -> tuple[float, float, float]:
+    """(IQM, low, high): the interquartile mean (25% trimmed from each end) of ``values`` and its 95%
+    percentile bootstrap interval over resampled values (seeds)."""
+    x = np.asarray(values, np.float64)
+    if x.size == 0:
+        raise ValueError("no values")
+    rng = np.random.default_rng(seed)
+    boot = trim_mean(x[rng.integers(0, x.size, (resamples, x.size))], 0.25, axis=1)
+    return float(trim_mean(x, 0.25)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+def improvement_probability(policy: np.ndarray, reference: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                            seed: int = 0) -> tuple[float, float, float]:
+    """(P, low, high): P(policy > reference) over the (seeds, images) array of per-image returns ``policy``
+    against ``reference`` (images,) on the same images (ties count one half), and its 95% stratified
+    bootstrap interval (seeds and images resampled independently)."""
+    policy, reference = np.asarray(policy, np.float64), np.asarray(reference, np.float64)
+    if policy.ndim != 2 or policy.shape[1] != reference.shape[0]:
+        raise ValueError(f"policy returns {policy.shape} must be (seeds, images) with images = {reference.shape}")
+    diff = policy - reference[None, :]
+    wins = np.where(np.abs(diff) <= 1e-9, 0.5, (diff > 0).astype(np.float64))
+    rng = np.random.default_rng(seed)
+    s, n = wins.shape
+    rows, cols = rng.integers(0, s, (resamples, s)), rng.integers(0, n, (resamples, n))
+    boot = np.array([wins[r][:, c].mean() for r, c in zip(rows, cols)])
+    return float(wins.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+def _statistics_lines(rows: Mapping[str, list[Mapping[str, Any]]], algos: Sequence[str], best: str) -> list[str]:
+    lines = ["", f"| policy | IQM of return [95% bootstrap CI] | P(return > {best}'s on the same image) [95% CI] |",
+             "|---|---|---|"]
+    reference = rows[best][0].get("returns")
+    for name in algos:
+        evs = rows[name]
+        iqm, low, high = iqm_interval([e["return_mean"] for e in evs])
+        poi = "-"
+        returns = [e.get("returns") for e in evs]
+        if reference is not None and all(r is not None and len(r) == len(reference) for r in returns):
+            p, p_low, p_high = improvement_probability(np.array(returns), np.array(reference))
+            poi = f"{p:.3f} [{p_low:.3f}, {p_high:.3f}]"
+        lines.append(f"| {name} | {iqm:.4f} [{low:.4f}, {high:.4f}] | {poi} |")
+    return lines
+
+
 def _row_order(names: Sequence[str]) -> list[str]:
     fixed = sorted((n for n in names if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
     algos = [n for n in names if n not in fixed and n not in BASELINES and n != "oracle"]
@@ -92,6 +145,10 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
             algos = [n for n in _row_order(list(rows)) if n not in fixed and n not in BASELINES and n != "oracle"]
             parts = [f"{a} {_cell([(e['return_mean'] - fixed[best]) / span for e in rows[a]], 3)}" for a in algos]
             lines += ["", f"(policy − best fixed) / (greedy − best fixed), best fixed = {best}: " + ", ".join(parts)]
+        if fixed:
+            best = max(fixed, key=fixed.get)
+            algos = [n for n in _row_order(list(rows)) if n not in fixed and n not in BASELINES and n != "oracle"]
+            lines += _statistics_lines(rows, algos, best)
         lines.append("")
     return "\n".join(lines)
 

@@ -182,14 +182,29 @@ class PaperFeaturesExtractor(BaseFeaturesExtractor):
     SB3 one-hot encodes a ``Discrete`` concept itself. Keep ``dropout=0`` for on-policy SB3
     algorithms: they collect rollouts in eval mode and compute gradients in train mode, so
     dropout would make the sampling and the optimised policy differ.
+
+    ``concept_gain > 0`` is SB3's form of :class:`PaperPolicy`'s concept skip path: the features
+    are the trunk's output followed by ``concept_gain * [one-hot m, stats]``, so SB3's linear heads
+    (``net_arch: []``) hold a direct per-class, per-level term. SB3 gives every parameter one
+    learning rate, so the gain does what REINFORCE's ``skip_learning_rate`` does: Adam moves each
+    weight by about the learning rate whatever the gradient's scale, so this term's logits move
+    ``concept_gain`` times faster than a weight on an unscaled input would (docs/agents_v1.md).
     """
 
     def __init__(self, observation_space: spaces.Dict, conv_channels: Sequence[int] = (32, 64),
-                 hidden: Sequence[int] = (256, 128), dropout: float = 0.0) -> None:
+                 hidden: Sequence[int] = (256, 128), dropout: float = 0.0, concept_gain: float = 0.0) -> None:
+        if not concept_gain >= 0.0:
+            raise ValueError(f"concept_gain must be >= 0 (0 = the paper's trunk alone), got {concept_gain}")
         shapes = obs_shapes(observation_space)
         trunk = PaperTrunk(shapes, conv_channels, hidden, dropout)
-        super().__init__(observation_space, features_dim=trunk.out_features)
+        skip = shapes["concept"][0] + shapes["stats"][0] if concept_gain > 0 else 0
+        super().__init__(observation_space, features_dim=trunk.out_features + skip)
         self.trunk = trunk
+        self.concept_gain = float(concept_gain)
 
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
-        return self.trunk(observations)
+        features = self.trunk(observations)
+        if self.concept_gain > 0:
+            direct = torch.cat([observations["concept"].flatten(1), observations["stats"].flatten(1)], dim=1)
+            features = torch.cat([features, self.concept_gain * direct], dim=1)
+        return features

@@ -202,10 +202,10 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
         policies["class_table"] = table
     if cache:  # fixed levels, greedy and oracle are deterministic: evaluated once per task, shared by the seeds
         ev = evaluate(engine, {k: policies[k] for k in ("policy", "random")}, cfg.eval_images,
-                      batch_size=cfg.eval_batch, greedy=False, log=log)
+                      batch_size=cfg.eval_batch, greedy=False, log=log, keep_returns=True)
     else:
         ev = evaluate(engine, policies, cfg.eval_images, batch_size=cfg.eval_batch, greedy=cfg.greedy,
-                      oracle_cap=cfg.oracle_cap, log=log)
+                      oracle_cap=cfg.oracle_cap, log=log, keep_returns=True)
         cache.update({k: dict(v) for k, v in ev.items() if k not in ("policy", "random")})
     ev.update({k: dict(v) for k, v in cache.items()})
     skipped = {k: ev.pop(k)["skipped"] for k in [k for k, v in ev.items() if "skipped" in v]}

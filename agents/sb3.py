@@ -5,7 +5,7 @@ The agents train on :class:`rlasc_env.vector.SB3VecEnvAdapter` over a
 with ``MultiInputPolicy`` and the paper's trunk (:class:`agents.policy.PaperFeaturesExtractor`)
 as features extractor; SB3 adds the action (and value / Q) heads. Hyperparameters come from
 ``agents/hyperparams/<algo>.yml``: ``n_envs``, ``policy_kwargs`` (``conv_channels``, ``hidden``,
-``dropout`` of the trunk and SB3's ``net_arch``), ``log_interval`` (of ``learn``: iterations for
+``dropout`` and ``concept_gain`` of the trunk and SB3's ``net_arch``), ``log_interval`` (of ``learn``: iterations for
 PPO/A2C, episodes for DQN) and the algorithm's own keyword arguments.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
@@ -29,10 +30,10 @@ from .episodes import ActFn, Engine
 from .policy import PaperFeaturesExtractor
 
 __all__ = ["SB3_ALGOS", "algo_class", "make_vec_env", "build_model", "train_sb3", "load_sb3", "sb3_act",
-           "RewardTermsCallback", "ProgressCallback"]
+           "RewardTermsCallback", "ProgressCallback", "zero_concept_path", "features_extractor"]
 
 SB3_ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo")
-EXTRACTOR_KEYS = ("conv_channels", "hidden", "dropout")
+EXTRACTOR_KEYS = ("conv_channels", "hidden", "dropout", "concept_gain")
 NON_ALGO_KEYS = ("n_envs", "n_timesteps", "n_episodes", "policy_kwargs", "log_interval")  # not for the SB3 class
 
 
@@ -146,12 +147,52 @@ class ProgressCallback(BaseCallback):
         self.bar.close()
 
 
+def features_extractor(model: BaseAlgorithm) -> torch.nn.Module:
+    """The model's features extractor (DQN keeps it in its Q-network)."""
+    policy = model.policy
+    return policy.q_net.features_extractor if hasattr(policy, "q_net") else policy.features_extractor
+
+
+def _feature_heads(model: BaseAlgorithm) -> list[torch.nn.Linear]:
+    """The linear layers that read the features extractor's output directly (``net_arch: []``)."""
+    policy = model.policy
+    if hasattr(policy, "q_net"):  # DQN: q_net and its target
+        nets = [policy.q_net.q_net, policy.q_net_target.q_net]
+        heads = [net[0] for net in nets if len(net) == 1 and isinstance(net[0], torch.nn.Linear)]
+        return heads if len(heads) == len(nets) else []
+    if policy.mlp_extractor.latent_dim_pi == policy.features_dim == policy.mlp_extractor.latent_dim_vf:
+        return [policy.action_net, policy.value_net]
+    return []
+
+
+def zero_concept_path(model: BaseAlgorithm) -> int:
+    """Zero the heads' weights on the concept path's features (:class:`PaperFeaturesExtractor` with
+    ``concept_gain``), so the initial policy, values and Q-values are the paper trunk's alone; returns how many
+    heads were changed. The concept path needs heads that read the features directly (``net_arch: []``)."""
+    extractor = features_extractor(model)
+    gain = float(getattr(extractor, "concept_gain", 0.0))
+    if gain <= 0:
+        return 0
+    heads = _feature_heads(model)
+    if not heads:
+        raise ValueError("policy_kwargs.concept_gain needs linear heads on the features: set policy_kwargs.net_arch "
+                         "to []")
+    first = extractor.trunk.out_features
+    with torch.no_grad():
+        for head in heads:
+            head.weight[:, first:] = 0.0
+    return len(heads)
+
+
 def build_model(algo: str, hp: dict[str, Any], env: VecEnv, seed: int, device: str, tb_dir: Path | None
                 ) -> BaseAlgorithm:
-    """A fresh SB3 model with ``MultiInputPolicy`` and the paper's features extractor."""
+    """A fresh SB3 model with ``MultiInputPolicy`` and the paper's features extractor (its concept path, if
+    any, starting at zero)."""
     kwargs = {k: v for k, v in hp.items() if k not in NON_ALGO_KEYS}
-    return algo_class(algo)("MultiInputPolicy", env, policy_kwargs=policy_kwargs_from(hp), seed=seed, device=device,
-                            tensorboard_log=None if tb_dir is None else str(tb_dir), verbose=0, **kwargs)
+    model = algo_class(algo)("MultiInputPolicy", env, policy_kwargs=policy_kwargs_from(hp), seed=seed, device=device,
+                             tensorboard_log=None if tb_dir is None else str(tb_dir), verbose=0, **kwargs)
+    zero_concept_path(model)
+    return model
 
 
 def train_sb3(engine: Engine, algo: str, hp: dict[str, Any], seed: int, device: str, run_dir: Path,

@@ -270,6 +270,47 @@ def test_sb3_agents_train_through_the_adapter(engine, tmp_path, algo) -> None:
     assert np.isfinite(ev["policy"]["return_mean"])
 
 
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+def test_sb3_concept_path_starts_at_zero_and_learns(engine, tmp_path, algo) -> None:
+    from agents.sb3 import _feature_heads, build_model, features_extractor, make_vec_env
+
+    hp = load_hyperparams(algo, "tiny")
+    hp.update(n_envs=2, policy_kwargs={"conv_channels": [4, 8], "hidden": [16, 16], "dropout": 0.0, "net_arch": [],
+                                       "concept_gain": 30.0})
+    hp.update({"n_steps": 16, "batch_size": 32, "n_epochs": 1} if algo == "ppo" else
+              {"n_steps": 8} if algo == "a2c" else {"learning_starts": 8, "train_freq": 1, "gradient_steps": 1})
+    env = make_vec_env(engine, 2, algo, seed=0)
+    model = build_model(algo, hp, env, seed=0, device="cpu", tb_dir=None)
+    extractor = features_extractor(model)
+    shapes = extractor.trunk.shapes
+    assert extractor.features_dim == 16 + shapes["concept"][0] + shapes["stats"][0]
+    heads = _feature_heads(model)
+    assert len(heads) == 2 and all(torch.all(h.weight[:, 16:] == 0) for h in heads)  # zero at the start
+    assert all(torch.any(h.weight[:, :16] != 0) for h in heads)  # the trunk's columns keep SB3's init
+    obs = env.reset()
+    feats = extractor(obs_as_tensors(obs))
+    assert torch.allclose(feats[:, 16:16 + shapes["concept"][0]], 30.0 * torch.as_tensor(obs["concept"]).float())
+    model.learn(64)
+    assert any(torch.any(h.weight[:, 16:] != 0) for h in heads)  # and it trains
+    env.close()
+
+
+def test_sb3_concept_path_needs_linear_heads(engine) -> None:
+    from agents.sb3 import build_model, make_vec_env
+
+    hp = load_hyperparams("ppo", "tiny")
+    hp.update(n_envs=2, n_steps=16, batch_size=32, policy_kwargs={"conv_channels": [4, 8], "hidden": [16, 16],
+                                                                  "net_arch": [8], "concept_gain": 10.0})
+    with pytest.raises(ValueError, match="net_arch"):
+        build_model("ppo", hp, make_vec_env(engine, 2, "ppo", seed=0), seed=0, device="cpu", tb_dir=None)
+    with pytest.raises(ValueError, match="concept_gain must be >= 0"):
+        PaperFeaturesExtractor(make_vec_env(engine, 2, "ppo", seed=0).observation_space, concept_gain=-1.0)
+
+
+def obs_as_tensors(obs: dict) -> dict:
+    return {k: torch.as_tensor(v).float() for k, v in obs.items()}
+
+
 # --- baselines ----------------------------------------------------------------------------------
 
 def test_greedy_beats_fixed_on_immediate_reward_and_clone_matches_replay(engine5) -> None:
@@ -393,8 +434,10 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
     run(again, log=lambda s: None, engine_factory=lambda c, task, device: engine)
     redo = json.loads((tmp_path / "again.json").read_text())
     assert 0.0 < redo["eval"]["class_table"]["level_mean"] < 2.0  # class 0 at level 2, the rest at level 1
-    drop = lambda row: {k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
+    drop = lambda row: {k: v for k, v in row.items() if k not in ("seconds", "returns")}  # noqa: E731
     assert drop(redo["eval"]["policy"]) == pytest.approx(drop(data["eval"]["policy"]))
+    assert redo["eval"]["policy"]["returns"] == pytest.approx(data["eval"]["policy"]["returns"])  # image by image
+    assert len(data["eval"]["policy"]["returns"]) == 3 and len(data["eval"]["fixed_0"]["returns"]) == 3
     assert redo["train_episodes"] == 4
 
 

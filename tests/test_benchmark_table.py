@@ -50,3 +50,30 @@ def test_rejects_other_json(tmp_path):
         benchmark_table([{"something": 1}])
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path / "missing.json")])
+
+
+def test_iqm_and_probability_of_improvement():
+    from agents.benchmark_table import improvement_probability, iqm_interval
+
+    iqm, low, high = iqm_interval([0.0, 1.0, 2.0, 3.0, 100.0])  # trims one value at each end: mean(1, 2, 3)
+    assert iqm == pytest.approx(2.0) and low <= iqm <= high and high < 100.0
+    reference = np.array([1.0, 1.0, 1.0, 1.0])
+    policy = np.array([[2.0, 2.0, 0.0, 1.0], [2.0, 2.0, 2.0, 0.0]])  # wins 2 + 0.5 tie, then 3 of 4
+    p, p_low, p_high = improvement_probability(policy, reference)
+    assert p == pytest.approx((2.5 / 4 + 3 / 4) / 2)
+    assert 0.0 <= p_low <= p <= p_high <= 1.0
+    assert improvement_probability(np.full((3, 4), 5.0), reference)[:3] == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="seeds, images"):
+        improvement_probability(np.ones(4), reference)
+
+
+def test_table_has_statistics_rows_with_and_without_per_image_returns():
+    summaries = [_summary("reinforce", 0.9), _summary("ppo", 0.7)]
+    for run in summaries[0]["runs"]:  # reinforce's runs carry per-image returns; ppo's do not
+        run["eval"]["policy"]["returns"] = [1.0, 0.5, 0.9]
+        for name in ("fixed_0", "fixed_1"):
+            run["eval"][name]["returns"] = [0.8, 0.8, 0.8]
+    text = benchmark_table(summaries)
+    assert "P(return > fixed_1's on the same image)" in text
+    assert "| reinforce | 0.9100 [" in text and "| 0.667 [" in text  # 2 of 3 images above 0.8 in every seed
+    assert "| ppo | 0.7100 [" in text and text.count("| - |") >= 2  # no per-image returns: no P

@@ -119,6 +119,9 @@ def test_mean_average_precision_fixture() -> None:
     assert res["per_class_ap50"]["person"] == pytest.approx(1.0)
     assert res["per_class_ap50"]["bus"] is None and res["objects_per_class"]["car"] == 2
     assert res["map_50"] == pytest.approx((car + 1) / 2, abs=1e-4) and res["map"] == pytest.approx((car + 1) / 2, abs=1e-4)
+    fast = mean_average_precision(preds, targets, per_class=False)  # the same figures, no per-class pass
+    assert set(fast) == {"map_50", "map"}
+    assert fast["map_50"] == pytest.approx(res["map_50"]) and fast["map"] == pytest.approx(res["map"])
     shifted = [{**preds[0], "boxes": preds[0]["boxes"] + torch.tensor([3.0, 0, 3, 0])}, preds[1]]
     res = mean_average_precision(shifted, targets)  # car IoU 7/13 = 0.54: a hit at 0.5 only
     assert res["per_class_ap50"]["car"] == pytest.approx(car, abs=1e-4) and res["per_class_ap"]["car"] < 0.1

@@ -15,6 +15,7 @@ from agents.evaluate_codecs.classic import (CLASSIC_CODECS, DecodeError, bits_pe
 
 H, W = 32, 64
 DESIGN_POINT_KEYS = {"bpp", "miou", "psnr", "ssim", "fid", "kid"}
+TASK_POINT_KEYS = {"box_iou", "accuracy", "miou_dataset", "map50", "map", "macro_ap"}
 DESIGN_CODECS = {"rlasc", "rlasc_simplified", "jpeg", "jpeg2000", "webp", "heif", "avif"}
 
 
@@ -36,6 +37,41 @@ def small_tasks():
             "detection": DetectionTask(build_detector(widths=(4, 8, 8, 8, 8), fpn_width=32, depth=1, head_convs=1).eval(),
                                        network_name="FCOSDetH(test)", score_threshold=0.0),
             "classification": ClassificationTask(ClsNetH(widths=(4, 8)).eval(), network_name="ClsNetH(test)")}
+
+
+class OracleDetector(torch.nn.Module):
+    """A detector that answers, for an image it knows, that image's instance boxes (score 1): mAP@0.5 is 1
+    against the instance boxes exactly, and lower against any other boxes."""
+
+    def __init__(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> None:
+        super().__init__()
+        self.known, self.targets = images.float(), targets
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for image in images:
+            i = next(k for k in range(len(self.known)) if torch.equal(self.known[k], image.cpu().float()))
+            t = self.targets[i]
+            out.append({"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"]))})
+        return out
+
+
+@pytest.fixture(scope="module")
+def eval_set(eval_images):
+    from agents.evaluate_codecs.sweep import EvalSet
+
+    return EvalSet.from_dataset(eval_images, 6)
+
+
+@pytest.fixture(scope="module")
+def oracle_task(eval_set):
+    from rlasc_env.tasks import DetectionTask
+    from rlasc_env.tasks.detection_training import targets_from_instances
+
+    targets = [targets_from_instances(eval_set.labels[i].numpy(), eval_set.instances[i]) for i in range(eval_set.count)]
+    assert sum(len(t["labels"]) for t in targets) > 0  # the fixture images hold objects to detect
+    return DetectionTask(OracleDetector(eval_set.images.float() / 255.0, targets), network_name="oracle",
+                         score_threshold=0.5)
 
 
 # ------------------------------------------------------------------ engineered codecs
@@ -81,6 +117,78 @@ def test_classic_decode_rejects_wrong_size(eval_images):
     data = codec.encode(to_uint8(eval_images[0][0]), 50)
     with pytest.raises(DecodeError, match="expected"):
         codec.decode(data, (H * 2, W))
+
+
+# ------------------------------------------------------------------ task metrics of a point
+def test_eval_set_carries_the_data_sets_instance_maps(eval_images, eval_set):
+    assert eval_set.instances is not None and eval_set.instances.shape == (6, H, W)
+    assert np.array_equal(eval_set.instances[2], eval_images.instance_map(2))
+    assert np.array_equal(eval_set.instance_batch([1, 3])[1], eval_images.instance_map(3))
+    assert np.array_equal(eval_set.head(2).instances, eval_set.instances[:2])
+
+
+def test_detection_map50_from_instance_boxes_without_label_map_fallback(eval_set, oracle_task, small_tasks):
+    """The meter scores detection against the data set's instance boxes (a detector answering exactly those
+    boxes gets mAP@0.5 = 1 and box IoU 1), never through the label-map fallback (which warns)."""
+    import warnings
+
+    from agents.evaluate_codecs.metrics import QualityMeter
+    from rlasc_env.tasks.classification import dataset_average_precision, presence_vector
+
+    tasks = {"detection": oracle_task, "classification": small_tasks["classification"]}
+    meter = QualityMeter(tasks, None, eval_set.count)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "detection ground truth from label maps only" would fail here
+        for idx, images, labels in eval_set.batches(4):
+            meter.update(images, images, labels, instances=eval_set.instance_batch(idx))
+    result = meter.result()
+    assert result["map50"] == pytest.approx(1.0) and result["map"] == pytest.approx(1.0)
+    assert result["box_iou"] == pytest.approx(1.0)
+    # macro AP is the classification module's own data-set figure over all images of the point
+    x = eval_set.images.float() / 255.0
+    direct = dataset_average_precision(small_tasks["classification"].probabilities(x), presence_vector(eval_set.labels))
+    assert result["macro_ap"] == pytest.approx(direct["macro_ap"])
+    # without instance maps: no mAP (None), and the task's label-map fallback says so
+    meter.reset()
+    with pytest.warns(UserWarning, match="label maps only"):
+        for _, images, labels in eval_set.batches(4):
+            meter.update(images, images, labels)
+    assert meter.result()["map50"] is None
+
+
+def test_box_iou_of_detections_matches_task_loss(eval_set, small_tasks):
+    """One forward pass of H serves box IoU and mAP: the box IoU equals the task's own loss path."""
+    from agents.evaluate_codecs.metrics import box_iou_of_detections, task_references
+
+    task = small_tasks["detection"]
+    x, labels = eval_set.images.float() / 255.0, eval_set.labels
+    refs = task_references(task, x, labels, eval_set.instances)
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    ours = box_iou_of_detections(task, task.detections(noisy), refs, (H, W))
+    assert torch.allclose(ours, task.loss(noisy, refs)[1])
+    assert ours.shape == (eval_set.count,)
+
+
+# ------------------------------------------------------------------ rate range
+def test_rate_range_derived_from_the_rlasc_points_and_flags_kept():
+    from agents.evaluate_codecs.runner import EvalConfig, rate_range
+
+    rates = [0.39, 0.52, 0.74, 1.04, 1.48, 1.96]
+    cfg, record = rate_range(EvalConfig(), rates)
+    assert len(cfg.targets) == 15 and cfg.targets == tuple(sorted(cfg.targets))
+    assert cfg.targets[0] < min(rates) and cfg.targets[-1] > max(rates)  # a bit below and above RL-ASC's range
+    assert cfg.targets[0] == pytest.approx(0.39 / 1.5, abs=1e-4) and cfg.max_bpp == pytest.approx(1.96 * 1.5)
+    assert record["rlasc_bpp"] == [0.39, 1.96] and "derived" in record["source"]
+    quick, _ = rate_range(EvalConfig(quick=True).resolved(), rates)
+    assert len(quick.targets) == 5 and quick.targets[0] < 0.39 and quick.max_bpp > 1.96
+    given, record = rate_range(EvalConfig(max_bpp=0.5, targets=(0.1, 0.3)), rates)
+    assert (given.max_bpp, given.targets) == (0.5, (0.1, 0.3)) and "given" in record["source"]
+    only_max, _ = rate_range(EvalConfig(max_bpp=0.5), rates)
+    assert only_max.targets[0] == pytest.approx(0.5 / 16, abs=1e-4) and only_max.targets[-1] == pytest.approx(0.5)
+    only_targets, _ = rate_range(EvalConfig(targets=(0.2, 0.8)), rates)
+    assert only_targets.max_bpp == 0.8
+    with pytest.raises(ValueError, match="cannot be derived"):
+        rate_range(EvalConfig(), [])
 
 
 # ------------------------------------------------------------------ RL-ASC files
@@ -129,6 +237,42 @@ def test_bd_no_overlap_is_null_with_reason():
     assert single["bd_rate"] is None and "too few points" in single["reason_rate"]
 
 
+def test_bd_by_task_names_each_tasks_metric_and_uses_the_uniform_level_curve():
+    from agents.evaluate_codecs.metrics import DATASET_KEYS
+    from agents.evaluate_codecs.runner import EvalConfig, bd_by_task
+
+    def quality(r):
+        return 0.2 + 0.1 * math.log2(r / 0.05)
+
+    def points(rates, scale):
+        return [{"bpp": r, "miou": quality(scale * r), "miou_dataset": quality(scale * r),
+                 "map50": 0.5 * quality(scale * r), "macro_ap": 0.1 + quality(scale * r)} for r in rates]
+
+    codecs = {"rlasc": points([0.1, 0.2, 0.4], 2.0),
+              # the simplified model's single point at the highest level + the other uniform levels: one curve
+              "rlasc_simplified": points([0.8], 1.0), "rlasc_fixed_0": points([0.1], 1.0),
+              "rlasc_fixed_1": points([0.2, 0.4], 1.0),
+              "jpeg": points([0.05, 0.1, 0.2, 0.4, 0.8], 1.0), "webp": []}
+    skipped: dict[str, str] = {}
+    tasks = dict.fromkeys(DATASET_KEYS, object())
+    out = bd_by_task(codecs, tasks, EvalConfig(), skipped)
+    assert set(out) == {"segmentation", "detection", "classification"}
+    for task, table in out.items():
+        assert set(table) == {"rlasc_vs_rlasc_simplified", "rlasc_vs_jpeg", "rlasc_vs_webp",
+                              "rlasc_simplified_vs_jpeg", "rlasc_simplified_vs_webp"}
+        for entry in table.values():
+            assert entry["metric"] == DATASET_KEYS[task] and {"bd_rate", "bd_metric"} <= set(entry)
+        assert table["rlasc_vs_jpeg"]["bd_rate"] == pytest.approx(-50.0, abs=0.5)  # half the rate at equal metric
+        assert table["rlasc_vs_rlasc_simplified"]["bd_rate"] == pytest.approx(-50.0, abs=0.5)
+        # the uniform-level curve has 4 points (a single rlasc_simplified point would give null deltas)
+        assert table["rlasc_simplified_vs_jpeg"]["points"] == [4, 5]
+        assert table["rlasc_simplified_vs_jpeg"]["bd_rate"] == pytest.approx(0.0, abs=1e-6)
+        assert table["rlasc_vs_webp"]["bd_metric"] is None and "no point" in table["rlasc_vs_webp"]["reason_metric"]
+    assert out["detection"]["rlasc_vs_jpeg"]["bd_metric"] == pytest.approx(0.05, abs=2e-3)  # map50 = half the quality
+    missing = bd_by_task(codecs, {"segmentation": object()}, EvalConfig(), skipped)
+    assert set(missing) == {"segmentation"} and "no detection task network" in skipped["bd_by_task detection"]
+
+
 def test_pareto_front_drops_dominated_points():
     rates, values = pareto_front([0.4, 0.1, 0.2, 0.3, 0.3], [0.5, 0.2, 0.4, 0.35, 0.45])
     assert rates.tolist() == [0.1, 0.2, 0.3, 0.4]
@@ -151,6 +295,33 @@ def test_awgn_counts_undecodable_files_as_zero():
     assert failed[0]["score"] == 0.0 and failed[0]["failed_share"] == 1.0
     fine = awgn_curve(AwgnSubject("always", payloads, always), ones, [20.0], [0], (H, W), progress=False)
     assert fine[0]["score"] == 1.0 and fine[0]["failed_share"] == 0.0
+
+
+def test_awgn_pooled_detection_map50_counts_failed_files_as_no_detection(eval_set, oracle_task):
+    """The AWGN points carry the detection mAP@0.5 over the received images: a perfect detector on files
+    that all arrive scores 1; when files fail, their objects are missed."""
+    from agents.evaluate_codecs.awgn import detection_map50
+    from agents.evaluate_codecs.metrics import instance_targets_of
+
+    images = eval_set.images.float() / 255.0
+    pooled = detection_map50(oracle_task, instance_targets_of(oracle_task, eval_set.labels, eval_set.instances))
+    payloads = [bytes([i]) * 64 for i in range(eval_set.count)]
+
+    def decode(blob: bytes) -> torch.Tensor:
+        if blob[0] % 2:  # odd images fail to decode
+            raise DecodeError("test: odd image")
+        return images[blob[0]]
+
+    def ones(batch, idx):
+        return torch.ones(batch.shape[0])
+
+    curve = awgn_curve(AwgnSubject("half", payloads, decode), ones, [40.0], [0, 1], (H, W), progress=False,
+                       pooled=pooled)
+    assert curve[0]["failed_share"] == 0.5
+    assert 0.0 < curve[0]["map50"] < 1.0 and curve[0]["map50_std"] == 0.0
+    perfect = awgn_curve(AwgnSubject("all", payloads, lambda b: images[b[0]]), ones, [40.0], [0], (H, W),
+                         progress=False, pooled=pooled)
+    assert perfect[0]["map50"] == pytest.approx(1.0)
 
 
 def test_awgn_classic_failures_score_zero(eval_images):
@@ -219,8 +390,16 @@ def test_quick_end_to_end_writes_design_json_report_and_plots(tmp_path, test_cod
         points = result["codecs"][name]
         assert points, name
         for p in points:
-            assert DESIGN_POINT_KEYS <= set(p)
+            assert DESIGN_POINT_KEYS | TASK_POINT_KEYS <= set(p)
             assert p["bpp"] > 0 and 0.0 <= p["miou"] <= 1.0 and p["fid"] is not None and p["kid"] is not None
+            assert 0.0 <= p["map50"] <= 1.0 and 0.0 <= p["macro_ap"] <= 1.0 and p["box_iou"] is not None
+    assert "map50" in result["reference"] and "macro_ap" in result["reference"]
+    assert not any("map50" in k for k in result["skipped"])  # the streets data has instance maps
+    # the engineered codecs' targets are derived from the RL-ASC points and span their range
+    semantic = [p["bpp"] for n, pts in result["codecs"].items() if n.startswith("rlasc") for p in pts]
+    targets = result["rate_range"]["targets"]
+    assert min(targets) < min(semantic) and max(targets) > max(semantic) and result["config"]["max_bpp"] > max(semantic)
+    assert result["rate_range"]["rlasc_bpp"] == [min(semantic), max(semantic)]
     # every uniform level of the codec is a point; rlasc has one point per level offset
     levels = {p["level"] for name in result["codecs"] if name.startswith(("rlasc_simplified", "rlasc_fixed_"))
               for p in result["codecs"][name]}
@@ -229,14 +408,24 @@ def test_quick_end_to_end_writes_design_json_report_and_plots(tmp_path, test_cod
     assert result["bd"] and all(k.split("_vs_")[0] in ("rlasc", "rlasc_simplified") for k in result["bd"])
     for entry in result["bd"].values():
         assert {"bd_rate", "bd_miou"} <= set(entry)
+    metrics = {"segmentation": "miou_dataset", "detection": "map50", "classification": "macro_ap"}
+    assert set(result["bd_by_task"]) == set(metrics)
+    for task, table in result["bd_by_task"].items():
+        assert set(table) == set(result["bd"])  # the same pairs as Table II, on the task's metric
+        assert all(e["metric"] == metrics[task] and {"bd_rate", "bd_metric"} <= set(e) for e in table.values())
+        assert result["bd_by_task_metrics"][task]["metric"] == metrics[task]
     assert {"rlasc", "rlasc_simplified", "jpeg", "jpeg2000"} <= set(result["awgn"])
     for curve in result["awgn"].values():
         assert [p["snr_db"] for p in curve] == [0.0, 10.0, 20.0]
         assert all(0.0 <= p["score"] <= 1.0 and 0.0 <= p["failed_share"] <= 1.0 for p in curve)
+        assert all(0.0 <= p["map50"] <= 1.0 for p in curve)  # detection mAP@0.5 against SNR
     assert "not Inception" in result["networks"]["fid_kid_features"]["note"]
     out = tmp_path / "eval"
     report = (out / "report.md").read_text()
     assert "Bjontegaard" in report and "AWGN" in report and "not Inception" in report
+    for task, metric in metrics.items():
+        assert f"### {task}: BD on `{metric}`" in report  # the report names each task's BD metric
+    assert "Detection mAP@0.5 against SNR" in report and "| mAP@.5 |" in report
     # the no-learning reference rows R0 / R1, through real bytes, in the JSON and the report
     assert set(result["references"]) == {"r0", "r1"}
     assert all(r["bpp"] > 0 and r["psnr"] > 0 for r in result["references"].values())
@@ -258,6 +447,10 @@ def test_without_policy_rlasc_is_skipped_with_a_labelled_line(tmp_path, test_cod
     assert "SKIPPED rlasc: no trained policy" in (tmp_path / "report.md").read_text()
     assert set(result["awgn"]) == {"rlasc_simplified"}  # rlasc absent, the simplified model still runs
     assert result["codecs"]["jpeg2000"] and result["codecs"]["rlasc_simplified"][0].get("box_iou") is None
+    assert "box_iou" in result["codecs"]["rlasc_simplified"][0]  # the key stays, None: no detection network
+    assert set(result["bd_by_task"]) == {"segmentation"}
+    assert "no detection task network" in result["skipped"]["bd_by_task detection"]
+    assert "no detection task network" in result["skipped"]["awgn map50"]
 
 
 def test_cli_flags_parse():
@@ -271,3 +464,6 @@ def test_cli_flags_parse():
                                      "--device", "cpu", "--quick"])
     assert cfg.codec == ("tiny",) and cfg.policy == ("runs/a/policy.pt",) and cfg.dataset == "cityscapes"
     assert cfg.resolved().images == 6 and cfg.resolved().snrs == (0.0, 10.0, 20.0)
+    assert cfg.max_bpp is None and cfg.resolved().targets is None  # derived from the RL-ASC points at run time
+    given = tyro.cli(EvalConfig, args=["--max-bpp", "0.5", "--targets", "0.1", "0.3", "--no-awgn-detection"])
+    assert given.max_bpp == 0.5 and given.targets == (0.1, 0.3) and given.awgn_detection is False

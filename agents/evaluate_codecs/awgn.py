@@ -7,6 +7,9 @@ decode in a separate process (:class:`IsolatedDecoder`), so a decoder that crash
 a corrupted file fails that file only. A file that does not decode (or decodes to another
 size) scores 0 and is counted in ``failed_share``. The score is the segmentation task's mIoU
 (mean over images of the per-image mIoU, as everywhere in this evaluation), averaged over seeds.
+With a detection task and the data set's instance maps, each point also carries ``map50``: the
+detection H's mAP@0.5 over the received images of each seed against the instance boxes (a file
+that fails to decode contributes no detection, so its objects are missed), averaged over seeds.
 """
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ from .classic import ClassicCodec, DecodeError, bits_per_pixel
 from .metrics import per_image_miou
 from .sweep import EvalSet, PointResult, calibrate
 
-__all__ = ["AwgnSettings", "AwgnSubject", "IsolatedDecoder", "awgn_curve", "bit_errors", "channel_rng",
-           "classic_receiver", "rate_matched_files", "rlasc_receiver", "run_awgn"]
+__all__ = ["AwgnSettings", "AwgnSubject", "IsolatedDecoder", "PooledScore", "awgn_curve", "bit_errors", "channel_rng",
+           "classic_receiver", "detection_map50", "rate_matched_files", "rlasc_receiver", "run_awgn"]
 
 DecodeFn = Callable[[bytes], Tensor]  # bytes -> image (3,H,W) in [0,1]; raises DecodeError
 
@@ -50,6 +53,30 @@ class AwgnSubject:
     @property
     def bpp_per_image(self) -> list[int]:
         return [len(p) * 8 for p in self.payloads]
+
+
+@dataclass
+class PooledScore:
+    """A data-set figure of the received images (e.g. detection mAP@0.5): H's output per image, then one
+    score over all images of a seed. ``score`` gets one output per image, None where the file failed."""
+
+    key: str
+    collect: Callable[[Tensor], list[Any]]  # decoded images (B,3,H,W) -> one output per image
+    score: Callable[[list[Any]], float | None]
+
+
+def detection_map50(task: Any, targets: Sequence[dict[str, Tensor]]) -> PooledScore:
+    """``map50`` of the detection ``task`` against ``targets`` (one per image, the data set's instance
+    boxes): ``detection_training.mean_average_precision``; a failed file gives no detection."""
+    from rlasc_env.tasks.detection_training import mean_average_precision
+
+    def score(outputs: list[Any]) -> float | None:
+        empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+        value = mean_average_precision([empty if o is None else o for o in outputs], list(targets),
+                                       per_class=False)["map_50"]
+        return value if value >= 0 else None  # -1: no ground-truth box among these images
+
+    return PooledScore("map50", task.detections, score)
 
 
 class IsolatedDecoder:
@@ -142,25 +169,32 @@ def channel_rng(seed: int, snr_index: int, image_index: int) -> np.random.Genera
 @torch.no_grad()
 def awgn_curve(subject: AwgnSubject, score_fn: Callable[[Tensor, Sequence[int]], Tensor], snrs: Sequence[float],
                seeds: Sequence[int], shape: tuple[int, int], batch_size: int = 16, progress: bool = True,
-               clean: dict[int, float] | None = None) -> list[dict[str, Any]]:
-    """``[{"snr_db", "score", "score_std", "failed_share", "ber", "bit_errors_share"}]`` for one subject.
+               clean: dict[int, float] | None = None, pooled: PooledScore | None = None,
+               clean_outputs: dict[int, Any] | None = None) -> list[dict[str, Any]]:
+    """``[{"snr_db", "score", "score_std", "failed_share", "ber", "bit_errors_share"}]`` for one subject
+    (plus ``pooled.key`` and its ``_std`` over seeds when ``pooled`` is given).
 
     ``score_fn(images (B,3,H,W), image indices)`` -> per-image scores (B,); a failed decode scores 0.
     ``score_std`` is the standard deviation of the per-seed means. A file that arrives without a
     bit error is decoded and scored once (its later error-free arrivals reuse that score); ``clean``
-    may hold those scores already ({image index: score}).
+    may hold those scores already ({image index: score}), ``clean_outputs`` the pooled figure's
+    outputs of those images; a seed whose files all arrive unchanged reuses the clean figure.
     """
     out = []
     n = len(subject.payloads)
     clean = dict(clean or {})  # score of image i when its file arrives unchanged (decoders are deterministic)
+    clean_outputs = dict(clean_outputs or {})
+    clean_figure: list[float | None] = []  # the pooled figure when every file arrives unchanged, once computed
     bar = tqdm(total=len(snrs) * len(seeds) * n, desc=f"awgn {subject.name}", disable=not progress, leave=False,
                unit="img")
     for s_idx, snr in enumerate(snrs):
         channel = AWGNBPSK(snr)
-        seed_scores, failures, flipped, total_bits = [], 0, 0, 0
+        seed_scores, seed_figures, failures, flipped, total_bits = [], [], 0, 0, 0
         reasons: dict[str, int] = {}
         for seed in seeds:
             scores = torch.zeros(n, dtype=torch.float64)
+            outputs: list[Any] = [None] * n  # the pooled figure's output per image (None: the file failed)
+            intact = 0
             for start in range(0, n, batch_size):
                 idx = list(range(start, min(n, start + batch_size)))
                 decoded, ok_idx, unchanged = [], [], set()
@@ -171,8 +205,10 @@ def awgn_curve(subject: AwgnSubject, score_fn: Callable[[Tensor, Sequence[int]],
                     flipped += errors
                     total_bits += 8 * len(sent)
                     if errors == 0:
-                        if i in clean:
+                        intact += 1
+                        if i in clean and (pooled is None or i in clean_outputs):
                             scores[i] = clean[i]
+                            outputs[i] = clean_outputs.get(i)
                             continue
                         unchanged.add(i)
                     try:
@@ -187,18 +223,47 @@ def awgn_curve(subject: AwgnSubject, score_fn: Callable[[Tensor, Sequence[int]],
                     decoded.append(image.float().clamp(0, 1))
                     ok_idx.append(i)
                 if decoded:
-                    values = score_fn(torch.stack(decoded), ok_idx).double()
+                    batch = torch.stack(decoded)
+                    values = score_fn(batch, ok_idx).double()
                     scores[ok_idx] = values
                     clean.update({i: v for i, v in zip(ok_idx, values.tolist()) if i in unchanged})
+                    if pooled is not None:
+                        for i, o in zip(ok_idx, pooled.collect(batch)):
+                            outputs[i] = o
+                            if i in unchanged:
+                                clean_outputs[i] = o
                 bar.update(len(idx))
             seed_scores.append(float(scores.mean()))
+            if pooled is not None:
+                seed_figures.append(_pooled_value(pooled, outputs, intact == n, clean_figure))
         arr = np.asarray(seed_scores)
-        out.append({"snr_db": float(snr), "score": float(arr.mean()), "score_std": float(arr.std()),
-                    "failed_share": failures / float(n * len(seeds)), "ber": channel.bit_error_rate,
-                    "bit_errors_share": flipped / total_bits if total_bits else 0.0,
-                    "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])})
+        point = {"snr_db": float(snr), "score": float(arr.mean()), "score_std": float(arr.std()),
+                 "failed_share": failures / float(n * len(seeds)), "ber": channel.bit_error_rate,
+                 "bit_errors_share": flipped / total_bits if total_bits else 0.0,
+                 "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])}
+        if pooled is not None:
+            point.update(_mean_std(pooled.key, seed_figures))
+        out.append(point)
     bar.close()
     return out
+
+
+def _pooled_value(pooled: PooledScore, outputs: list[Any], all_intact: bool, clean_figure: list[float | None]
+                  ) -> float | None:
+    """The pooled figure of one seed's received images; computed once for the all-intact case."""
+    if not all_intact:
+        return pooled.score(outputs)
+    if not clean_figure:
+        clean_figure.append(pooled.score(outputs))
+    return clean_figure[0]
+
+
+def _mean_std(key: str, values: Sequence[float | None]) -> dict[str, float | None]:
+    """``{key: mean, key_std: population std}`` over seeds; None when a seed has no value."""
+    if not values or any(v is None for v in values):
+        return {key: None, f"{key}_std": None}
+    arr = np.asarray(values, dtype=np.float64)
+    return {key: float(arr.mean()), f"{key}_std": float(arr.std())}
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -236,10 +301,12 @@ class AwgnSettings:
 
 def run_awgn(cfg: AwgnSettings, data: EvalSet, seg: Any, semantic: dict[str, PointResult],
              classic: dict[str, ClassicCodec], notes: list[str], skipped: dict[str, str],
-             log: Callable[[str], None] = print) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+             log: Callable[[str], None] = print, detection: Any = None
+             ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Score (mIoU of the segmentation task ``seg``) against SNR for the RL-ASC points in ``semantic``
     (their files as coded) and the engineered codecs at the setting nearest to RL-ASC's rate
-    (the agent's when present, else the simplified model's). Appends notes and skip reasons."""
+    (the agent's when present, else the simplified model's); with a ``detection`` task (and the
+    data's instance maps) also its mAP@0.5 per point (``map50``). Appends notes and skip reasons."""
     if seg is None:
         skipped["awgn"] = "no segmentation task network: the AWGN score is its mIoU"
         return {}, {}
@@ -249,15 +316,24 @@ def run_awgn(cfg: AwgnSettings, data: EvalSet, seg: Any, semantic: dict[str, Poi
         return {}, {}
     n = data.count if cfg.images is None else max(1, min(cfg.images, data.count))
     target = float(np.mean([bits_per_pixel(b, *data.shape) for b in semantic[ref_name].payloads[:n]]))
-    sub = EvalSet(data.images[:n], data.labels[:n], data.description)
+    sub = data.head(n)
     refs = seg.references(sub.images.float() / 255.0, sub.labels)
+    pooled = None
+    if detection is not None and sub.instances is not None:
+        from .metrics import instance_targets_of
+
+        pooled = detection_map50(detection, instance_targets_of(detection, sub.labels, sub.instances))
 
     def score(images: Tensor, idx: Sequence[int]) -> Tensor:
         return per_image_miou(seg, images, [refs[i] for i in idx])[0]
 
     subjects: list[AwgnSubject] = []
     meta: dict[str, Any] = {"rate_matched_to": ref_name, "target_bpp": target, "images": n,
-                            "seeds": [int(s) for s in cfg.seeds]}
+                            "seeds": [int(s) for s in cfg.seeds],
+                            "metrics": {"score": "segmentation mIoU (mean over images of the per-image mIoU of H)"}}
+    if pooled is not None:
+        meta["metrics"]["map50"] = ("detection mAP@0.5 of H over the received images of each seed against the data "
+                                    "set's instance boxes (a file that fails to decode gives no detection)")
     decoder = IsolatedDecoder()
     for name in cfg.codecs:
         if name in semantic:
@@ -278,12 +354,16 @@ def run_awgn(cfg: AwgnSettings, data: EvalSet, seg: Any, semantic: dict[str, Poi
     try:
         for subject in subjects:
             bpp = float(np.mean([len(p) * 8 / (data.shape[0] * data.shape[1]) for p in subject.payloads]))
-            clean = clean_scores(subject, score, cfg.batch_size)
+            clean, outputs = clean_scores(subject, score, cfg.batch_size, pooled)
             curves[subject.name] = awgn_curve(subject, score, cfg.snrs, seeds, data.shape, cfg.batch_size, cfg.progress,
-                                              clean=dict(enumerate(clean)))
+                                              clean=dict(enumerate(clean)), pooled=pooled,
+                                              clean_outputs=dict(enumerate(outputs)))
             meta[subject.name] = {"bpp": bpp, "setting": subject.setting, "clean_score": float(np.mean(clean))}
+            if pooled is not None:
+                meta[subject.name][f"clean_{pooled.key}"] = pooled.score(outputs)
             log(f"awgn {subject.name}: {bpp:.3f} bpp, clean {np.mean(clean):.3f}, " + ", ".join(
-                f"{p['snr_db']:g} dB {p['score']:.3f}" for p in curves[subject.name]))
+                f"{p['snr_db']:g} dB {p['score']:.3f}" + (f" / mAP@.5 {_fmt(p.get('map50'))}" if pooled else "")
+                for p in curves[subject.name]))
     finally:
         meta["decoder_restarts"] = decoder.restarts
         decoder.close()
@@ -309,11 +389,20 @@ def rate_matched_files(codec: ClassicCodec, data: EvalSet, target: float, calibr
     return best[1], best[2]
 
 
-def clean_scores(subject: AwgnSubject, score: Callable[[Tensor, Sequence[int]], Tensor], batch_size: int) -> list[float]:
-    """Per-image scores of the subject's files decoded without channel noise."""
-    values = []
+def clean_scores(subject: AwgnSubject, score: Callable[[Tensor, Sequence[int]], Tensor], batch_size: int,
+                 pooled: PooledScore | None = None) -> tuple[list[float], list[Any]]:
+    """(per-image scores, the pooled figure's per-image outputs or []) of the subject's files decoded
+    without channel noise."""
+    values: list[float] = []
+    outputs: list[Any] = []
     for start in range(0, len(subject.payloads), batch_size):
         idx = list(range(start, min(len(subject.payloads), start + batch_size)))
         images = torch.stack([subject.decode(subject.payloads[i]) for i in idx])
         values += score(images, idx).double().tolist()
-    return values
+        if pooled is not None:
+            outputs += pooled.collect(images)
+    return values, outputs
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

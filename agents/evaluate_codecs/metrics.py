@@ -4,7 +4,15 @@
   on the reconstruction against the ground-truth labels (``rlasc_env.tasks.batch_miou``, the
   definition the agent is trained with); ``miou_dataset``: torchmetrics
   ``MulticlassJaccardIndex`` (macro over the classes present, ignore 255) over all images.
-- ``box_iou`` / ``accuracy``: the detection and classification task metrics (their tasks' own).
+- ``box_iou`` / ``accuracy``: the detection and classification tasks' per-image metrics (v0's
+  figures, the env's per-step ``metric``), detection references from the data set's instance maps
+  (one box per object, as the env builds them) when it has them.
+- ``map50`` / ``map``: detection mAP@0.5 and mAP@[.5:.95] of H's detections against the data
+  set's instance boxes over all images of the point (torchmetrics ``MeanAveragePrecision``,
+  ``rlasc_env.tasks.detection_training.mean_average_precision``); ``macro_ap``: classification
+  macro average precision over classes against the ground-truth presence over all images
+  (``rlasc_env.tasks.classification.dataset_average_precision``). With ``miou_dataset``, these are
+  the task networks v2's data-set metrics (:data:`DATASET_KEYS`).
 - ``psnr`` / ``ssim``: torchmetrics, per image, then averaged.
 - ``fid`` / ``kid``: torchmetrics ``FrechetInceptionDistance`` / ``KernelInceptionDistance`` with a
   custom feature network (:class:`PooledFeatures`, not Inception: no Inception weights here).
@@ -25,12 +33,28 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from codec_models.classes import IGNORE_INDEX, NUM_TRAIN_CLASSES
 from rlasc_env.tasks import Task
+from rlasc_env.tasks.classification import ClassificationTask, dataset_average_precision, presence_vector
+from rlasc_env.tasks.detection import DetectionTask, detection_loss
+from rlasc_env.tasks.detection_training import mean_average_precision, targets_from_instances
 from rlasc_env.tasks.segmentation import batch_miou
 
-__all__ = ["PooledFeatures", "QualityMeter", "TASK_KEYS", "kid_subset_size", "per_image_miou"]
+__all__ = ["DATASET_KEYS", "DATASET_METRICS", "PooledFeatures", "QualityMeter", "TASK_KEYS", "box_iou_of_detections",
+           "instance_targets_of", "kid_subset_size", "per_image_miou", "task_references"]
 
-# task name -> key of its metric in a point's record
+# task name -> key of its per-image metric in a point's record (v0's figures, the env's per-step metric)
 TASK_KEYS = {"segmentation": "miou", "detection": "box_iou", "classification": "accuracy"}
+# task name -> key of its data-set metric (task networks v2), the metric of its per-task BD deltas
+DATASET_KEYS = {"segmentation": "miou_dataset", "detection": "map50", "classification": "macro_ap"}
+# data-set metric key -> what it is (report and JSON)
+DATASET_METRICS = {
+    "miou_dataset": "segmentation data-set mIoU: torchmetrics MulticlassJaccardIndex (macro over the classes present, "
+                    "ignore 255) over all pixels of all images",
+    "map50": "detection mAP@0.5 against the data set's instance boxes (one box per object), torchmetrics "
+             "MeanAveragePrecision over all images (rlasc_env.tasks.detection_training.mean_average_precision)",
+    "map": "detection mAP@[.5:.95], same protocol as map50",
+    "macro_ap": "classification macro average precision over classes against the ground-truth presence vectors, "
+                "over all images (rlasc_env.tasks.classification.dataset_average_precision)",
+}
 
 
 class PooledFeatures(nn.Module):
@@ -65,6 +89,30 @@ def per_image_miou(task: Task, x_hat: Tensor, references: list[Tensor]) -> tuple
     pred = task.predict(x_hat)
     ref = torch.stack([r.long().cpu() for r in references])
     return batch_miou(pred, ref, getattr(task, "num_classes", NUM_TRAIN_CLASSES)), pred
+
+
+def task_references(task: Task, images: Tensor, labels: Tensor, instances: np.ndarray | None = None) -> list[Any]:
+    """The task's references of a batch, as the env builds them (``SemanticCodingEnv._references``): a
+    task that uses instances gets the data set's instance maps (B,H,W) when there are any."""
+    if task.uses_instances and task.reference_mode == "ground_truth" and instances is not None:
+        return task.references(images, labels, instances=instances)
+    return task.references(images, labels)
+
+
+def instance_targets_of(task: DetectionTask, labels: Tensor, instances: np.ndarray) -> list[dict[str, Tensor]]:
+    """mAP targets of a batch: one box per object of the instance maps, the task's classes
+    (``detection_training.targets_from_instances``, as train_tasks.py evaluates H)."""
+    return [targets_from_instances(lab, ins, int(task.min_pixels))
+            for lab, ins in zip(labels.cpu().numpy(), np.asarray(instances))]
+
+
+def box_iou_of_detections(task: DetectionTask, detections: list[dict[str, Tensor]], references: list[Any],
+                          shape: tuple[int, int]) -> Tensor:
+    """Per-image box IoU (eq. 7) of H's raw ``detections``, as ``task.loss`` computes it from a fresh
+    forward pass (same threshold, whole-pixel boxes): one pass of H serves box IoU and mAP."""
+    found = [task.boxes_by_class(d, task.score_threshold, shape) for d in detections]
+    return torch.tensor([detection_loss(ref, det, shape)[1] for det, ref in zip(found, references)],
+                        dtype=torch.float32)
 
 
 class QualityMeter:
@@ -112,37 +160,57 @@ class QualityMeter:
         if self.kid is not None and len(self.kid.fake_features) > 0:
             self.kid.reset()
         self.jaccard.reset()
+        self.detections: list[dict[str, Tensor]] = []  # H's raw detections, every image of the point
+        self.box_targets: list[dict[str, Tensor]] | None = []  # None once a batch came without instance maps
+        self.probabilities: list[Tensor] = []  # classification H's presence probabilities (B, M)
+        self.presence: list[Tensor] = []  # ground-truth presence vectors (B, M)
 
     def _add(self, key: str, value: Tensor) -> None:
         self.values.setdefault(key, []).append(value.detach().float().cpu().reshape(-1))
 
     @torch.no_grad()
-    def task_scores(self, images: Tensor, x_hat: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        """Per-image task metrics {key: (B,)} of reconstructions (B,3,H,W); references from the
-        originals ``images`` and their labels (ground truth or H(x), as the task is built)."""
-        out = {}
+    def task_scores(self, images: Tensor, x_hat: Tensor, labels: Tensor, instances: np.ndarray | None = None
+                    ) -> dict[str, Any]:
+        """Per-image task metrics {key: (B,)} of reconstructions (B,3,H,W), plus H's outputs for the
+        data-set metrics under private keys (``_pred``, ``_detections``, ``_probabilities``).
+        References from the originals ``images``, their labels and instance maps (ground truth or
+        H(x), as the task is built)."""
+        out: dict[str, Any] = {}
         for name, task in self.tasks.items():
-            refs = task.references(images, labels)
+            refs = task_references(task, images, labels, instances)
             if name == "segmentation":
                 miou, pred = per_image_miou(task, x_hat, refs)
                 out["miou"] = miou
                 out["_pred"] = pred
+            elif isinstance(task, DetectionTask):
+                detections = task.detections(x_hat)
+                out[TASK_KEYS[name]] = box_iou_of_detections(task, detections, refs, tuple(x_hat.shape[-2:]))
+                out["_detections"] = detections
             else:
                 out[TASK_KEYS.get(name, task.metric_name)] = task.loss(x_hat, refs)[1]
+                if isinstance(task, ClassificationTask):
+                    out["_probabilities"] = task.probabilities(x_hat)
         return out
 
     @torch.no_grad()
-    def update(self, images: Tensor, x_hat: Tensor, labels: Tensor, bits: Tensor | None = None) -> None:
-        """Add a batch: originals and reconstructions (B,3,H,W) in [0,1], labels (B,H,W), bits (B,)."""
+    def update(self, images: Tensor, x_hat: Tensor, labels: Tensor, bits: Tensor | None = None,
+               instances: np.ndarray | None = None) -> None:
+        """Add a batch: originals and reconstructions (B,3,H,W) in [0,1], labels (B,H,W), bits (B,),
+        the data set's instance maps (B,H,W) (detection references and mAP targets) when it has them."""
         images = images.to(self.device, torch.float32)
         x_hat = x_hat.to(self.device, torch.float32).clamp(0.0, 1.0)
         labels = labels.long()
         h, w = images.shape[-2:]
         if bits is not None:
             self._add("bpp", bits.double() / (h * w))
-        for key, value in self.task_scores(images, x_hat, labels).items():
+        for key, value in self.task_scores(images, x_hat, labels, instances).items():
             if key == "_pred":
                 self.jaccard.update(value.cpu(), labels.cpu())
+            elif key == "_detections":
+                self._add_detections(value, labels, instances)
+            elif key == "_probabilities":
+                self.probabilities.append(value.float().cpu())
+                self.presence.append(presence_vector(labels, value.shape[1]))
             else:
                 self._add(key, value)
         self._add("psnr", peak_signal_noise_ratio(x_hat, images, data_range=1.0, reduction="none", dim=(1, 2, 3)))
@@ -153,8 +221,33 @@ class QualityMeter:
             self.kid.update(x_hat, real=False)
         self.count += images.shape[0]
 
+    def _add_detections(self, detections: list[dict[str, Tensor]], labels: Tensor,
+                        instances: np.ndarray | None) -> None:
+        """Keep a batch's detections and, from its instance maps, its mAP targets."""
+        self.detections += detections
+        if instances is None or self.box_targets is None:
+            self.box_targets = None  # mAP needs one box per object: not computed for this point
+            return
+        self.box_targets += instance_targets_of(self.tasks["detection"], labels, instances)
+
+    def dataset_metrics(self) -> dict[str, Any]:
+        """The data-set metrics of the point's images: ``map50`` / ``map`` (detection, None without
+        instance maps) and ``macro_ap`` (classification), for the tasks present."""
+        out: dict[str, Any] = {}
+        if "detection" in self.tasks and self.detections:
+            out["map50"] = out["map"] = None
+            if self.box_targets is not None:
+                figures = mean_average_precision(self.detections, self.box_targets, per_class=False)
+                # pycocotools answers -1 when no image holds a ground-truth box of the task's classes
+                out["map50"], out["map"] = (v if v >= 0 else None for v in (figures["map_50"], figures["map"]))
+        if self.probabilities:
+            ap = dataset_average_precision(torch.cat(self.probabilities), torch.cat(self.presence))
+            out["macro_ap"] = ap["macro_ap"] if math.isfinite(ap["macro_ap"]) else None
+        return out
+
     def result(self) -> dict[str, Any]:
-        """Means over the images of this point (plus ``*_std`` for the per-image metrics)."""
+        """Means over the images of this point (plus ``*_std`` for the per-image metrics) and the
+        data-set metrics (``miou_dataset``, ``map50``, ``map``, ``macro_ap``)."""
         out: dict[str, Any] = {}
         for key, chunks in self.values.items():
             values = torch.cat(chunks).double()
@@ -163,6 +256,7 @@ class QualityMeter:
             out[f"{key}_std"] = float(finite.std(unbiased=False)) if finite.numel() else None
         if "segmentation" in self.tasks and self.count:
             out["miou_dataset"] = float(self.jaccard.compute())
+        out.update(self.dataset_metrics())
         torch.manual_seed(self.seed)  # KID draws its subsets with torch's global generator
         out["fid"] = _finite(self.fid.compute()) if self.fid is not None and self.count >= 2 else None
         if self.kid is not None and self.count >= self.kid_subset:

@@ -25,6 +25,13 @@ STYLES = {"rlasc": ("tab:red", "o", "-"), "rlasc_simplified": ("tab:purple", "s"
           "heif": ("tab:gray", "X", "-")}
 
 
+# metric key -> axis label of the task-metric figure (data-set metrics first: the per-task BD's)
+TASK_PANELS = {"miou_dataset": "segmentation: data-set mIoU", "map50": "detection: mAP@0.5 (instance boxes)",
+               "macro_ap": "classification: macro AP", "map": "detection: mAP@[.5:.95]",
+               "box_iou": "detection: mean box IoU (eq. 7, per image)",
+               "accuracy": "classification: presence accuracy (per image)"}
+
+
 def curves_for_plot(codecs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[Mapping[str, Any]]]:
     """Curves to draw: ``rlasc_fixed_*`` points join the simplified (uniform-level) curve."""
     out: dict[str, list[Mapping[str, Any]]] = {}
@@ -105,14 +112,17 @@ def make_all(result: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
     axes[0].legend(fontsize=7)
     figures["fig11"] = _save(fig, out_dir / "fig11_psnr_ssim_vs_bpp.png")
 
-    extra = [k for k in ("box_iou", "accuracy") if any(p.get(k) is not None for c in curves.values() for p in c)]
+    extra = [k for k in TASK_PANELS if any(p.get(k) is not None for c in curves.values() for p in c)]
     if extra:
-        fig, axes = plt.subplots(1, len(extra), figsize=(5.5 * len(extra), 4.2), squeeze=False)
-        names = {"box_iou": "detection: mean box IoU (eq. 7)", "accuracy": "classification: presence accuracy"}
-        for ax, key in zip(axes[0], extra):
-            _draw(ax, curves, key, names[key], max_bpp, ref.get(key))
+        cols = min(3, len(extra))
+        rows = -(-len(extra) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+        for ax, key in zip(axes.flat, extra):
+            _draw(ax, curves, key, TASK_PANELS[key], max_bpp, ref.get(key))
+        for ax in list(axes.flat)[len(extra):]:
+            ax.set_visible(False)
         axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"Other downstream tasks. {title}", fontsize=9)
+        fig.suptitle(f"Task networks' metrics (data-set metrics: the per-task BD deltas). {title}", fontsize=9)
         figures["tasks"] = _save(fig, out_dir / "tasks_vs_bpp.png")
 
     if result.get("awgn"):
@@ -160,7 +170,10 @@ def _rate_semantic_perceptual(curves: Mapping[str, Sequence[Mapping[str, Any]]],
 
 def _awgn(result: Mapping[str, Any], path: Path, title: str) -> str:
     meta = result.get("awgn_meta") or {}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    has_map = any(p.get("map50") is not None for points in result["awgn"].values() for p in points)
+    panels = [("score", "segmentation mIoU (failed file: 0)")]
+    panels += [("map50", "detection mAP@0.5 (failed file: no box)")] if has_map else []
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.5 * (len(panels) + 1), 4.2))
     for name, points in sorted(result["awgn"].items(), key=lambda kv: kv[0] == "rlasc"):
         if not points:
             continue
@@ -168,18 +181,23 @@ def _awgn(result: Mapping[str, Any], path: Path, title: str) -> str:
         snr = [p["snr_db"] for p in points]
         bpp = (meta.get(name) or {}).get("bpp")
         label = LABELS.get(name, name) + (f" ({bpp:.3f} bpp)" if bpp is not None else "")
-        axes[0].errorbar(snr, [p["score"] for p in points], yerr=[p.get("score_std", 0.0) for p in points],
-                         fmt=line, color=color, marker=marker, markersize=4, capsize=2, label=label)
-        axes[1].plot(snr, [p["failed_share"] for p in points], line, color=color, marker=marker, markersize=4,
-                     label=label)
-    axes[0].set_xlabel("SNR (dB), BPSK over AWGN")
-    axes[0].set_ylabel("mIoU of H (failed decodes score 0)")
-    axes[1].set_xlabel("SNR (dB)")
-    axes[1].set_ylabel("share of files that failed to decode")
+        for ax, (key, _) in zip(axes, panels):
+            pts = [p for p in points if p.get(key) is not None]
+            ax.errorbar([p["snr_db"] for p in pts], [p[key] for p in pts],
+                        yerr=[p.get(f"{key}_std") or 0.0 for p in pts], fmt=line, color=color, marker=marker,
+                        markersize=4, capsize=2, label=label)
+        axes[-1].plot(snr, [p["failed_share"] for p in points], line, color=color, marker=marker, markersize=4,
+                      label=label)
+    for ax, (_, ylabel) in zip(axes, panels):
+        ax.set_xlabel("SNR (dB), BPSK over AWGN")
+        ax.set_ylabel(ylabel)
+    axes[-1].set_xlabel("SNR (dB)")
+    axes[-1].set_ylabel("share of files that failed to decode")
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"Fig. 12 analogue: segmentation score vs SNR at about equal rate. {title}", fontsize=9)
+    what = "segmentation and detection scores" if has_map else "segmentation score"
+    fig.suptitle(f"Fig. 12 analogue: {what} vs SNR at about equal rate. {title}", fontsize=9)
     return _save(fig, path)
 
 

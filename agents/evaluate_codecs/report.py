@@ -8,8 +8,10 @@ from typing import Any
 __all__ = ["render"]
 
 POINT_COLUMNS = (("bpp", "bpp", 4), ("miou", "mIoU", 4), ("miou_dataset", "mIoU (dataset)", 4),
+                 ("map50", "mAP@.5", 4), ("map", "mAP", 4), ("macro_ap", "macro AP", 4),
                  ("box_iou", "box IoU", 4), ("accuracy", "cls acc", 4), ("psnr", "PSNR", 2), ("ssim", "SSIM", 4),
                  ("fid", "FID", 3), ("kid", "KID", 4))
+METRIC_LABELS = {"miou": "mIoU", "miou_dataset": "mIoU (dataset)", "map50": "mAP@.5", "macro_ap": "macro AP"}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -80,7 +82,14 @@ def render(result: Mapping[str, Any]) -> str:
             lines.append(f"- NOTE on FID/KID: {feat['bias']}")
     lines += ["- mIoU: mean over images of the per-image mIoU of H (eq. 5-6, classes present in the reference or "
               "the prediction); `mIoU (dataset)`: torchmetrics MulticlassJaccardIndex over all pixels of all images",
-              ""]
+              "- mAP@.5 / mAP: detection mAP@0.5 and mAP@[.5:.95] against the data set's instance boxes, over all "
+              "images of a point (torchmetrics MeanAveragePrecision); macro AP: classification macro average "
+              "precision over classes, over all images; box IoU / cls acc: the per-image metrics of the env (v0)"]
+    rr = result.get("rate_range") or {}
+    if rr.get("targets"):
+        lines.append(f"- engineered codecs' target rates: {rr.get('source')}; {len(rr['targets'])} targets "
+                     f"{min(rr['targets']):.3f}-{max(rr['targets']):.3f} bpp, max_bpp {rr.get('max_bpp', 0.0):.3f}")
+    lines.append("")
     ref = result.get("reference") or {}
     if ref:
         lines += ["Original (uncoded) images: " + ", ".join(
@@ -124,6 +133,7 @@ def render(result: Mapping[str, Any]) -> str:
                         [[name.upper()] + [_fmt(r.get(k), d) for k, _, d in present] for name, r in refs.items()])
         lines.append("")
     lines += _bd_section(result.get("bd") or {}, cfg)
+    lines += _bd_task_section(result.get("bd_by_task") or {}, result.get("bd_by_task_metrics") or {}, nets)
     lines += _awgn_section(result.get("awgn") or {}, result.get("awgn_meta") or {})
     figures = result.get("figures") or {}
     if figures:
@@ -140,31 +150,59 @@ def _bd_section(bd: Mapping[str, Mapping[str, Any]], cfg: Mapping[str, Any]) -> 
              f"bjontegaard package, '{cfg.get('bd_method', 'pchip')}' interpolation over the overlap of the two "
              "curves only (no extrapolation; null below an overlap of "
              f"{cfg.get('bd_min_overlap', 0.1):.0%} of their range). BD-mIoU > 0 and BD-rate < 0 mean the first codec "
-             "is better.", ""]
+             "is better. Metric: the per-image mIoU of the segmentation H (`bd` of the JSON); the per-task deltas on "
+             "the data-set metrics follow.", ""]
+    return lines + _bd_tables(bd, "miou", "BD-mIoU")
+
+
+def _bd_tables(bd: Mapping[str, Mapping[str, Any]], metric: str, label: str, neutral: bool = False) -> list[str]:
+    """One table per test codec: BD-<metric> and BD-rate against each anchor, reasons as footnotes.
+    ``neutral``: the entries name their metric's keys ``bd_metric`` / ``reason_metric`` / ``metric_overlap``."""
+    name = "metric" if neutral else metric
+    value_key, lines = f"bd_{name}", []
     tests = sorted({k.split("_vs_")[0] for k in bd}, key=lambda t: (t != "rlasc", t))
     footnotes: list[str] = []
     for test in tests:
         pairs = {k.split("_vs_", 1)[1]: v for k, v in bd.items() if k.split("_vs_")[0] == test}
         header = [f"{test} vs"] + list(pairs)
         rows = []
-        for metric, key, fmt in (("BD-mIoU", "bd_miou", "{:+.4f}"), ("BD-rate (%)", "bd_rate", "{:+.2f}")):
-            row = [metric]
+        for row_label, key, fmt in ((label, value_key, "{:+.4f}"), ("BD-rate (%)", "bd_rate", "{:+.2f}")):
+            row = [row_label]
             for anchor, entry in pairs.items():
                 value = entry.get(key)
                 if value is None:
-                    reason = entry.get("reason_" + key.split("_", 1)[1]) or "not computable"
+                    reason = entry.get(f"reason_{name}" if key == value_key else "reason_rate") or "not computable"
                     text = f"{test} vs {anchor}: {reason}"
                     if text not in footnotes:
                         footnotes.append(text)
                     row.append(f"n/a [{footnotes.index(text) + 1}]")
                 else:
-                    overlap = entry.get("rate_overlap" if key == "bd_miou" else "miou_overlap")
+                    overlap = entry.get("rate_overlap" if key == value_key else f"{name}_overlap")
                     row.append(fmt.format(value) + (f" (overlap {overlap:.0%})" if overlap is not None and overlap < 0.5
                                                     else ""))
             rows.append(row)
         lines += _table(header, rows) + [""]
     if footnotes:
         lines += [f"[{i}] {text}" + "  " for i, text in enumerate(footnotes, start=1)] + [""]
+    return lines
+
+
+def _bd_task_section(bd: Mapping[str, Mapping[str, Mapping[str, Any]]], metrics: Mapping[str, Mapping[str, str]],
+                     nets: Mapping[str, Any]) -> list[str]:
+    """Per task: which metric its BD deltas use, then the tables."""
+    lines = ["## Bjontegaard deltas per task (data-set metrics of the task networks)", ""]
+    if not bd:
+        return lines + ["- not computed (no task network; see Not evaluated)", ""]
+    trained = sorted({str(p.get("task")) for p in nets.get("policies") or []})
+    lines += ["Same method as above, each task's curves on its own data-set metric. rlasc_simplified is the curve "
+              "through the codec's uniform levels." + (f" The rlasc agent(s) were trained on: {', '.join(trained)}; "
+                                                       "on the other tasks rlasc measures how that allocation transfers."
+                                                       if trained else ""), ""]
+    for task, table in bd.items():
+        metric = (metrics.get(task) or {}).get("metric") or next(iter(table.values()), {}).get("metric", "?")
+        definition = (metrics.get(task) or {}).get("definition", "")
+        lines += [f"### {task}: BD on `{metric}`", ""] + ([f"Metric: {definition}.", ""] if definition else [])
+        lines += _bd_tables(table, metric, f"BD-{METRIC_LABELS.get(metric, metric)}", neutral=True)
     return lines
 
 
@@ -177,17 +215,26 @@ def _awgn_section(awgn: Mapping[str, Sequence[Mapping[str, Any]]], meta: Mapping
              f"({_fmt(meta.get('target_bpp'), 3)} bpp); {meta.get('images')} images x seeds {meta.get('seeds')}. "
              "Score: mIoU of H; a file that fails to decode scores 0 (its share in brackets). RL-ASC decodes with "
              "strict=False.", ""]
-    lines += _table(["codec", "bpp", "setting", "clean score"],
+    has_map = any(p.get("map50") is not None for n in names for p in awgn[n])
+    lines += _table(["codec", "bpp", "setting", "clean score"] + (["clean mAP@.5"] if has_map else []),
                     [[n, _fmt((meta.get(n) or {}).get("bpp"), 3), str((meta.get(n) or {}).get("setting")),
-                      _fmt((meta.get(n) or {}).get("clean_score"))] for n in names])
-    lines.append("")
-    snrs = [p["snr_db"] for p in awgn[names[0]]]
+                      _fmt((meta.get(n) or {}).get("clean_score"))]
+                     + ([_fmt((meta.get(n) or {}).get("clean_map50"))] if has_map else []) for n in names])
+    lines += ["", "Segmentation mIoU against SNR:", ""] + _awgn_table(awgn, names, "score")
+    if has_map:
+        lines += ["Detection mAP@0.5 against SNR (" + str((meta.get("metrics") or {}).get("map50", "")) + "):", ""]
+        lines += _awgn_table(awgn, names, "map50")
+    return lines
+
+
+def _awgn_table(awgn: Mapping[str, Sequence[Mapping[str, Any]]], names: Sequence[str], key: str) -> list[str]:
+    """SNR rows, one column per codec: ``key`` ± its std over seeds [share of failed files]."""
     rows = []
-    for i, snr in enumerate(snrs):
+    for i, snr in enumerate(p["snr_db"] for p in awgn[names[0]]):
         row = [f"{snr:g}", f"{awgn[names[0]][i]['ber']:.2e}"]
         for n in names:
             p = awgn[n][i]
-            row.append(f"{p['score']:.3f} ± {p.get('score_std', 0.0):.3f} [{p['failed_share']:.0%}]")
+            std = p.get(f"{key}_std")
+            row.append(f"{_fmt(p.get(key), 3)} ± {_fmt(std, 3)} [{p['failed_share']:.0%}]")
         rows.append(row)
-    lines += _table(["SNR (dB)", "BER"] + names, rows) + [""]
-    return lines
+    return _table(["SNR (dB)", "BER"] + list(names), rows) + [""]

@@ -6,6 +6,9 @@
   coarsest): the agent's allocation at lower bitrate modes of the same codec.
 - ``rlasc_simplified``: no agent, every concept at the highest level (Section IV-A.4).
 - ``rlasc_fixed_<q>``: no agent, every concept at level q (the other bitrate modes of one codec).
+
+The simplified *curve* (BD deltas, figures) is every uniform-level point: ``rlasc_simplified``
+and the ``rlasc_fixed_<q>`` together (:func:`agents.evaluate_codecs.runner.bd_curves`).
 """
 from __future__ import annotations
 

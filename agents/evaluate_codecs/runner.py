@@ -1,9 +1,12 @@
 """``evaluate.py``: RL-ASC against engineered codecs (Section IV: Fig. 5, 8-12, Table II).
 
 Flow: load the evaluation images, the codec(s), the task networks H and the trained policy;
-sweep every codec over its rate knob (real bytes, decoded back, measured); Bjontegaard deltas;
-AWGN robustness at about equal rate; write the JSON of DESIGN.md, a Markdown report and the
-figures. Anything that cannot run is named in the JSON's ``skipped`` and in the report.
+sweep RL-ASC's levels, then the engineered codecs over their rate knob across RL-ASC's measured
+rate range (real bytes, decoded back, measured); Bjontegaard deltas (``bd``: per-image mIoU, as
+DESIGN.md fixes it; ``bd_by_task``: each task network's data-set metric, :data:`~.metrics.DATASET_KEYS`);
+AWGN robustness at about equal rate (segmentation mIoU and detection mAP@0.5); write the JSON of
+DESIGN.md, a Markdown report and the figures. Anything that cannot run is named in the JSON's
+``skipped`` and in the report.
 """
 from __future__ import annotations
 
@@ -30,11 +33,10 @@ from . import plots, report
 from .awgn import AwgnSettings, run_awgn
 from .bd import BD_METHOD, bd_table
 from .classic import ClassicCodec, available_codecs
-from .metrics import PooledFeatures, QualityMeter
+from .metrics import DATASET_KEYS, DATASET_METRICS, TASK_KEYS, PooledFeatures, QualityMeter
 from .rlasc import LevelPlan, LoadedPolicy, fixed_plan, load_policy, offset_plan, policy_plan
-from .sweep import (DEFAULT_TARGETS, EvalSet, PointResult, calibrate, encode_plans, evaluate_classic, evaluate_plan,
-                    evaluate_reference,
-                    refine_candidates, select_settings)
+from .sweep import (EvalSet, PointResult, calibrate, derived_targets, encode_plans, evaluate_classic, evaluate_plan,
+                    evaluate_reference, refine_candidates, select_settings)
 
 __all__ = ["EvalConfig", "Inputs", "main", "run"]
 
@@ -70,10 +72,14 @@ class EvalConfig:
     """Few images, few quality points, few SNRs (for tests and smoke runs)."""
     classic: tuple[str, ...] = CLASSIC_NAMES
     """Engineered codecs to compare."""
-    max_bpp: float = 0.5
-    """Upper end of the rate range swept (the paper's 0-0.5 bpp)."""
-    targets: tuple[float, ...] = DEFAULT_TARGETS
-    """Target rates (bpp) of the engineered codecs' sweeps."""
+    max_bpp: float | None = None
+    """Upper end (bpp) of the engineered codecs' sweeps. Default: derived, rate_margin x the highest RL-ASC rate measured. Why derived: the paper's 0-0.5 bpp was for 256x512 Cityscapes; a 64x128 file pays its headers and label map on 16x fewer pixels (the tiny codec spans ~0.39 bpp, every concept at level 0, to ~2.0 bpp at level 5), so a fixed 0-0.5 range misses RL-ASC's and every BD delta is null. Given without --targets: rate_points targets from max_bpp/16 to max_bpp."""
+    targets: tuple[float, ...] | None = None
+    """Target rates (bpp) of the engineered codecs' sweeps. Default: derived, rate_points rates spaced geometrically from the lowest RL-ASC rate measured / rate_margin to max_bpp (see --max-bpp for why). Given without --max-bpp: max_bpp is their largest."""
+    rate_margin: float = 1.5
+    """How far the derived rate range reaches beyond RL-ASC's measured one (factor below the lowest and above the highest rlasc / rlasc_simplified / rlasc_fixed_* rate), so that the curves overlap for BD."""
+    rate_points: int = 15
+    """Number of derived target rates (when --targets is not given)."""
     min_points: int = 4
     """Points per engineered codec at least (taken above max_bpp when it cannot go lower)."""
     refine: int = 3
@@ -89,6 +95,8 @@ class EvalConfig:
     awgn_codecs: tuple[str, ...] = ("rlasc", "rlasc_simplified", "jpeg", "jpeg2000")
     awgn_images: int | None = None
     """Images used for the AWGN curves (default: all evaluation images)."""
+    awgn_detection: bool = True
+    """Also score the AWGN curves with the detection H's mAP@0.5 (one mAP per SNR, seed and codec)."""
     grid_image: int = 0
     """Index (among the evaluation images) of the image of the Fig. 10 grid."""
     batch_size: int = 16
@@ -98,7 +106,7 @@ class EvalConfig:
         """The configuration with --quick applied."""
         if not self.quick:
             return self
-        return replace(self, images=min(self.images, 6), targets=(0.1, 0.3, 0.5), min_points=2, refine=0,
+        return replace(self, images=min(self.images, 6), rate_points=min(self.rate_points, 5), min_points=2, refine=0,
                        calibration_images=2, rlasc_offsets=(0, 1), snrs=(0.0, 10.0, 20.0), awgn_seeds=1)
 
 
@@ -187,7 +195,9 @@ def sweep_semantic(plans: Sequence[LevelPlan], data: EvalSet, meter: QualityMete
         points.append(evaluate_plan(plan, data, meter, cfg.batch_size, cfg.grid_image, cfg.progress, plan_files))
         rec = points[-1].record
         log(f"{plan.name} ({plan.codec_name}, {_setting_text(rec)}): {rec['bpp']:.4f} bpp, mIoU "
-            f"{_num(rec.get('miou'))}, PSNR {_num(rec.get('psnr'))} [{time.time() - start:.0f} s]")
+            f"{_num(rec.get('miou'))}, mIoU (dataset) {_num(rec.get('miou_dataset'))}, mAP@.5 "
+            f"{_num(rec.get('map50'))}, macro AP {_num(rec.get('macro_ap'))}, PSNR {_num(rec.get('psnr'))} "
+            f"[{time.time() - start:.0f} s]")
     return points
 
 
@@ -202,7 +212,10 @@ def _setting_text(record: dict[str, Any]) -> str:
 
 def sweep_classic(codec: ClassicCodec, data: EvalSet, meter: QualityMeter, cfg: EvalConfig,
                   score_key: str) -> tuple[list[PointResult], list[tuple[int, Any, float]]]:
-    """Points of one engineered codec: calibrated settings, then refinement where the curve is steepest."""
+    """Points of one engineered codec: calibrated settings, then refinement where the curve is steepest.
+    ``cfg.targets`` and ``cfg.max_bpp`` must be set (:func:`rate_range`)."""
+    if cfg.targets is None or cfg.max_bpp is None:
+        raise ValueError("sweep_classic needs target rates and max_bpp: resolve them with rate_range first")
     stride = max(1, len(codec.grid) // 12) if cfg.quick else 1
     table = calibrate(codec, data, cfg.calibration_images, stride)
     chosen = select_settings(table, cfg.targets, cfg.max_bpp, cfg.min_points)
@@ -236,8 +249,8 @@ def measure_originals(data: EvalSet, meter: QualityMeter, batch_size: int) -> di
     for _, images, _ in data.batches(batch_size):
         meter.add_real(images)
     meter.reset()
-    for _, images, labels in data.batches(batch_size):
-        meter.update(images, images, labels)
+    for idx, images, labels in data.batches(batch_size):
+        meter.update(images, images, labels, instances=data.instance_batch(idx))
     # FID/KID/PSNR of the originals against themselves say nothing (KID's subsets even overlap): not reported
     return {k: v for k, v in meter.result().items() if k.split("_")[0] not in ("bpp", "fid", "kid", "psnr")}
 
@@ -299,18 +312,110 @@ def classic_points(data: EvalSet, meter: QualityMeter, cfg: EvalConfig, score_ke
     return results, calibration, codecs
 
 
-def bd_results(codecs_json: dict[str, list[dict[str, Any]]], cfg: EvalConfig, notes: list[str]
-               ) -> dict[str, dict[str, Any]]:
-    """Table II: rlasc and the simplified (uniform-level) curve against every other codec."""
+BD_TESTS = ("rlasc", "rlasc_simplified")
+
+
+def bd_curves(codecs_json: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The curves of the BD deltas: each codec's points, with the simplified curve = every uniform-level
+    point (rlasc_simplified + rlasc_fixed_*: the curve through the codec's uniform levels)."""
     uniform = [rec for fam, recs in codecs_json.items() if fam == "rlasc_simplified" or fam.startswith("rlasc_fixed_")
                for rec in recs]
     curves = {k: v for k, v in codecs_json.items() if not k.startswith("rlasc_fixed_")}
-    curves["rlasc_simplified"] = uniform
+    curves["rlasc_simplified"] = sorted(uniform, key=lambda rec: rec.get("bpp") or 0.0)
+    return curves
+
+
+def bd_results(codecs_json: dict[str, list[dict[str, Any]]], cfg: EvalConfig, notes: list[str]
+               ) -> dict[str, dict[str, Any]]:
+    """Table II: rlasc and the simplified (uniform-level) curve against every other codec, on the per-image mIoU."""
+    curves = bd_curves(codecs_json)
     notes.append(f"BD deltas: bjontegaard package, '{cfg.bd_method}' interpolation, curves reduced to their Pareto "
                  "front; the rlasc_simplified curve is every uniform-level point (rlasc_simplified + rlasc_fixed_*: "
                  "no agent, equal precision for every concept)")
     anchors = [k for k in curves if k != "rlasc"]
-    return bd_table(curves, ["rlasc", "rlasc_simplified"], anchors, "miou", cfg.bd_method, cfg.bd_min_overlap)
+    return bd_table(curves, list(BD_TESTS), anchors, "miou", cfg.bd_method, cfg.bd_min_overlap)
+
+
+def task_bd_entry(entry: dict[str, Any], metric: str) -> dict[str, Any]:
+    """A :func:`~.bd.bd_pair` entry with its metric-named keys (``bd_<metric>``, ``reason_<metric>``,
+    ``<metric>_overlap``, ``<metric>_interval``) under task-neutral names, and ``metric`` naming it."""
+    names = {f"bd_{metric}": "bd_metric", f"reason_{metric}": "reason_metric", f"{metric}_overlap": "metric_overlap",
+             f"{metric}_interval": "metric_interval"}
+    return {"metric": metric, **{names.get(k, k): v for k, v in entry.items()}}
+
+
+def bd_by_task(codecs_json: dict[str, list[dict[str, Any]]], tasks: dict[str, Task], cfg: EvalConfig,
+               skipped: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task with a network: rlasc and rlasc_simplified against every other curve (the engineered codecs,
+    and rlasc_simplified for rlasc) on the task's data-set metric (:data:`DATASET_KEYS`):
+    ``{task: {"<A>_vs_<B>": {"bd_rate", "bd_metric", "metric", ...}}}``."""
+    curves = bd_curves(codecs_json)
+    anchors = [k for k in curves if k != "rlasc"]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for task, metric in DATASET_KEYS.items():
+        if task not in tasks:
+            skipped[f"bd_by_task {task}"] = f"no {task} task network: no {metric}, no BD on it"
+            continue
+        table = bd_table(curves, list(BD_TESTS), anchors, metric, cfg.bd_method, cfg.bd_min_overlap)
+        out[task] = {pair: task_bd_entry(entry, metric) for pair, entry in table.items()}
+    return out
+
+
+def semantic_rates(results: dict[str, list[PointResult]]) -> list[float]:
+    """The rates (bpp) of every RL-ASC point measured: rlasc, rlasc_simplified, rlasc_fixed_*."""
+    return [p.bpp for fam, points in results.items() if fam.startswith("rlasc") for p in points]
+
+
+def rate_range(cfg: EvalConfig, rates: Sequence[float]) -> tuple[EvalConfig, dict[str, Any]]:
+    """``cfg`` with the engineered sweeps' ``max_bpp`` and ``targets`` resolved, and how (the JSON's
+    ``rate_range``). Not given: derived from RL-ASC's measured ``rates`` (from lowest / rate_margin to
+    highest x rate_margin); --max-bpp alone: targets from max_bpp / 16 to max_bpp; --targets alone:
+    max_bpp = their largest."""
+    low, high = (min(rates), max(rates)) if rates else (None, None)
+    record: dict[str, Any] = {"rlasc_bpp": [low, high], "margin": cfg.rate_margin}
+    max_bpp, targets = cfg.max_bpp, cfg.targets
+    if max_bpp is None and targets is None:
+        if low is None:
+            raise ValueError("no RL-ASC point was measured: the rate range cannot be derived; give --max-bpp or "
+                             "--targets")
+        max_bpp = high * cfg.rate_margin
+        targets = derived_targets(low / cfg.rate_margin, max_bpp, cfg.rate_points)
+        record["source"] = (f"derived from the RL-ASC points ({low:.3f}-{high:.3f} bpp) widened by x{cfg.rate_margin:g} "
+                            "on both sides")
+    elif targets is None:
+        targets = derived_targets(max_bpp / 16.0, max_bpp, cfg.rate_points)
+        record["source"] = "--max-bpp given: targets spaced geometrically from max_bpp / 16 to max_bpp"
+    elif max_bpp is None:
+        max_bpp = max(targets)
+        record["source"] = "--targets given: max_bpp is the largest target"
+    else:
+        record["source"] = "--max-bpp and --targets given"
+    record.update({"max_bpp": float(max_bpp), "targets": [float(t) for t in targets]})
+    return replace(cfg, max_bpp=float(max_bpp), targets=tuple(float(t) for t in targets)), record
+
+
+def rate_range_notes(record: dict[str, Any], notes: list[str]) -> None:
+    """A note on where the engineered codecs' targets come from, and on a range that misses RL-ASC's."""
+    targets, (low, high) = record["targets"], record["rlasc_bpp"]
+    notes.append(f"engineered codecs' target rates: {record['source']}: {len(targets)} targets "
+                 f"{min(targets):.3f}-{max(targets):.3f} bpp, max_bpp {record['max_bpp']:.3f}")
+    if low is not None and (record["max_bpp"] < low or min(targets) > high):
+        notes.append(f"the engineered codecs' rate range ({min(targets):.3f}-{record['max_bpp']:.3f} bpp) does not "
+                     f"reach RL-ASC's ({low:.3f}-{high:.3f} bpp): their BD deltas against RL-ASC will be null")
+
+
+def instance_notes(data: EvalSet, tasks: dict[str, Task], notes: list[str], skipped: dict[str, str]) -> None:
+    """Say how detection is scored: the data set's instance boxes, or why mAP is missing."""
+    if "detection" not in tasks:
+        return
+    if data.instances is None:
+        skipped["detection mAP"] = ("the data set has no instance maps (instance_map(i)): detection mAP@0.5 / mAP against one "
+                            "box per object is not computed; box_iou uses the task's label-map fallback (connected "
+                            "components, touching objects merge)")
+    else:
+        notes.append("detection: references and mAP targets are the data set's instance boxes (one box per object, "
+                     "as the env builds them); map50 / map over all images of a point (torchmetrics "
+                     "MeanAveragePrecision, 100 detections per image), box_iou per image at H's score threshold")
 
 
 def awgn_points(results: dict[str, list[PointResult]], primary_name: str) -> dict[str, PointResult]:
@@ -352,6 +457,7 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
     meter = QualityMeter(tasks, features, data.count, device, seed=cfg.seed)
     if meter.kid is None:
         skipped["kid"] = f"KID needs at least 4 images, got {data.count}"
+    instance_notes(data, tasks, notes, skipped)
     reference = measure_originals(data, meter, cfg.batch_size)
     log("originals: " + ", ".join(f"{k} {v:.4f}" for k, v in reference.items()
                                   if isinstance(v, float) and not k.endswith("_std")))
@@ -361,6 +467,8 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
                      "engineered sweeps are refined on PSNR instead")
 
     results = semantic_points(inputs, tasks, data, meter, cfg, notes, skipped)
+    cfg, rates = rate_range(cfg, semantic_rates(results))
+    rate_range_notes(rates, notes)
     references = {name: clean_record(evaluate_reference(primary, name, data, meter, cfg.batch_size, cfg.grid_image,
                                                         cfg.progress).record) for name in REFERENCES}
     log("references: " + ", ".join(f"{k} {v['bpp']:.3f} bpp / PSNR {v['psnr']:.2f}" for k, v in references.items()))
@@ -372,10 +480,12 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
     for name in CLASSIC_NAMES:
         codecs_json.setdefault(name, [])
     bd = bd_results(codecs_json, cfg, notes) if score_key == "miou" else {}
+    task_bd = bd_by_task(codecs_json, tasks, cfg, skipped)
     settings = AwgnSettings(cfg.snrs, list(range(cfg.seed, cfg.seed + cfg.awgn_seeds)), cfg.awgn_codecs, cfg.awgn_images,
                             cfg.calibration_images, cfg.batch_size, cfg.progress)
+    detection = awgn_detection_task(cfg, tasks, data, skipped)
     awgn, awgn_meta = run_awgn(settings, data, tasks.get("segmentation"), awgn_points(results, primary_name),
-                               {c.name: c for c in classic_codecs}, notes, skipped, log)
+                               {c.name: c for c in classic_codecs}, notes, skipped, log, detection=detection)
 
     networks = describe_networks(inputs.codecs, tasks, features)
     networks["fid_kid_features"].update({"kid_subset_size": meter.kid_subset, "kid_subsets": 100,
@@ -392,6 +502,10 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
         "images": data.count,
         "codecs": codecs_json,
         "bd": bd,
+        "bd_by_task": task_bd,
+        "bd_by_task_metrics": {task: {"metric": metric, "definition": DATASET_METRICS[metric]}
+                               for task, metric in DATASET_KEYS.items() if task in task_bd},
+        "rate_range": rates,
         "awgn": awgn,
         "awgn_meta": awgn_meta,
         "reference": reference,
@@ -420,6 +534,20 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
     report_path.write_text(report.render(result))
     log(f"wrote {json_path}, {report_path} and {len(figures)} figures in {out_dir} ({result['seconds']:.0f} s)")
     return result
+
+
+def awgn_detection_task(cfg: EvalConfig, tasks: dict[str, Task], data: EvalSet, skipped: dict[str, str]
+                        ) -> Task | None:
+    """The detection task whose mAP@0.5 the AWGN curves also report, or None with the reason in ``skipped``."""
+    if not cfg.awgn_detection:
+        skipped["awgn map50"] = "--no-awgn-detection: the AWGN curves report the segmentation score only"
+    elif "detection" not in tasks:
+        skipped["awgn map50"] = "no detection task network"
+    elif data.instances is None:
+        skipped["awgn map50"] = "the data set has no instance maps: no mAP targets"
+    else:
+        return tasks["detection"]
+    return None
 
 
 class _IndexedImages:
@@ -472,10 +600,14 @@ def header_overhead(classic: Sequence[ClassicCodec], codec: SemanticCodec, shape
     return out
 
 
+POINT_KEYS = ("bpp", "miou", "psnr", "ssim", "fid", "kid", *TASK_KEYS.values(), *DATASET_KEYS.values(), "map")
+
+
 def clean_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A point's JSON record: private objects dropped, DESIGN's keys always present."""
+    """A point's JSON record: private objects dropped, DESIGN's keys and every task metric's key always
+    present (None where not measured; ``skipped`` says why)."""
     out = {k: v for k, v in record.items() if not k.startswith("_")}
-    for key in ("bpp", "miou", "psnr", "ssim", "fid", "kid"):
+    for key in POINT_KEYS:
         out.setdefault(key, None)
     return out
 

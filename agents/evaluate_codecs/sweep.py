@@ -2,8 +2,9 @@
 
 Engineered codecs are swept over their quality knob: a calibration pass measures the mean
 rate of every setting on a few images, settings are picked whose rate is nearest to target
-rates spaced densely at low bitrates, and ``refine`` extra settings are then added between
-the two neighbouring points whose task score differs most (where the curve is steepest).
+rates (by default :func:`derived_targets`: spaced geometrically over RL-ASC's own measured rate
+range, widened by a margin), and ``refine`` extra settings are then added between the two
+neighbouring points whose task score differs most (where the curve is steepest).
 """
 from __future__ import annotations
 
@@ -22,20 +23,33 @@ from .classic import ClassicCodec, bits_per_pixel
 from .metrics import QualityMeter
 from .rlasc import LevelPlan, compress_levels
 
-__all__ = ["DEFAULT_TARGETS", "EvalSet", "PointResult", "calibrate", "encode_plans", "evaluate_classic", "evaluate_plan",
-           "refine_candidates", "select_settings"]
+__all__ = ["EvalSet", "PAPER_TARGETS", "PointResult", "calibrate", "derived_targets", "encode_plans", "evaluate_classic",
+           "evaluate_plan", "refine_candidates", "select_settings"]
 
-# target rates (bpp) of the classic sweeps: dense at low rates, where task scores change fastest
-DEFAULT_TARGETS = (0.03, 0.05, 0.07, 0.09, 0.11, 0.13, 0.16, 0.19, 0.22, 0.26, 0.3, 0.35, 0.4, 0.45, 0.5)
+# the paper's 0-0.5 bpp sweep (256x512 Cityscapes): dense at low rates, where task scores change fastest.
+# Not a default any more (64x128 files cost far more per pixel); kept for ``--targets`` by hand.
+PAPER_TARGETS = (0.03, 0.05, 0.07, 0.09, 0.11, 0.13, 0.16, 0.19, 0.22, 0.26, 0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+def derived_targets(low: float, high: float, count: int) -> tuple[float, ...]:
+    """``count`` target rates (bpp) spaced geometrically from ``low`` to ``high``: evenly in log-rate
+    (the axis of the BD integrals), so denser at low rates in bpp; rounded to 4 decimals."""
+    if not 0.0 < low <= high or count < 1:
+        raise ValueError(f"need 0 < low <= high and count >= 1, got low {low}, high {high}, count {count}")
+    if count == 1 or low == high:
+        return (round(float(high), 4),)
+    return tuple(round(float(r), 4) for r in np.geomspace(low, high, count))
 
 
 @dataclass
 class EvalSet:
-    """The evaluation images, held as uint8 (N,3,H,W) (lossless for 8-bit data), and labels (N,H,W)."""
+    """The evaluation images, held as uint8 (N,3,H,W) (lossless for 8-bit data), labels (N,H,W) and,
+    when the data set has them, instance maps (N,H,W) int32 (0 = no object): the detection references."""
 
     images: Tensor
     labels: Tensor
     description: str = ""
+    instances: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -57,9 +71,19 @@ class EvalSet:
             idx = list(range(start, min(self.count, start + batch_size)))
             yield idx, self.images[idx].float() / 255.0, self.labels[idx]
 
+    def instance_batch(self, idx: Sequence[int]) -> np.ndarray | None:
+        """Instance maps (B,H,W) of images ``idx``; None when the data set has none."""
+        return None if self.instances is None else self.instances[list(idx)]
+
+    def head(self, count: int) -> "EvalSet":
+        """The first ``count`` images (with their labels and instance maps)."""
+        inst = None if self.instances is None else self.instances[:count]
+        return EvalSet(self.images[:count], self.labels[:count], self.description, inst)
+
     @classmethod
     def from_dataset(cls, dataset: Any, count: int, description: str = "", progress: bool = False) -> "EvalSet":
-        """The first ``count`` items of a data set of (image float (3,H,W) in [0,1], labels (H,W))."""
+        """The first ``count`` items of a data set of (image float (3,H,W) in [0,1], labels (H,W)), and
+        their instance maps when the data set has ``instance_map(i)`` (as the env reads them)."""
         count = min(int(count), len(dataset))
         if count < 1:
             raise ValueError("the evaluation needs at least one image")
@@ -68,7 +92,10 @@ class EvalSet:
             x, y = dataset[i]
             images.append((x.clamp(0, 1) * 255.0).round().to(torch.uint8))
             labels.append(torch.as_tensor(y).long())
-        return cls(torch.stack(images), torch.stack(labels), description)
+        instance_map = getattr(dataset, "instance_map", None)
+        instances = (np.stack([np.asarray(instance_map(i), dtype=np.int32) for i in range(count)])
+                     if callable(instance_map) else None)
+        return cls(torch.stack(images), torch.stack(labels), description, instances)
 
 
 @dataclass
@@ -108,7 +135,8 @@ def _measure(data: EvalSet, meter: QualityMeter, encode: Callable[[int], bytes],
                 if i == preview_index:
                     preview = image
                 bar.update(1)
-            meter.update(images, torch.stack(x_hat), labels, torch.tensor(bits, dtype=torch.float64))
+            meter.update(images, torch.stack(x_hat), labels, torch.tensor(bits, dtype=torch.float64),
+                         data.instance_batch(idx))
     return meter.result(), payloads, preview
 
 
