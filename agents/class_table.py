@@ -99,8 +99,9 @@ def fit_class_table(classes: np.ndarray, shares: np.ndarray, candidates: np.ndar
 
 def load_class_table(path: str | Path, settings: Mapping[str, Any]) -> ClassTable:
     """The class table of a ``python -m agents.learnability --json`` report (e.g. docs/gate/<task>.json),
-    checked against the run's ``settings`` (task, codec, data set, preset, lam, eta, reference)."""
-    path = Path(path)
+    checked against the run's ``settings`` (task, codec, data set, preset, lam, eta, reference). A ``{task}``
+    in ``path`` is replaced by ``settings["task"]``."""
+    path = Path(str(path).replace("{task}", str(settings.get("task", "{task}"))))
     if not path.is_file():
         raise FileNotFoundError(f"no class table report at {path}: write one with python -m agents.learnability "
                                 "--task TASK --json PATH")

@@ -78,7 +78,8 @@ class TrainAgentConfig(EnvFlags):
     """Evaluate the greedy one-step look-ahead baseline."""
     class_table: Path | None = None
     """Also evaluate the class-table heuristic of this learnability report (e.g. docs/gate/segmentation.json),
-    fitted on training images by python -m agents.learnability; its task, codec and reward weights must match."""
+    fitted on training images by python -m agents.learnability; its task, codec and reward weights must match.
+    ``{task}`` in the path is replaced by each run's task (docs/gate/{task}.json for several tasks)."""
     oracle_cap: int = 4096
     """Exhaustive oracle when every eval image has Q^K <= cap level sequences (0 = never)."""
     deterministic: bool = True

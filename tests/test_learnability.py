@@ -163,6 +163,10 @@ def test_class_table_report_loads_only_for_its_settings(tmp_path) -> None:
         load_class_table(path, {**run, "task": "detection"})
     with pytest.raises(FileNotFoundError, match="learnability"):
         load_class_table(tmp_path / "none.json", run)
+    (tmp_path / "segmentation.json").write_text(path.read_text())  # {task} names one report per task
+    assert load_class_table(tmp_path / "{task}.json", run).levels == {(0, 3): 2}
+    with pytest.raises(FileNotFoundError, match="detection.json"):
+        load_class_table(tmp_path / "{task}.json", {**run, "task": "detection"})
     path.write_text(json.dumps({"task": "segmentation"}))
     with pytest.raises(ValueError, match="class_table"):
         load_class_table(path, run)
