@@ -33,7 +33,7 @@ __all__ = ["collect_rows", "benchmark_table", "iqm_interval", "improvement_proba
 
 BOOTSTRAP_RESAMPLES = 10000
 
-BASELINES = ("greedy", "random")
+BASELINES = ("greedy", "random", "class_table")
 
 
 def _runs(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -117,7 +117,7 @@ def _statistics_lines(rows: Mapping[str, list[Mapping[str, Any]]], algos: Sequen
 def _row_order(names: Sequence[str]) -> list[str]:
     fixed = sorted((n for n in names if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
     algos = [n for n in names if n not in fixed and n not in BASELINES and n != "oracle"]
-    return algos + [n for n in ("greedy", "oracle", "random") if n in names] + fixed
+    return algos + [n for n in ("class_table", "greedy", "oracle", "random") if n in names] + fixed
 
 
 def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
@@ -148,7 +148,7 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if fixed:
             best = max(fixed, key=fixed.get)
             algos = [n for n in _row_order(list(rows)) if n not in fixed and n not in BASELINES and n != "oracle"]
-            lines += _statistics_lines(rows, algos, best)
+            lines += _statistics_lines(rows, algos + [n for n in ("class_table",) if n in rows], best)
         lines.append("")
     return "\n".join(lines)
 

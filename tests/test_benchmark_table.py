@@ -73,7 +73,12 @@ def test_table_has_statistics_rows_with_and_without_per_image_returns():
         run["eval"]["policy"]["returns"] = [1.0, 0.5, 0.9]
         for name in ("fixed_0", "fixed_1"):
             run["eval"][name]["returns"] = [0.8, 0.8, 0.8]
+        run["eval"]["class_table"] = {**run["eval"]["fixed_1"], "return_mean": 0.85, "returns": [0.9, 0.9, 0.75]}
     text = benchmark_table(summaries)
+    seg = text.split("### detection")[0]
+    assert seg.index("| ppo |") < seg.index("| class_table |") < seg.index("| greedy |")  # a baseline, not an agent
+    assert "class_table 0." not in seg  # no gap-closure entry for the heuristic ...
+    assert "| class_table | 0.8500 [0.8500, 0.8500] | 0.667 [" in seg  # ... but its statistics beside the agents
     assert "P(return > fixed_1's on the same image)" in text
     assert "| reinforce | 0.9100 [" in text and "| 0.667 [" in text  # 2 of 3 images above 0.8 in every seed
     assert "| ppo | 0.7100 [" in text and text.count("| - |") >= 2  # no per-image returns: no P
