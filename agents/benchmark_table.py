@@ -66,7 +66,8 @@ def _cell(values: Sequence[float], digits: int = 4) -> str:
     if ci["n"] == 0:
         return "-"
     text = f"{ci['mean']:.{digits}f}"
-    return text + (f" ± {ci['ci95']:.{digits}f}" if np.isfinite(ci["ci95"]) and ci["ci95"] > 0 else "")
+    shown = np.isfinite(ci["ci95"]) and ci["ci95"] >= 0.5 * 10.0 ** -digits  # float noise of equal values: none
+    return text + (f" ± {ci['ci95']:.{digits}f}" if shown else "")
 
 
 def iqm_interval(values: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
