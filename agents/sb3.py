@@ -160,7 +160,8 @@ def _feature_heads(model: BaseAlgorithm) -> list[torch.nn.Linear]:
         nets = [policy.q_net.q_net, policy.q_net_target.q_net]
         heads = [net[0] for net in nets if len(net) == 1 and isinstance(net[0], torch.nn.Linear)]
         return heads if len(heads) == len(nets) else []
-    if policy.mlp_extractor.latent_dim_pi == policy.features_dim == policy.mlp_extractor.latent_dim_vf:
+    hidden = [p for net in (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net) for p in net.parameters()]
+    if not hidden:  # net_arch: [] (no hidden layers between the features and the heads)
         return [policy.action_net, policy.value_net]
     return []
 
