@@ -8,6 +8,9 @@
   rewards, which no deployable policy can.
 - ``oracle``: exhaustive search over all Q^K level sequences of an image (K concepts), the
   best return reachable; only where Q^K is at most a cap, otherwise skipped with a reason.
+- ``random_search_<k>``: per image, the best of k level sequences drawn uniformly at random
+  (a seeded generator per image): the oracle's search with a budget of k episodes. Like greedy
+  and the oracle it peeks at every sequence's return.
 
 The look-ahead and the search run on a batched :class:`rlasc_env.env.EpisodeCore`, copying
 one slot's state into others (:func:`agents.episodes.copy_slot`, ``method="clone"``), or by
@@ -27,7 +30,8 @@ from rlasc_env.env import EpisodeCore
 
 from .episodes import EpisodeRecord, copy_slot, record_from, reset_slots
 
-__all__ = ["RandomPolicy", "FixedPolicy", "greedy_episodes", "oracle_episodes", "OracleSkipped"]
+__all__ = ["RandomPolicy", "FixedPolicy", "greedy_episodes", "oracle_episodes", "OracleSkipped",
+           "random_search_episodes"]
 
 
 class RandomPolicy:
@@ -171,36 +175,62 @@ def oracle_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], leng
                     metric_name: str, cap: int) -> list[EpisodeRecord] | OracleSkipped:
     """The best of all Q^K level sequences per image (exhaustive search), or :class:`OracleSkipped`
     when some image has Q^K > ``cap`` (``lengths`` = K per image, e.g. from a fixed-level run)."""
-    q, slots = core.Q, core.num_slots
+    q = core.Q
     for index, k in zip(indices, lengths):
         if q ** int(k) > cap:
             return OracleSkipped(f"image {index} has K={k} concepts: Q^K = {q}^{k} = {float(q) ** int(k):.3g} "
                                  f"sequences > cap {cap}")
     out: list[EpisodeRecord] = []
     for index, k in zip(indices, lengths):
-        best: EpisodeRecord | None = None
         if int(k) < 1:
             raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
         sequences = np.array(list(itertools.product(range(q), repeat=int(k))), np.int64)
-        for start in range(0, len(sequences), slots):
-            seq = sequences[start:start + slots]
-            rows = np.arange(len(seq))
-            reset_slots(core, images, rows[:1], [index])
-            if int(core.count[0]) != int(k):
-                raise RuntimeError(f"image {index} has {int(core.count[0])} concepts, not the {k} given")
-            copy_slot(core, 0, rows[1:])
-            per_step: list[np.ndarray] = []
-            concepts: list[int] = []
-            for t in range(int(k)):
-                reward, terminated, info, final = core.step(rows, seq[:, t])
-                per_step.append(reward)
-                concepts.append(int(info["concept"][0]))
-            rewards_t = np.stack(per_step)  # (K, sequences of this chunk)
-            total = rewards_t.sum(0)
-            j = int(total.argmax())
-            if best is None or total[j] > best.episode_return:  # first chunk always sets it
-                best = record_from(info, final, j, j, metric_name, index, rewards_t[:, j].tolist(), seq[j].tolist(),
-                                   concepts)
-        best.extra["sequences"] = len(sequences)
-        out.append(best)
+        out.append(_best_sequence(core, images, index, sequences, metric_name))
     return out
+
+
+def random_search_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], lengths: Sequence[int],
+                           metric_name: str, samples: int, seed: int = 0) -> list[EpisodeRecord]:
+    """Per image, the best of ``samples`` level sequences drawn uniformly from [0, Q)^K (``lengths`` = K
+    per image). Image i's sequences come from ``numpy.random.default_rng([seed, i])``, so a record does
+    not depend on which other images are searched. ``extra["sequences"]`` is ``samples``."""
+    if samples < 1:
+        raise ValueError(f"random search needs at least one sample, got {samples}")
+    out: list[EpisodeRecord] = []
+    for index, k in zip(indices, lengths):
+        if int(k) < 1:
+            raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
+        rng = np.random.default_rng([int(seed), int(index)])
+        sequences = rng.integers(0, core.Q, (int(samples), int(k))).astype(np.int64)
+        out.append(_best_sequence(core, images, index, sequences, metric_name))
+    return out
+
+
+def _best_sequence(core: EpisodeCore, images: Any, index: int, sequences: np.ndarray,
+                   metric_name: str) -> EpisodeRecord:
+    """Play every row of ``sequences`` (N, K) on image ``index`` from one reset (slot copies, ``num_slots``
+    rows at a time) and return the record of the highest return (the first of equal ones)."""
+    n, k = sequences.shape
+    best: EpisodeRecord | None = None
+    for start in range(0, n, core.num_slots):
+        seq = sequences[start:start + core.num_slots]
+        rows = np.arange(len(seq))
+        reset_slots(core, images, rows[:1], [index])
+        if int(core.count[0]) != k:
+            raise RuntimeError(f"image {index} has {int(core.count[0])} concepts, not the {k} given")
+        copy_slot(core, 0, rows[1:])
+        per_step: list[np.ndarray] = []
+        concepts: list[int] = []
+        for t in range(k):
+            reward, terminated, info, final = core.step(rows, seq[:, t])
+            per_step.append(reward)
+            concepts.append(int(info["concept"][0]))
+        rewards_t = np.stack(per_step)  # (K, sequences of this chunk)
+        total = rewards_t.sum(0)
+        j = int(total.argmax())
+        if best is None or total[j] > best.episode_return:  # the first chunk always sets it
+            best = record_from(info, final, j, j, metric_name, index, rewards_t[:, j].tolist(), seq[j].tolist(),
+                               concepts)
+    assert best is not None
+    best.extra["sequences"] = n
+    return best

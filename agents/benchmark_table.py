@@ -8,7 +8,7 @@
 Each input is the JSON ``train_agent.py --json`` writes for several seeds (its ``runs`` list) or
 one run's ``results.json``. Per
 task, the trained policy of every file becomes one row named after its algorithm; the baselines
-(random, greedy, every fixed level) come from the first algorithm that has them, and every cell is the
+(random, greedy, class table, random search, every fixed level) come from the first algorithm that has them, and every cell is the
 mean ± 95% CI (t-distribution) over the seeds. Below each task's table, every learned algorithm gets the
 statistics that rliable recommends (Agarwal et al., 2021), computed with NumPy/SciPy: the interquartile
 mean (IQM) of the per-seed returns with a 95% bootstrap interval, and the probability of improvement over
@@ -33,7 +33,11 @@ __all__ = ["collect_rows", "benchmark_table", "iqm_interval", "improvement_proba
 
 BOOTSTRAP_RESAMPLES = 10000
 
-BASELINES = ("greedy", "random", "class_table")
+BASELINES = ("greedy", "random", "class_table", "oracle")
+
+
+def _is_baseline(name: str) -> bool:
+    return name in BASELINES or name.startswith(("fixed_", "random_search_"))
 
 
 def _runs(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -117,8 +121,10 @@ def _statistics_lines(rows: Mapping[str, list[Mapping[str, Any]]], algos: Sequen
 
 def _row_order(names: Sequence[str]) -> list[str]:
     fixed = sorted((n for n in names if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
-    algos = [n for n in names if n not in fixed and n not in BASELINES and n != "oracle"]
-    return algos + [n for n in ("class_table", "greedy", "oracle", "random") if n in names] + fixed
+    search = sorted((n for n in names if n.startswith("random_search_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+    algos = [n for n in names if not _is_baseline(n)]
+    return algos + [n for n in ("class_table", "greedy", "oracle") if n in names] + search + \
+        [n for n in ("random",) if n in names] + fixed
 
 
 def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
@@ -143,13 +149,14 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
         if "greedy" in rows and fixed:
             best = max(fixed, key=fixed.get)
             span = float(np.mean([e["return_mean"] for e in rows["greedy"]])) - fixed[best]
-            algos = [n for n in _row_order(list(rows)) if n not in fixed and n not in BASELINES and n != "oracle"]
+            algos = [n for n in _row_order(list(rows)) if not _is_baseline(n)]
             parts = [f"{a} {_cell([(e['return_mean'] - fixed[best]) / span for e in rows[a]], 3)}" for a in algos]
             lines += ["", f"(policy − best fixed) / (greedy − best fixed), best fixed = {best}: " + ", ".join(parts)]
         if fixed:
             best = max(fixed, key=fixed.get)
-            algos = [n for n in _row_order(list(rows)) if n not in fixed and n not in BASELINES and n != "oracle"]
-            lines += _statistics_lines(rows, algos + [n for n in ("class_table",) if n in rows], best)
+            algos = [n for n in _row_order(list(rows)) if not _is_baseline(n)]
+            search = [n for n in _row_order(list(rows)) if n.startswith("random_search_")]
+            lines += _statistics_lines(rows, algos + [n for n in ("class_table",) if n in rows] + search, best)
         lines.append("")
     return "\n".join(lines)
 

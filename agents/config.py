@@ -82,6 +82,9 @@ class TrainAgentConfig(EnvFlags):
     ``{task}`` in the path is replaced by each run's task (docs/gate/{task}.json for several tasks)."""
     oracle_cap: int = 4096
     """Exhaustive oracle when every eval image has Q^K <= cap level sequences (0 = never)."""
+    random_search: tuple[int, ...] = ()
+    """Per-image random-search baselines: for every k given, random_search_<k> is the best of k uniformly random
+    level sequences per test image (it peeks at their returns, like greedy; sequences seeded per image, seed 0)."""
     deterministic: bool = True
     """Evaluate the trained policy with its most probable level (else sample)."""
     eval_batch: int = 96

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .baselines import FixedPolicy, OracleSkipped, RandomPolicy, greedy_episodes, oracle_episodes
+from .baselines import (FixedPolicy, OracleSkipped, RandomPolicy, greedy_episodes, oracle_episodes,
+                        random_search_episodes)
 from .episodes import ActFn, Engine, EpisodeRecord, run_copies
 
 __all__ = ["summarize", "evaluate", "baseline_policies", "aggregate", "mean_ci", "gap_closure", "results_table",
@@ -58,10 +59,12 @@ def baseline_policies(num_levels: int, seed: int) -> dict[str, ActFn]:
 
 def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, split: str = "test",
              batch_size: int = 96, greedy: bool = True, oracle_cap: int = 0,
-             log: Any = None, keep_returns: bool = False) -> dict[str, dict[str, Any]]:
-    """Summaries per policy on the first ``num_images`` images of ``split`` (plus ``greedy`` and
-    ``oracle`` when asked; an intractable oracle yields ``{"skipped": reason}``). ``keep_returns``
-    adds ``returns``, the episode return of every image in order (for paired comparisons).
+             log: Any = None, keep_returns: bool = False, random_search: Sequence[int] = (),
+             random_search_seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Summaries per policy on the first ``num_images`` images of ``split`` (plus ``greedy``,
+    ``oracle`` and ``random_search_<k>`` for every k of ``random_search`` when asked; an intractable
+    oracle yields ``{"skipped": reason}``). ``keep_returns`` adds ``returns``, the episode return of
+    every image in order (for paired comparisons).
 
     All ``policies`` play each image from one shared reset (:func:`run_copies`); ``batch_size``
     is the number of env slots stepped together (images x copies).
@@ -100,6 +103,18 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
         lengths = [r.length for r in records]
         if log:
             log(f"eval greedy: return {out['greedy']['return_mean']:.4f} ({out['greedy']['seconds']:.1f} s)")
+    if (oracle_cap > 0 or random_search) and not lengths:
+        raise ValueError("the oracle and random search need the episode lengths of another evaluated policy")
+    for samples in random_search:
+        t0 = time.perf_counter()
+        name = f"random_search_{int(samples)}"
+        records = random_search_episodes(engine.core(split, max(1, min(batch_size, int(samples)))), images, indices,
+                                         lengths, metric, int(samples), random_search_seed)
+        out[name] = {**summarize(records, metric), "seconds": time.perf_counter() - t0}
+        if keep_returns:
+            out[name]["returns"] = [r.episode_return for r in records]
+        if log:
+            log(f"eval {name}: return {out[name]['return_mean']:.4f} ({out[name]['seconds']:.1f} s)")
     if oracle_cap > 0:
         if not lengths:
             raise ValueError("the oracle needs the episode lengths of another evaluated policy")

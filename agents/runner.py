@@ -205,7 +205,7 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
                       batch_size=cfg.eval_batch, greedy=False, log=log, keep_returns=True)
     else:
         ev = evaluate(engine, policies, cfg.eval_images, batch_size=cfg.eval_batch, greedy=cfg.greedy,
-                      oracle_cap=cfg.oracle_cap, log=log, keep_returns=True)
+                      oracle_cap=cfg.oracle_cap, log=log, keep_returns=True, random_search=cfg.random_search)
         cache.update({k: dict(v) for k, v in ev.items() if k not in ("policy", "random")})
     ev.update({k: dict(v) for k, v in cache.items()})
     skipped = {k: ev.pop(k)["skipped"] for k in [k for k, v in ev.items() if "skipped" in v]}

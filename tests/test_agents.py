@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from agents.baselines import FixedPolicy, OracleSkipped, greedy_episodes, oracle_episodes
+from agents.baselines import FixedPolicy, OracleSkipped, greedy_episodes, oracle_episodes, random_search_episodes
 from agents.checkpoint import CheckpointError, load_policy
 from agents.config import TrainAgentConfig
 from agents.episodes import Engine, EnvSpec, run_copies, run_episodes
@@ -367,6 +367,30 @@ def test_oracle_is_the_best_sequence_and_skips_when_intractable(engine, test_cod
     assert isinstance(skipped, OracleSkipped) and "Q^K" in skipped.reason
 
 
+
+def test_random_search_is_the_best_of_its_seeded_samples(test_codec, test_dataset) -> None:
+    small = make_engine(test_codec, test_dataset, (0, 8))
+    q, images = small.num_levels, small.parts("test").images
+    k = 5
+    found = random_search_episodes(small.core("test", 3), images, [0, 1], [2, 2], small.metric_name, k, seed=7)
+    oracle = oracle_episodes(small.core("test", 4), images, [0, 1], [2, 2], small.metric_name, cap=q ** 2)
+    alone = random_search_episodes(small.core("test", 2), images, [1], [2], small.metric_name, k, seed=7)
+    assert alone[0].levels == found[1].levels  # per-image seeding: the same draw whatever else is searched
+    assert alone[0].episode_return == pytest.approx(found[1].episode_return, abs=1e-6)
+    for best, top in zip(found, oracle):
+        assert best.extra["sequences"] == k and best.length == 2
+        assert best.episode_return <= top.episode_return + 1e-9
+        drawn = np.random.default_rng([7, best.image_index]).integers(0, q, (k, 2))
+        returns = []
+        for row in drawn:
+            seq = iter(row.tolist())
+            returns.append(run_episodes(small.core("test", 1), images, [best.image_index],
+                                        lambda o, s: np.array([next(seq)]), small.metric_name)[0].episode_return)
+        assert best.episode_return == pytest.approx(max(returns), abs=1e-6)
+        assert best.levels == drawn[int(np.argmax(returns))].tolist()
+    with pytest.raises(ValueError, match="at least one sample"):
+        random_search_episodes(small.core("test", 1), images, [0], [2], small.metric_name, 0)
+
 # --- evaluation, aggregation, configuration -----------------------------------------------------
 
 def test_aggregate_uses_t_interval_and_table() -> None:
@@ -406,13 +430,13 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
     engine = engine5
     cfg = TrainAgentConfig(algo="reinforce", episodes=4, eval_images=3, run_dir=tmp_path / "run",
                            json=tmp_path / "out.json", progress=False, device="cpu", oracle_cap=100,
-                           hp=("episodes_per_update=2", "rollouts_per_image=2", "conv_channels=[4, 8]", "hidden=[16, 16]"))
+                           random_search=(2,), hp=("episodes_per_update=2", "rollouts_per_image=2", "conv_channels=[4, 8]", "hidden=[16, 16]"))
     run(cfg, log=lambda s: None, engine_factory=lambda c, task, device: engine)
     data = json.loads((tmp_path / "out.json").read_text())
     assert DESIGN_KEYS <= set(data)
     assert (data["algo"], data["seed"], data["device"], data["train_episodes"], data["eval_images"]) == (
         "reinforce", 0, "cpu", 4, 3)
-    names = {"policy", "random", "greedy"} | {f"fixed_{q}" for q in range(engine.num_levels)}
+    names = {"policy", "random", "greedy", "random_search_2"} | {f"fixed_{q}" for q in range(engine.num_levels)}
     assert names <= set(data["eval"])
     for name, row in data["eval"].items():
         assert set(DESIGN_EVAL_KEYS) <= set(row), name

@@ -74,10 +74,13 @@ def test_table_has_statistics_rows_with_and_without_per_image_returns():
         for name in ("fixed_0", "fixed_1"):
             run["eval"][name]["returns"] = [0.8, 0.8, 0.8]
         run["eval"]["class_table"] = {**run["eval"]["fixed_1"], "return_mean": 0.85, "returns": [0.9, 0.9, 0.75]}
+        run["eval"]["random_search_8"] = {**run["eval"]["fixed_1"], "return_mean": 0.82, "returns": [0.7, 0.9, 0.86]}
     text = benchmark_table(summaries)
     seg = text.split("### detection")[0]
     assert seg.index("| ppo |") < seg.index("| class_table |") < seg.index("| greedy |")  # a baseline, not an agent
-    assert "class_table 0." not in seg  # no gap-closure entry for the heuristic ...
+    assert seg.index("| greedy |") < seg.index("| random_search_8 |") < seg.index("| random |")
+    assert "class_table 0." not in seg and "random_search_8 0." not in seg  # no gap-closure entry for baselines ...
+    assert "| random_search_8 | 0.8200 [0.8200, 0.8200] | 0.667 [" in seg
     assert "| class_table | 0.8500 [0.8500, 0.8500] | 0.667 [" in seg  # ... but its statistics beside the agents
     assert "P(return > fixed_1's on the same image)" in text
     assert "| reinforce | 0.9100 [" in text and "| 0.667 [" in text  # 2 of 3 images above 0.8 in every seed
