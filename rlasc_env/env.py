@@ -274,10 +274,10 @@ class EpisodeCore:
         """The task's references; a task that uses instances gets the data set's instance maps of ``indices``
         (a data set without ``instance_map`` leaves the task to its label-map fallback, which warns)."""
         instance_map = getattr(self.data, "instance_map", None)
-        if not (self.task.uses_instances and self.task.reference_mode == "ground_truth" and callable(instance_map)):
-            return self.task.references(images, labels)
-        instances = np.stack([instance_map(int(i)) for i in np.asarray(indices).tolist()])
-        return self.task.references(images, labels, instances=instances)
+        instances = None
+        if self.task.wants_instances and callable(instance_map):
+            instances = np.stack([instance_map(int(i)) for i in np.asarray(indices).tolist()])
+        return self.task.references_for(images, labels, instances)
 
     def _fuse(self, merged: Tensor, x_local: Tensor, mods: Sequence[Tensor]) -> Tensor:
         """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""

@@ -158,11 +158,11 @@ def test_detection_map50_from_instance_boxes_without_label_map_fallback(eval_set
 
 def test_box_iou_of_detections_matches_task_loss(eval_set, small_tasks):
     """One forward pass of H serves box IoU and mAP: the box IoU equals the task's own loss path."""
-    from agents.evaluate_codecs.metrics import box_iou_of_detections, task_references
+    from agents.evaluate_codecs.metrics import box_iou_of_detections
 
     task = small_tasks["detection"]
     x, labels = eval_set.images.float() / 255.0, eval_set.labels
-    refs = task_references(task, x, labels, eval_set.instances)
+    refs = task.references_for(x, labels, eval_set.instances)
     noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     ours = box_iou_of_detections(task, task.detections(noisy), refs, (H, W))
     assert torch.allclose(ours, task.loss(noisy, refs)[1])

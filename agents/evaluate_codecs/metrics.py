@@ -39,7 +39,7 @@ from rlasc_env.tasks.detection_training import mean_average_precision, targets_f
 from rlasc_env.tasks.segmentation import batch_miou
 
 __all__ = ["DATASET_KEYS", "DATASET_METRICS", "PooledFeatures", "QualityMeter", "TASK_KEYS", "box_iou_of_detections",
-           "instance_targets_of", "kid_subset_size", "per_image_miou", "task_references"]
+           "instance_targets_of", "kid_subset_size", "per_image_miou"]
 
 # task name -> key of its per-image metric in a point's record (v0's figures, the env's per-step metric)
 TASK_KEYS = {"segmentation": "miou", "detection": "box_iou", "classification": "accuracy"}
@@ -89,14 +89,6 @@ def per_image_miou(task: Task, x_hat: Tensor, references: list[Tensor]) -> tuple
     pred = task.predict(x_hat)
     ref = torch.stack([r.long().cpu() for r in references])
     return batch_miou(pred, ref, getattr(task, "num_classes", NUM_TRAIN_CLASSES)), pred
-
-
-def task_references(task: Task, images: Tensor, labels: Tensor, instances: np.ndarray | None = None) -> list[Any]:
-    """The task's references of a batch, as the env builds them (``SemanticCodingEnv._references``): a
-    task that uses instances gets the data set's instance maps (B,H,W) when there are any."""
-    if task.uses_instances and task.reference_mode == "ground_truth" and instances is not None:
-        return task.references(images, labels, instances=instances)
-    return task.references(images, labels)
 
 
 def instance_targets_of(task: DetectionTask, labels: Tensor, instances: np.ndarray) -> list[dict[str, Tensor]]:
@@ -177,7 +169,7 @@ class QualityMeter:
         H(x), as the task is built)."""
         out: dict[str, Any] = {}
         for name, task in self.tasks.items():
-            refs = task_references(task, images, labels, instances)
+            refs = task.references_for(images, labels, instances)
             if name == "segmentation":
                 miou, pred = per_image_miou(task, x_hat, refs)
                 out["miou"] = miou

@@ -42,6 +42,18 @@ class Task(ABC):
     def references(self, images: Tensor, labels: Tensor) -> list[Any]:
         """One reference per image of the batch (B,3,H,W) with label maps (B,H,W)."""
 
+    @property
+    def wants_instances(self) -> bool:
+        """Whether :meth:`references_for` uses the data's instance maps (an instance task, ground-truth references)."""
+        return self.uses_instances and self.reference_mode == "ground_truth"
+
+    def references_for(self, images: Tensor, labels: Tensor, instances: Any = None) -> list[Any]:
+        """The references the env scores against: with the data's instance maps (B,H,W) when the task wants them
+        and there are some, else from the label maps alone (the one rule of the env and of evaluate.py)."""
+        if self.wants_instances and instances is not None:
+            return self.references(images, labels, instances=instances)  # type: ignore[call-arg]
+        return self.references(images, labels)
+
     @abstractmethod
     def loss(self, x_hat: Tensor, references: list[Any]) -> tuple[Tensor, Tensor]:
         """(L_S, metric), each a float tensor (B,) on the CPU, for reconstructions (B,3,H,W)."""
