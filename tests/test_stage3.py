@@ -166,3 +166,37 @@ def test_task_training_loss_reaches_x_hat(test_dataset):
         assert all(p.grad is None for p in task.network.parameters()), name  # H stays frozen
     with pytest.raises(TypeError, match="training_loss"):
         task_training_loss(make_task("pixel-test"), images, images, labels)
+
+
+def test_shipped_stage3_codec_and_agent_match_their_record_and_play():
+    """codec_models/weights/tiny-stage3.pt and its agent: the files are the ones the record names (sha256), the
+    codec is -v1's codec v2 fine-tuned (same layout, other weights) and the agent plays an episode on it."""
+    import json
+
+    from codec_models import load_dataset
+    from rlasc_env import SemanticCodingEnv
+    from rlasc_env.versions import file_sha256
+
+    root = Path(__file__).resolve().parents[1]
+    codec_path = root / "codec_models" / "weights" / "tiny-stage3.pt"
+    policy_path = root / "agents" / "weights" / "tiny-stage3-reinforce-segmentation.pt"
+    if not (codec_path.is_file() and policy_path.is_file()):
+        pytest.skip("shipped stage III codec or agent absent (see codec_models/weights/tiny-stage3.json)")
+    record = json.loads(codec_path.with_suffix(".json").read_text())
+    assert record["stage"] == 3
+    assert record["sha256"] == {"codec": file_sha256(codec_path), "policy": file_sha256(policy_path)}
+    base, tuned = load_codec("tiny", device="cpu"), load_codec("tiny-stage3", device="cpu")
+    assert tuned.config.to_dict() == base.config.to_dict() and tuned.bitstream_version == base.bitstream_version
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert changed  # fine-tuned weights, same layout
+    policy, _ = load_policy(policy_path)
+    env = SemanticCodingEnv(task="pixel-test", codec=tuned, images=load_dataset("streets", split="test", preset="tiny",
+                                                                                 size=2))
+    obs, info = env.reset(seed=0)
+    done, steps = False, 0
+    while not done:
+        level = int(policy.act({k: v[None] for k, v in obs.items()})[0])
+        obs, reward, done, _, step_info = env.step(level)
+        assert reward == pytest.approx(info["loss"] - step_info["loss"], abs=1e-9)
+        info, steps = step_info, steps + 1
+    assert steps >= 1 and info["bits"] > 0
