@@ -390,6 +390,8 @@ def test_random_search_is_the_best_of_its_seeded_samples(test_codec, test_datase
         assert best.levels == drawn[int(np.argmax(returns))].tolist()
     with pytest.raises(ValueError, match="at least one sample"):
         random_search_episodes(small.core("test", 1), images, [0], [2], small.metric_name, 0)
+    with pytest.raises(ValueError, match="episode lengths"):  # K per image comes from a policy evaluated first
+        evaluate(small, {}, 2, greedy=False, random_search=(2,))
 
 # --- evaluation, aggregation, configuration -----------------------------------------------------
 
