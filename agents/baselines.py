@@ -182,8 +182,6 @@ def oracle_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], leng
                                  f"sequences > cap {cap}")
     out: list[EpisodeRecord] = []
     for index, k in zip(indices, lengths):
-        if int(k) < 1:
-            raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
         sequences = np.array(list(itertools.product(range(q), repeat=int(k))), np.int64)
         out.append(_best_sequence(core, images, index, sequences, metric_name))
     return out
@@ -198,8 +196,6 @@ def random_search_episodes(core: EpisodeCore, images: Any, indices: Sequence[int
         raise ValueError(f"random search needs at least one sample, got {samples}")
     out: list[EpisodeRecord] = []
     for index, k in zip(indices, lengths):
-        if int(k) < 1:
-            raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
         rng = np.random.default_rng([int(seed), int(index)])
         sequences = rng.integers(0, core.Q, (int(samples), int(k))).astype(np.int64)
         out.append(_best_sequence(core, images, index, sequences, metric_name))
@@ -211,6 +207,8 @@ def _best_sequence(core: EpisodeCore, images: Any, index: int, sequences: np.nda
     """Play every row of ``sequences`` (N, K) on image ``index`` from one reset (slot copies, ``num_slots``
     rows at a time) and return the record of the highest return (the first of equal ones)."""
     n, k = sequences.shape
+    if k < 1:
+        raise RuntimeError(f"image {index} has no semantic concept: an episode needs at least one step")
     best: EpisodeRecord | None = None
     for start in range(0, n, core.num_slots):
         seq = sequences[start:start + core.num_slots]
