@@ -97,10 +97,12 @@ def fit_class_table(classes: np.ndarray, shares: np.ndarray, candidates: np.ndar
     return ClassTable(levels, class_levels, default, counts)
 
 
-def load_class_table(path: str | Path, settings: Mapping[str, Any]) -> ClassTable:
+def load_class_table(path: str | Path, settings: Mapping[str, Any],
+                     weights: Mapping[str, str | None] | None = None) -> ClassTable:
     """The class table of a ``python -m agents.learnability --json`` report (e.g. docs/gate/<task>.json),
-    checked against the run's ``settings`` (task, codec, data set, preset, lam, eta, reference). A ``{task}``
-    in ``path`` is replaced by ``settings["task"]``."""
+    checked against the run's ``settings`` (task, codec, data set, preset, lam, eta, reference) and, when given,
+    the sha256 of the codec and task-network files the run uses (``Engine.weight_hashes``): a table fitted on
+    other weights under the same names is refused. A ``{task}`` in ``path`` is replaced by ``settings["task"]``."""
     path = Path(str(path).replace("{task}", str(settings.get("task", "{task}"))))
     if not path.is_file():
         raise FileNotFoundError(f"no class table report at {path}: write one with python -m agents.learnability "
@@ -108,10 +110,18 @@ def load_class_table(path: str | Path, settings: Mapping[str, Any]) -> ClassTabl
     report = json.loads(path.read_text())
     if "class_table" not in report:
         raise ValueError(f"{path} has no 'class_table': expected a report of python -m agents.learnability --json")
+    refit = "fit a table for this run with python -m agents.learnability"
     made_with = {**report.get("config", {}), "task": report.get("task", report.get("config", {}).get("task"))}
     differ = {k: (made_with.get(k), settings[k]) for k in MATCHED_SETTINGS
               if k in settings and str(made_with.get(k)) != str(settings[k])}
     if differ:
-        raise ValueError(f"{path} was fitted for other settings (report, run): {differ}; fit a table for this run "
-                         "with python -m agents.learnability")
+        raise ValueError(f"{path} was fitted for other settings (report, run): {differ}; {refit}")
+    if weights is not None:
+        if "weights" not in report:
+            raise ValueError(f"{path} does not record the sha256 of the codec and task network it was fitted on, so "
+                             f"it cannot be matched to this run's weights; {refit}")
+        stale = {k: (report["weights"].get(k), v) for k, v in weights.items() if report["weights"].get(k) != v}
+        if stale:
+            short = {k: tuple(h[:12] if isinstance(h, str) else h for h in pair) for k, pair in stale.items()}
+            raise ValueError(f"{path} was fitted on other weights (sha256 prefix, report vs run): {short}; {refit}")
     return ClassTable.from_json(report["class_table"])

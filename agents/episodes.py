@@ -115,6 +115,19 @@ class Engine:
     def core(self, split: str, num_slots: int) -> EpisodeCore:
         return EpisodeCore(self.parts(split), num_slots, self.spec.lam, self.spec.eta)
 
+    def weight_hashes(self) -> dict[str, str | None]:
+        """sha256 of the codec and task-network files this engine runs (None for an in-process network):
+        what a report fitted on it (a class table) must be matched against, beyond names."""
+        from rlasc_env.versions import file_sha256
+
+        codec_path = None
+        if isinstance(self.spec.codec, str):
+            from codec_models.checkpoint import resolve_codec_path
+
+            codec_path = resolve_codec_path(self.spec.codec)
+        return {"codec_sha256": file_sha256(codec_path) if codec_path is not None else None,
+                "task_sha256": file_sha256(self.task.weights) if self.task.weights else None}
+
     def env_kwargs(self, split: str) -> dict[str, Any]:
         """Env keyword arguments reusing the loaded codec, task and images."""
         parts = self.parts(split)

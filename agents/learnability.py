@@ -162,13 +162,8 @@ def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], bat
 def _cache_key(engine: Engine, cfg: "LearnabilityConfig") -> str:
     import json
 
-    from .runner import describe_engine
-
-    desc = describe_engine(engine)
-    files = [desc.get("codec_path"), desc.get("task_network", {}).get("weights")]
-    from rlasc_env.versions import file_sha256
-
-    shas = [file_sha256(f) if f and Path(f).is_file() else str(f) for f in files]
+    hashes = engine.weight_hashes()
+    shas = [hashes["codec_sha256"] or "None", hashes["task_sha256"] or "None"]
     return json.dumps({"files": shas, "task": engine.task.name, "train_images": cfg.train_images, "lam": cfg.lam,
                        "eta": cfg.eta, "reference": cfg.reference, "dataset": cfg.dataset, "preset": cfg.preset},
                       sort_keys=True)
@@ -451,6 +446,7 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         "task": engine.task.name,
         "metric": engine.metric_name,
         "num_levels": q,
+        "weights": engine.weight_hashes(),  # what a class table loaded from this report is matched against
         "greedy_steps": {"fit": len(fit), "held_out": len(held),
                          "fit_images": int(len(np.unique(fit.image))), "held_out_images": int(len(np.unique(held.image))),
                          "level_histogram": np.bincount(steps.levels, minlength=q).tolist()},

@@ -106,7 +106,7 @@ def describe_engine(engine: Engine) -> dict[str, Any]:
             "num_classes": int(engine.codec.num_classes), "task_network": engine.task.describe(),
             "metric": engine.metric_name, "dataset": engine.spec.dataset, "data_preset": engine.spec.preset,
             "train_images": engine.num_images("train"), "test_images": engine.num_images("test"),
-            "lam": engine.spec.lam, "eta": engine.spec.eta}
+            "lam": engine.spec.lam, "eta": engine.spec.eta, **engine.weight_hashes()}
 
 
 # --------------------------------------------------------------------------- training
@@ -189,7 +189,7 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
                 "hyperparameters": hp, "environment": describe_engine(engine)}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(resolved), sort_keys=False))
     write_json(run_dir / "config.json", resolved)
-    table = (load_class_table(cfg.class_table, {**dataclasses.asdict(cfg), "task": task})
+    table = (load_class_table(cfg.class_table, {**dataclasses.asdict(cfg), "task": task}, engine.weight_hashes())
              if cfg.class_table is not None else None)  # checked before training, not after
     torch.manual_seed(seed)
     np.random.seed(seed)

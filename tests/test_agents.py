@@ -452,7 +452,7 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
 
     report = {"task": "segmentation", "config": {k: getattr(cfg, k) for k in ("codec", "dataset", "preset", "lam",
                                                                              "eta", "reference")},
-              "class_table": ClassTable({}, {0: 2}, 1).to_json()}
+              "weights": engine.weight_hashes(), "class_table": ClassTable({}, {0: 2}, 1).to_json()}
     (tmp_path / "gate.json").write_text(json.dumps(report))
     again = TrainAgentConfig(algo="reinforce", eval_only=run_dir / "policy.pt", eval_images=3, progress=False,
                              device="cpu", greedy=False, oracle_cap=0, json=tmp_path / "again.json",

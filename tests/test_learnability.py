@@ -3,6 +3,7 @@ per-step regrets, behaviour cloning of greedy and its report."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from agents.episodes import reset_slots
 from agents.learnability import (GreedySteps, LearnabilityConfig, class_table, collect_greedy_steps, fit_policy, run,
                                  step_scores)
 from test_agents import make_engine
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,7 @@ def test_run_writes_a_report(engine5, tmp_path) -> None:
     saved = json.loads(out.read_text())
     assert saved["per_step"] == report["per_step"]
     q = engine5.num_levels
+    assert report["weights"] == engine5.weight_hashes()  # what a class table loaded from it is matched against
     assert sum(report["greedy_steps"]["level_histogram"]) == 10 * 5
     assert report["greedy_steps"]["held_out_images"] == 2 and report["greedy_steps"]["fit_images"] == 8
     assert report["per_step"]["greedy"]["regret"] == 0.0
@@ -167,9 +171,31 @@ def test_class_table_report_loads_only_for_its_settings(tmp_path) -> None:
     assert load_class_table(tmp_path / "{task}.json", run).levels == {(0, 3): 2}
     with pytest.raises(FileNotFoundError, match="detection.json"):
         load_class_table(tmp_path / "{task}.json", {**run, "task": "detection"})
+    # matched by the sha256 of the files, not only by their names: retrained weights under the name "tiny" are refused
+    ours = {"codec_sha256": "a" * 64, "task_sha256": "b" * 64}
+    path.write_text(json.dumps({**report, "weights": ours}))
+    assert load_class_table(path, run, ours).levels == {(0, 3): 2}
+    with pytest.raises(ValueError, match="other weights.*codec_sha256.*cccccccccccc"):
+        load_class_table(path, run, {**ours, "codec_sha256": "c" * 64})
+    with pytest.raises(ValueError, match="task_sha256"):
+        load_class_table(path, run, {**ours, "task_sha256": None})  # an in-process network is not the file's
+    path.write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="does not record the sha256"):
+        load_class_table(path, run, ours)
     path.write_text(json.dumps({"task": "segmentation"}))
     with pytest.raises(ValueError, match="class_table"):
         load_class_table(path, run)
+
+
+def test_shipped_gate_reports_match_the_shipped_weights() -> None:
+    """docs/gate/<task>.json are the class tables the README's commands load (--class-table docs/gate/TASK.json):
+    they must name the weights -v1 pins."""
+    from rlasc_env.versions import ENV_PINS
+
+    pins = ENV_PINS["rlasc/SemanticCoding-v1"]
+    for task in ("segmentation", "detection", "classification"):
+        report = json.loads((ROOT / "docs" / "gate" / f"{task}.json").read_text())
+        assert report["weights"] == {"codec_sha256": pins["codec_sha256"], "task_sha256": pins["task_sha256"][task]}
 
 
 def test_paired_difference_ci() -> None:
