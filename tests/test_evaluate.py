@@ -156,15 +156,18 @@ def test_detection_map50_from_instance_boxes_without_label_map_fallback(eval_set
     assert meter.result()["map50"] is None
 
 
-def test_box_iou_of_detections_matches_task_loss(eval_set, small_tasks):
-    """One forward pass of H serves box IoU and mAP: the box IoU equals the task's own loss path."""
-    from agents.evaluate_codecs.metrics import box_iou_of_detections
+def test_box_iou_from_raw_detections_matches_the_box_sets(eval_set, small_tasks):
+    """One forward pass of H serves box IoU and mAP: eq. 7 from H's raw detections (what the evaluation
+    keeps for mAP) equals eq. 7 of the thresholded whole-pixel box sets of ``detect``."""
+    from rlasc_env.tasks.detection import detection_loss
 
     task = small_tasks["detection"]
     x, labels = eval_set.images.float() / 255.0, eval_set.labels
     refs = task.references_for(x, labels, eval_set.instances)
     noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    ours = box_iou_of_detections(task, task.detections(noisy), refs, (H, W))
+    ours = task.loss_of_detections(task.detections(noisy), refs, (H, W))[1]
+    by_sets = torch.tensor([detection_loss(ref, det, (H, W))[1] for det, ref in zip(task.detect(noisy), refs)])
+    assert torch.allclose(ours, by_sets)
     assert torch.allclose(ours, task.loss(noisy, refs)[1])
     assert ours.shape == (eval_set.count,)
 

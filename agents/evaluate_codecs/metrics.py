@@ -38,8 +38,8 @@ from rlasc_env.tasks.detection import DetectionTask, detection_loss
 from rlasc_env.tasks.detection_training import mean_average_precision, targets_from_instances
 from rlasc_env.tasks.segmentation import batch_miou
 
-__all__ = ["DATASET_KEYS", "DATASET_METRICS", "PooledFeatures", "QualityMeter", "TASK_KEYS", "box_iou_of_detections",
-           "instance_targets_of", "kid_subset_size", "per_image_miou"]
+__all__ = ["DATASET_KEYS", "DATASET_METRICS", "PooledFeatures", "QualityMeter", "TASK_KEYS", "instance_targets_of",
+           "kid_subset_size", "per_image_miou"]
 
 # task name -> key of its per-image metric in a point's record (v0's figures, the env's per-step metric)
 TASK_KEYS = {"segmentation": "miou", "detection": "box_iou", "classification": "accuracy"}
@@ -96,15 +96,6 @@ def instance_targets_of(task: DetectionTask, labels: Tensor, instances: np.ndarr
     (``detection_training.targets_from_instances``, as train_tasks.py evaluates H)."""
     return [targets_from_instances(lab, ins, int(task.min_pixels))
             for lab, ins in zip(labels.cpu().numpy(), np.asarray(instances))]
-
-
-def box_iou_of_detections(task: DetectionTask, detections: list[dict[str, Tensor]], references: list[Any],
-                          shape: tuple[int, int]) -> Tensor:
-    """Per-image box IoU (eq. 7) of H's raw ``detections``, as ``task.loss`` computes it from a fresh
-    forward pass (same threshold, whole-pixel boxes): one pass of H serves box IoU and mAP."""
-    found = [task.boxes_by_class(d, task.score_threshold, shape) for d in detections]
-    return torch.tensor([detection_loss(ref, det, shape)[1] for det, ref in zip(found, references)],
-                        dtype=torch.float32)
 
 
 class QualityMeter:
@@ -176,7 +167,7 @@ class QualityMeter:
                 out["_pred"] = pred
             elif isinstance(task, DetectionTask):
                 detections = task.detections(x_hat)
-                out[TASK_KEYS[name]] = box_iou_of_detections(task, detections, refs, tuple(x_hat.shape[-2:]))
+                out[TASK_KEYS[name]] = task.loss_of_detections(detections, refs, tuple(x_hat.shape[-2:]))[1]
                 out["_detections"] = detections
             else:
                 out[TASK_KEYS.get(name, task.metric_name)] = task.loss(x_hat, refs)[1]

@@ -206,8 +206,14 @@ class DetectionTask(Task):
 
     def loss(self, x_hat: Tensor, references: list[dict[int, list[Box]]]) -> tuple[Tensor, Tensor]:
         """(-ln mean box IoU, mean box IoU) per image (eq. 7), one forward pass of H for the batch."""
-        shape = tuple(x_hat.shape[-2:])
-        out = [detection_loss(ref, det, shape) for det, ref in zip(self.detect(x_hat), references)]
+        return self.loss_of_detections(self.detections(x_hat), references, tuple(x_hat.shape[-2:]))
+
+    def loss_of_detections(self, detections: list[dict[str, Tensor]], references: list[dict[int, list[Box]]],
+                           shape: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """:meth:`loss` from H's raw :meth:`detections` of images of ``shape`` (score threshold, whole-pixel
+        boxes, eq. 7), so that one forward pass can serve both eq. 7 and mAP."""
+        found = [self.boxes_by_class(d, self.score_threshold, shape) for d in detections]
+        out = [detection_loss(ref, det, shape) for det, ref in zip(found, references)]
         return (torch.tensor([o[0] for o in out], dtype=torch.float32),
                 torch.tensor([o[1] for o in out], dtype=torch.float32))
 
