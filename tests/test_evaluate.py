@@ -327,6 +327,45 @@ def test_awgn_pooled_detection_map50_counts_failed_files_as_no_detection(eval_se
     assert perfect[0]["map50"] == pytest.approx(1.0)
 
 
+def test_awgn_reuses_clean_scores_and_pooled_outputs():
+    """A file that arrives without a bit error is decoded and scored once over all seeds and SNRs, a seed whose
+    files all arrive intact reuses the clean pooled figure, and scores/outputs passed in are used as they are."""
+    from agents.evaluate_codecs.awgn import PooledScore
+
+    images = torch.rand(4, 3, H, W, generator=torch.Generator().manual_seed(0))
+    payloads = [bytes([i]) * 64 for i in range(4)]
+    decoded, pooled_calls = [], []
+
+    def decode(blob: bytes) -> torch.Tensor:
+        decoded.append(blob[0])
+        return images[blob[0]]
+
+    def score(batch, idx):
+        return torch.tensor([float(i) for i in idx])
+
+    def figure(outputs):
+        pooled_calls.append(list(outputs))
+        return float(sum(outputs))
+
+    pooled = PooledScore("fig", lambda batch: [float(x.mean()) for x in batch], figure)
+    subject = AwgnSubject("intact", payloads, decode)
+    curve = awgn_curve(subject, score, [60.0, 70.0], [0, 1, 2], (H, W), progress=False, pooled=pooled)
+    assert sorted(decoded) == [0, 1, 2, 3]  # 2 SNRs x 3 seeds x 4 files, all intact: each decoded once
+    assert len(pooled_calls) == 1  # the all-intact figure is computed once
+    assert [p["bit_errors_share"] for p in curve] == [0.0, 0.0]
+    for point in curve:
+        assert point["score"] == pytest.approx(1.5) and point["score_std"] == 0.0
+        assert point["fig"] == pytest.approx(float(images.mean(dim=(1, 2, 3)).sum()))
+    decoded.clear()
+    given = awgn_curve(subject, score, [60.0], [0, 1], (H, W), progress=False, pooled=pooled,
+                       clean={i: 10.0 for i in range(4)}, clean_outputs={i: 1.0 for i in range(4)})
+    assert decoded == [] and given[0]["score"] == 10.0 and given[0]["fig"] == 4.0
+    # clean scores without the pooled figure's outputs: the files are decoded again for their outputs
+    again = awgn_curve(subject, score, [60.0], [0], (H, W), progress=False, pooled=pooled,
+                       clean={i: 10.0 for i in range(4)})
+    assert sorted(decoded) == [0, 1, 2, 3] and again[0]["score"] == pytest.approx(1.5)
+
+
 def test_awgn_classic_failures_score_zero(eval_images):
     """JPEG through a very noisy channel: every file that fails scores 0, so score = 1 - failed share
     when every decoded file scores 1."""
