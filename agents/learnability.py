@@ -18,6 +18,10 @@ what part of its lead is predictable from the state {f(m), s(m), m, stats} that 
    :class:`CompactChooser`, an MLP on the concept's class and the stats alone, by the same reward
    regression (``compact_fit``), and five of those, each stopped early on its own fifth of the fitting
    images, acting on their mean output (``compact_ensemble``).
+   With ``--cv-folds K`` (default 5), step 2 is repeated with each of K folds of the training images
+   held out once, so that every greedy step is scored by choosers that never saw its image
+   (``report["cross_validation"]``): five times the data of one held-out fifth, and an image-bootstrap
+   interval on each chooser's share of the best fixed level's regret.
 3. The fitted policies, both class tables (refitted on all their training images), every fixed
    level and greedy play the first ``eval_images`` test images (returns as in ``train_agent.py``).
 
@@ -33,7 +37,8 @@ states, the compact chooser removed 38% of segmentation's regret instead of 43%)
 **The signal gate** (``report["gate"]``) asks two things of an environment before agents are
 trained on it: the class table beats the best uniform level in episode return on the test images
 (the 95% BCa bootstrap interval of the per-image difference lies above 0), and the better fitted
-policy removes at least 40% of the best fixed level's immediate regret on the held-out steps.
+policy removes at least 40% of the best fixed level's immediate regret, cross-validated over all the
+training images (on the held-out fifth alone with ``--cv-folds 0``).
 
 If the fitted policies' regret is hardly lower than the best fixed level's, greedy's choices
 are not predictable from what the agent observes, and no policy trained on these observations can
@@ -78,7 +83,11 @@ class LearnabilityConfig(EnvFlags):
     eval_images: int = 100
     """Number of held-out test images (the first N of the test split) every policy is evaluated on."""
     bootstrap: int = 10000
-    """Bootstrap resamples of the gate's confidence interval."""
+    """Bootstrap resamples of the gate's confidence intervals."""
+    cv_folds: int = 5
+    """Also score every chooser by K-fold cross-validation over the training images (each fold held out once;
+    all greedy steps scored): the gate's share of regret removed is then the cross-validated one, with an
+    image-bootstrap interval. 0 or 1: only the single held-out fifth."""
     uniform_images: int = 100
     """Training images on which the best uniform level q* is chosen (its episodes give the class table's steps)."""
     greedy_cache: str | None = None
@@ -277,18 +286,32 @@ def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = 1
 
 
 def signal_gate(per_step: Mapping[str, Mapping[str, float]], episodes: Mapping[str, Mapping[str, Any]],
-                learned: Sequence[str], resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """The gate of the module docstring from the per-step scores and the test episodes (with ``returns``)."""
+                learned: Sequence[str], resamples: int = 10000, seed: int = 0,
+                cross_validation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The gate of the module docstring from the per-step scores and the test episodes (with ``returns``).
+    With ``cross_validation`` (:func:`cross_validated_scores`), the share of regret removed is the
+    cross-validated one over all training images; otherwise the held-out fifth's."""
     fixed = [n for n in episodes if n.startswith("fixed_")]
     best_fixed = max(fixed, key=lambda n: episodes[n]["return_mean"])
     ci = paired_difference(episodes["class_table"]["returns"], episodes[best_fixed]["returns"], resamples, seed)
-    fixed_regret = min(per_step[n]["regret"] for n in per_step if n.startswith("fixed_"))
-    reduction = {n: (1.0 - per_step[n]["regret"] / fixed_regret if fixed_regret > 0 else float("nan"))
-                 for n in ("class_table", *learned)}
+    if cross_validation is not None:
+        shares = cross_validation["regret_reduction"]
+        fixed_regret = cross_validation["per_step"][cross_validation["best_fixed"]]["regret"]
+        reduction = {n: shares[n]["share"] for n in ("class_table", *learned)}
+        intervals = {n: [shares[n]["low"], shares[n]["high"]] for n in ("class_table", *learned)}
+    else:
+        fixed_regret = min(per_step[n]["regret"] for n in per_step if n.startswith("fixed_"))
+        reduction = {n: (1.0 - per_step[n]["regret"] / fixed_regret if fixed_regret > 0 else float("nan"))
+                     for n in ("class_table", *learned)}
+        intervals = None
     best_learned = max(learned, key=lambda n: reduction[n])
     return {"best_fixed_return": best_fixed, "class_table_minus_best_fixed": ci,
             "class_table_beats_best_fixed": bool(ci["low"] > 0),
-            "best_fixed_step_regret": fixed_regret, "regret_reduction": reduction, "best_learned": best_learned,
+            "regret_measured_on": (f"{cross_validation['folds']}-fold cross-validation over "
+                                   f"{cross_validation['images']} training images" if cross_validation is not None
+                                   else "the held-out fifth of the training images"),
+            "best_fixed_step_regret": fixed_regret, "regret_reduction": reduction,
+            "regret_reduction_ci": intervals, "best_learned": best_learned,
             "learned_removes_40pct": bool(reduction[best_learned] >= GATE_REGRET_REDUCTION),
             "passed": bool(ci["low"] > 0 and reduction[best_learned] >= GATE_REGRET_REDUCTION)}
 
@@ -380,6 +403,90 @@ def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: f
     return policy
 
 
+LEARNED_CHOOSERS = ("imitation", "reward_fit", "compact_fit", "compact_ensemble")
+"""The fitted policies of step 2 (the gate's candidates for the 40% share)."""
+
+
+def held_out_choices(engine: Engine, fit: GreedySteps, follow_fit: GreedySteps, held: GreedySteps,
+                     cfg: "LearnabilityConfig", device: str | torch.device
+                     ) -> tuple[dict[str, np.ndarray], dict[str, PaperPolicy]]:
+    """Every chooser of step 2 fitted on ``fit`` (greedy's steps) and ``follow_fit`` (q*'s steps, for the class
+    table), and the level each chooses on the ``held`` steps; also the fitted policies by name."""
+    q = engine.num_levels
+    table = class_table(fit)
+    greedy_table = table_of(fit)
+    size_table = table_of(follow_fit)
+    policies: dict[str, PaperPolicy] = {
+        name: fit_policy(engine, fit, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, device, cfg.progress,
+                         objective, network)
+        for name, objective, network in (("imitation", "cross_entropy", "paper"),
+                                         ("reward_fit", "reward_regression", "paper"),
+                                         ("compact_fit", "reward_regression", "compact"))}
+    policies["compact_ensemble"] = fit_compact_ensemble(engine, fit, seed=cfg.seed, device=device,
+                                                        max_epochs=max(cfg.epochs, 10) * 3)
+    fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
+    shares = held.observations["stats"][:, 0]
+    choices: dict[str, np.ndarray] = {"greedy": held.levels}
+    for level in range(q):
+        choices[f"fixed_{level}"] = np.full(len(held), level)
+    choices["class_table"] = size_table.choose(held.classes, shares)
+    choices["class_table_greedy"] = greedy_table.choose(held.classes, shares)
+    choices["class_only"] = np.array([table.get(int(c), fallback) for c in held.classes], np.int64)
+    choices["majority_level"] = np.full(len(held), fallback)
+    for name, policy in policies.items():
+        choices[name] = np.asarray(policy.act(held.observations, deterministic=True), np.int64)
+    return choices, policies
+
+
+def step_regrets(steps: GreedySteps, chosen: np.ndarray) -> np.ndarray:
+    """Immediate regret (best level's r minus the chosen level's r, eq. 14) of every step."""
+    return steps.candidates.max(1) - steps.candidates[np.arange(len(steps)), np.asarray(chosen, np.int64)]
+
+
+def regret_share_ci(images: np.ndarray, regret: np.ndarray, reference: np.ndarray, resamples: int = 10000,
+                    seed: int = 0, confidence: float = 0.95) -> dict[str, float]:
+    """Share of the ``reference`` chooser's total immediate regret that a chooser's ``regret`` removes,
+    1 - sum(regret) / sum(reference), with a percentile bootstrap interval that resamples images (the
+    steps of one image are not independent)."""
+    ids, per_image = np.unique(images, return_inverse=True)
+    ours = np.bincount(per_image, weights=regret, minlength=len(ids))
+    ref = np.bincount(per_image, weights=reference, minlength=len(ids))
+    share = 1.0 - ours.sum() / ref.sum()
+    counts = np.random.default_rng(seed).multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=resamples)
+    boot = 1.0 - (counts @ ours) / np.maximum(counts @ ref, 1e-300)
+    tail = (1.0 - confidence) / 2.0
+    return {"share": float(share), "low": float(np.quantile(boot, tail)), "high": float(np.quantile(boot, 1 - tail)),
+            "images": int(len(ids))}
+
+
+def cross_validated_scores(engine: Engine, steps: GreedySteps, follow: GreedySteps, cfg: "LearnabilityConfig",
+                           device: str | torch.device) -> dict[str, Any]:
+    """Step 2 repeated over ``cfg.cv_folds`` folds of the training images: each fold is held out once, every
+    chooser is fitted on the other folds (greedy's steps; q*'s steps for the class table), so every greedy step
+    of every image is scored once, by choosers that never saw its image. Per chooser: accuracy and regret over
+    all steps, and the share of the best fixed level's regret it removes with an image-bootstrap interval."""
+    images = np.unique(steps.image)
+    folds = np.array_split(np.random.default_rng(cfg.seed).permutation(images), cfg.cv_folds)
+    chosen: dict[str, np.ndarray] = {}
+    for k, held_images in enumerate(folds):
+        test = np.isin(steps.image, held_images)
+        held = steps.subset(np.flatnonzero(test))
+        follow_fit = follow.subset(np.flatnonzero(~np.isin(follow.image, held_images)))
+        choices, _ = held_out_choices(engine, steps.subset(np.flatnonzero(~test)), follow_fit, held, cfg, device)
+        for name, levels in choices.items():
+            chosen.setdefault(name, np.zeros(len(steps), np.int64))[test] = levels
+    per_step = {name: step_scores(steps, levels) for name, levels in chosen.items()}
+    fixed = [n for n in per_step if n.startswith("fixed_")]
+    best_fixed = min(fixed, key=lambda n: per_step[n]["regret"])
+    reference = step_regrets(steps, chosen[best_fixed])
+    shares = {name: regret_share_ci(steps.image, step_regrets(steps, chosen[name]), reference, cfg.bootstrap,
+                                    cfg.seed)
+              for name in ("class_table", "class_table_greedy", "class_only", *LEARNED_CHOOSERS)}
+    best_learned = max(LEARNED_CHOOSERS, key=lambda n: shares[n]["share"])
+    return {"folds": cfg.cv_folds, "images": int(len(images)), "steps": int(len(steps)), "per_step": per_step,
+            "best_fixed": best_fixed, "regret_reduction": shares, "best_learned": best_learned}
+
+
 def held_out_split(steps: GreedySteps, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the fitting images and of the held-out fifth of the images (split by image)."""
     images = np.unique(steps.image)
@@ -411,27 +518,9 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     q_star = max(range(q), key=lambda lv: uniform[f"fixed_{lv}"]["return_mean"])
     follow = cached_greedy_steps(engine, cfg, follow=q_star)
     follow_fit = follow.subset(np.flatnonzero(~np.isin(follow.image, np.unique(held.image))))
-    table = class_table(fit)
-    greedy_table = table_of(fit)
-    size_table = table_of(follow_fit)
-    policies = {name: fit_policy(engine, data, cfg.epochs, cfg.learning_rate, cfg.batch_size, cfg.seed, device,
-                                 cfg.progress, objective, network)
-                for name, data, objective, network in (("imitation", fit, "cross_entropy", "paper"),
-                                                       ("reward_fit", fit, "reward_regression", "paper"),
-                                                       ("compact_fit", fit, "reward_regression", "compact"))}
-    policies["compact_ensemble"] = fit_compact_ensemble(engine, fit, seed=cfg.seed, device=device,
-                                                        max_epochs=max(cfg.epochs, 10) * 3)
-    fallback = int(np.bincount(fit.levels, minlength=q).argmax())  # greedy's most frequent level
-    per_step: dict[str, dict[str, float]] = {"greedy": step_scores(held, held.levels)}
-    for level in range(q):
-        per_step[f"fixed_{level}"] = step_scores(held, np.full(len(held), level))
-    per_step["class_table"] = step_scores(held, size_table.choose(held.classes, held.observations["stats"][:, 0]))
-    per_step["class_table_greedy"] = step_scores(held, greedy_table.choose(held.classes,
-                                                                           held.observations["stats"][:, 0]))
-    per_step["class_only"] = step_scores(held, np.array([table.get(int(c), fallback) for c in held.classes]))
-    per_step["majority_level"] = step_scores(held, np.full(len(held), fallback))
-    for name, policy in policies.items():
-        per_step[name] = step_scores(held, policy.act(held.observations, deterministic=True))
+    choices, policies = held_out_choices(engine, fit, follow_fit, held, cfg, device)
+    per_step = {name: step_scores(held, chosen) for name, chosen in choices.items()}
+    cross_validation = (cross_validated_scores(engine, steps, follow, cfg, device) if cfg.cv_folds >= 2 else None)
 
     acts = {name: _act_fn(policy) for name, policy in policies.items()}
     deployed_table = table_of(follow)  # every image's steps (the held-out fifth served only the per-step scores)
@@ -439,7 +528,7 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     acts["class_table_greedy"] = table_of(steps)
     episodes = evaluate(engine, {**acts, **{k: v for k, v in baseline_policies(q, cfg.seed).items() if k != "random"}},
                         cfg.eval_images, batch_size=cfg.batch, greedy=True, oracle_cap=0, keep_returns=True)
-    gate = signal_gate(per_step, episodes, list(policies), cfg.bootstrap, cfg.seed)
+    gate = signal_gate(per_step, episodes, list(policies), cfg.bootstrap, cfg.seed, cross_validation)
     best_fixed = min([f"fixed_{level}" for level in range(q)], key=lambda k: per_step[k]["regret"])
     report = {
         "config": asdict(cfg),
@@ -453,11 +542,12 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
         "uniform_on_train": {"images": min(cfg.uniform_images, cfg.train_images), "best_level": q_star,
                              "returns": {k: v["return_mean"] for k, v in uniform.items()}},
         "class_table": deployed_table.to_json(),
-        "class_only_table": {str(k): v for k, v in sorted(table.items())},
+        "class_only_table": {str(k): v for k, v in sorted(class_table(fit).items())},
         "gate": gate,
         "term_ranges": term_ranges(episodes, cfg.lam, cfg.eta),
         "best_uniform_by_lam": uniform_optimum_by_lam(episodes, cfg.eta),
         "per_step": per_step,
+        "cross_validation": cross_validation,
         "best_fixed_by_regret": best_fixed,
         "regret_vs_best_fixed": {name: per_step[name]["regret"] - per_step[best_fixed]["regret"]
                                  for name in ("class_table", "class_table_greedy", *policies)},
@@ -479,11 +569,14 @@ def gate_summary(report: Mapping[str, Any]) -> str:
     """One paragraph: the signal gate's two conditions and its verdict."""
     g = report["gate"]
     ci = g["class_table_minus_best_fixed"]
-    red = ", ".join(f"{k} {v:.0%}" for k, v in g["regret_reduction"].items())
+    cis = g.get("regret_reduction_ci") or {}
+    red = ", ".join(f"{k} {v:.1%}" + (f" [{cis[k][0]:.1%}, {cis[k][1]:.1%}]" if k in cis else "")
+                    for k, v in g["regret_reduction"].items())
     return (f"signal gate ({report['task']}): class table minus {g['best_fixed_return']} in return per test image "
             f"{ci['mean']:+.4f} [95% CI {ci['low']:+.4f}, {ci['high']:+.4f}] over {ci['n']} images "
             f"({'beats' if g['class_table_beats_best_fixed'] else 'does NOT beat'} the best fixed level); "
-            f"share of the best fixed level's immediate regret removed: {red} "
+            f"share of the best fixed level's immediate regret removed ({g.get('regret_measured_on', 'held out')}): "
+            f"{red} "
             f"({'>=' if g['learned_removes_40pct'] else '<'} 40% for {g['best_learned']}); "
             f"gate {'PASSED' if g['passed'] else 'FAILED'}")
 

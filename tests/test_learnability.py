@@ -11,8 +11,8 @@ import pytest
 from agents.baselines import greedy_episodes
 from agents.class_table import ClassTable
 from agents.episodes import reset_slots
-from agents.learnability import (GreedySteps, LearnabilityConfig, class_table, collect_greedy_steps, fit_policy, run,
-                                 step_scores)
+from agents.learnability import (LEARNED_CHOOSERS, GreedySteps, LearnabilityConfig, class_table, collect_greedy_steps,
+                                 fit_policy, regret_share_ci, run, signal_gate, step_scores)
 from test_agents import make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +99,22 @@ def test_run_writes_a_report(engine5, tmp_path) -> None:
     diffs = np.subtract(report["episodes"]["class_table"]["returns"], report["episodes"][best_return]["returns"])
     assert ci["n"] == 3 and ci["mean"] == pytest.approx(diffs.mean()) and ci["low"] <= ci["mean"] <= ci["high"]
     assert gate["class_table_beats_best_fixed"] == (ci["low"] > 0)
+    # the gate's shares are cross-validated (default 5 folds): every greedy step of the 10 images scored once
+    cv = report["cross_validation"]
+    assert (cv["folds"], cv["images"], cv["steps"]) == (5, 10, 10 * 5) and "5-fold" in gate["regret_measured_on"]
+    assert cv["per_step"]["greedy"]["regret"] == 0.0
+    assert cv["per_step"][cv["best_fixed"]]["regret"] == min(cv["per_step"][f"fixed_{lv}"]["regret"] for lv in range(q))
     for name, share in gate["regret_reduction"].items():
-        assert share == pytest.approx(1 - report["per_step"][name]["regret"] / report["per_step"][best]["regret"])
+        assert share == pytest.approx(1 - cv["per_step"][name]["regret"] / cv["per_step"][cv["best_fixed"]]["regret"])
+        low, high = gate["regret_reduction_ci"][name]
+        assert low <= share + 1e-12 and share <= high + 1e-12
+    assert gate["best_learned"] == max(LEARNED_CHOOSERS, key=lambda n: gate["regret_reduction"][n])
     assert gate["passed"] == (gate["class_table_beats_best_fixed"] and gate["learned_removes_40pct"])
+    # without cross-validation the shares are the held-out fifth's
+    single = signal_gate(report["per_step"], report["episodes"], list(LEARNED_CHOOSERS))
+    for name, share in single["regret_reduction"].items():
+        assert share == pytest.approx(1 - report["per_step"][name]["regret"] / report["per_step"][best]["regret"])
+    assert single["regret_reduction_ci"] is None and "held-out fifth" in single["regret_measured_on"]
     for name, g in report["gap_closure"].items():  # against the best fixed level by episode return
         returns = {k: v["return_mean"] for k, v in report["episodes"].items() if k.startswith("fixed_")}
         assert g["best_fixed"] == max(returns, key=returns.get)
@@ -196,6 +209,19 @@ def test_shipped_gate_reports_match_the_shipped_weights() -> None:
     for task in ("segmentation", "detection", "classification"):
         report = json.loads((ROOT / "docs" / "gate" / f"{task}.json").read_text())
         assert report["weights"] == {"codec_sha256": pins["codec_sha256"], "task_sha256": pins["task_sha256"][task]}
+
+
+def test_regret_share_ci_resamples_images() -> None:
+    images = np.repeat(np.arange(40), 3)  # 40 images, 3 steps each
+    reference = np.ones(120)
+    half = np.full(120, 0.5)
+    exact = regret_share_ci(images, half, reference, resamples=500)
+    assert exact == {"share": 0.5, "low": 0.5, "high": 0.5, "images": 40}  # the same share in every image
+    rng = np.random.default_rng(0)
+    noisy = regret_share_ci(images, rng.uniform(0, 1, 120), reference, resamples=2000)
+    assert noisy["low"] < noisy["share"] < noisy["high"] and noisy["images"] == 40
+    wider = regret_share_ci(images[:30], rng.uniform(0, 1, 30), reference[:30], resamples=2000)  # 10 images
+    assert wider["high"] - wider["low"] > noisy["high"] - noisy["low"]
 
 
 def test_paired_difference_ci() -> None:
