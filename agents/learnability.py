@@ -451,6 +451,8 @@ def regret_share_ci(images: np.ndarray, regret: np.ndarray, reference: np.ndarra
     ids, per_image = np.unique(images, return_inverse=True)
     ours = np.bincount(per_image, weights=regret, minlength=len(ids))
     ref = np.bincount(per_image, weights=reference, minlength=len(ids))
+    if ref.sum() <= 0:  # the reference never loses anything: no regret to remove
+        return {"share": float("nan"), "low": float("nan"), "high": float("nan"), "images": int(len(ids))}
     share = 1.0 - ours.sum() / ref.sum()
     counts = np.random.default_rng(seed).multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=resamples)
     boot = 1.0 - (counts @ ours) / np.maximum(counts @ ref, 1e-300)

@@ -222,6 +222,7 @@ def test_regret_share_ci_resamples_images() -> None:
     assert noisy["low"] < noisy["share"] < noisy["high"] and noisy["images"] == 40
     wider = regret_share_ci(images[:30], rng.uniform(0, 1, 30), reference[:30], resamples=2000)  # 10 images
     assert wider["high"] - wider["low"] > noisy["high"] - noisy["low"]
+    assert np.isnan(regret_share_ci(images, half, np.zeros(120))["share"])  # nothing to remove: undefined, not inf
 
 
 def test_paired_difference_ci() -> None:
