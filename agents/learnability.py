@@ -349,9 +349,7 @@ def uniform_optimum_by_lam(episodes: Mapping[str, Mapping[str, Any]], eta: float
 def step_scores(steps: GreedySteps, chosen: np.ndarray) -> dict[str, float]:
     """Accuracy against greedy's level and mean immediate regret of levels ``chosen`` per step."""
     chosen = np.asarray(chosen, np.int64)
-    rows = np.arange(len(steps))
-    regret = steps.candidates.max(1) - steps.candidates[rows, chosen]
-    return {"accuracy": float((chosen == steps.levels).mean()), "regret": float(regret.mean())}
+    return {"accuracy": float((chosen == steps.levels).mean()), "regret": float(step_regrets(steps, chosen).mean())}
 
 
 def fit_policy(engine: Engine, steps: GreedySteps, epochs: int, learning_rate: float, batch_size: int,
@@ -461,6 +459,11 @@ def regret_share_ci(images: np.ndarray, regret: np.ndarray, reference: np.ndarra
             "images": int(len(ids))}
 
 
+def image_folds(steps: GreedySteps, folds: int, seed: int) -> list[np.ndarray]:
+    """The cross-validation folds: the steps' images, shuffled with ``seed``, in ``folds`` near-equal groups."""
+    return np.array_split(np.random.default_rng(seed).permutation(np.unique(steps.image)), folds)
+
+
 def cross_validated_scores(engine: Engine, steps: GreedySteps, follow: GreedySteps, cfg: "LearnabilityConfig",
                            device: str | torch.device) -> dict[str, Any]:
     """Step 2 repeated over ``cfg.cv_folds`` folds of the training images: each fold is held out once, every
@@ -468,7 +471,7 @@ def cross_validated_scores(engine: Engine, steps: GreedySteps, follow: GreedySte
     of every image is scored once, by choosers that never saw its image. Per chooser: accuracy and regret over
     all steps, and the share of the best fixed level's regret it removes with an image-bootstrap interval."""
     images = np.unique(steps.image)
-    folds = np.array_split(np.random.default_rng(cfg.seed).permutation(images), cfg.cv_folds)
+    folds = image_folds(steps, cfg.cv_folds, cfg.seed)
     chosen: dict[str, np.ndarray] = {}
     for k, held_images in enumerate(folds):
         test = np.isin(steps.image, held_images)

@@ -23,8 +23,8 @@ import torch
 import tyro
 
 from agents.class_table import size_bucket
-from agents.learnability import (GreedySteps, LearnabilityConfig, cached_greedy_steps, fit_compact_ensemble, fit_policy,
-                                 step_regrets, table_of)
+from agents.learnability import (GreedySteps, LearnabilityConfig, cached_greedy_steps, fit_compact_ensemble,
+                                 fit_policy, image_folds, step_regrets, table_of)
 from agents.runner import make_engine
 
 
@@ -65,8 +65,7 @@ def main(cfg: CurveConfig) -> dict[str, dict[str, float]]:
     print("in-sample ceilings: " + ", ".join(f"{k} {v:.1%}" for k, v in ceilings.items()), flush=True)
     if cfg.ceilings_only:
         return {"ceilings": ceilings}
-    images = np.unique(steps.image)
-    folds = np.array_split(np.random.default_rng(cfg.seed).permutation(images), cfg.cv_folds)
+    folds = image_folds(steps, cfg.cv_folds, cfg.seed)  # the gate's folds
     curve: dict[str, dict[str, float]] = {}
     for n in cfg.sizes:
         regrets: dict[str, list[np.ndarray]] = {"compact_fit": [], "compact_ensemble": [], "class_table": []}
