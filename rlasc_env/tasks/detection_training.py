@@ -196,8 +196,8 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from .training import (_resume_key, data_version, evaluation_degradation, restore_training_state,
-                           write_training_state)
+    from .training import (_resume_key, data_version, evaluation_degradation, initialise_from,
+                           restore_training_state, write_training_state)
 
     wall_start = time.time()
     torch.manual_seed(cfg.seed)
@@ -209,6 +209,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     test_targets = None if test is None else split_targets(cfg.dataset, "test", cfg.preset, test[0].shape[0], test[1])
     kwargs = dict(DETECTOR_KWARGS)
     network = build_detector(**kwargs).to(device)
+    initialised = initialise_from("detection", cfg.init_from, network, kwargs) if cfg.init_from else None
     opt = torch.optim.Adam(network.parameters(), lr=cfg.lr * LR_SCALE)
 
     def schedule(s: int) -> float:
@@ -285,6 +286,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     meta = {"command": command, "seed": cfg.seed, "device": str(device), "torch_threads": torch.get_num_threads(),
             "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr * LR_SCALE, "train_seconds": round(train_seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "resumed_from_step": first,
+            "initialised_from": initialised,
             "train_images": int(images.shape[0]), "val_images": int(val[0].shape[0]),
             "test_images": 0 if test is None else int(test[0].shape[0]), "dataset": cfg.dataset,
             "preset": cfg.preset, "data_version": data_version(cfg.dataset), "network": DETECTOR_NAME,

@@ -97,6 +97,10 @@ class TrainTasksConfig:
     starting over; a resumed run gives the same weights as an uninterrupted one."""
     state_every: int = 200
     """Write the resumable training state every this many steps (0 = only at the end)."""
+    init_from: str = ""
+    """Start from the network of this task checkpoint (e.g. the shipped rlasc_env/weights/{task}.pt) instead of
+    a random initialisation: a fine-tuning stage with a fresh optimiser and its own cosine schedule (a warm
+    restart). Only with one --task; use another --seed than the first stage so the batches differ."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -312,10 +316,32 @@ def restore_training_state(state_path: Path, key: dict[str, Any], network: torch
 
 def _resume_key(task: str, cfg: TrainTasksConfig, steps: int, network_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the run that wrote the state."""
-    return {"task": task, "seed": cfg.seed, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "augment": cfg.augment, "clean_fraction": cfg.clean_fraction, "crop_width": cfg.crop_width,
-            "dataset": cfg.dataset, "preset": cfg.preset, "train_size": cfg.train_size,
-            "network_kwargs": dict(network_kwargs)}
+    key = {"task": task, "seed": cfg.seed, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+           "augment": cfg.augment, "clean_fraction": cfg.clean_fraction, "crop_width": cfg.crop_width,
+           "dataset": cfg.dataset, "preset": cfg.preset, "train_size": cfg.train_size,
+           "network_kwargs": dict(network_kwargs)}
+    if cfg.init_from:  # a fine-tuning stage resumes only from the same starting weights
+        from ..versions import file_sha256
+
+        key["init_sha256"] = file_sha256(cfg.init_from)
+    return key
+
+
+def initialise_from(task: str, path: str, network: torch.nn.Module, network_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Load the network weights of the task checkpoint at ``path`` into ``network`` (``--init-from``), refusing a
+    checkpoint of another task, network or constructor arguments; returns what the meta records about it."""
+    from ..versions import file_sha256
+    from .networks import load_task_network
+
+    loaded, found, meta = load_task_network(task, path)
+    saved_kwargs = dict(meta.get("network_kwargs") or {})
+    if type(loaded).__name__ != type(network).__name__ or saved_kwargs != dict(network_kwargs):
+        raise ValueError(f"--init-from {path}: it holds a {type(loaded).__name__} {saved_kwargs}, this run trains a "
+                         f"{type(network).__name__} {dict(network_kwargs)}")
+    network.load_state_dict(loaded.state_dict())
+    return {"path": str(found), "sha256": file_sha256(found), "steps": meta.get("steps"),
+            "command": meta.get("command"), "figures_before": {k: v for k, v in (meta.get("figures") or {}).items()
+                                                             if isinstance(v, float) and k.startswith("test")}}
 
 
 def data_version(dataset: str) -> int | None:
@@ -354,6 +380,7 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     crop = cfg.crop_width
     network_kwargs = dict(NETWORK_KWARGS.get(task, {}))
     network = NETWORK_OF[task](**network_kwargs).to(device)
+    initialised = initialise_from(task, cfg.init_from, network, network_kwargs) if cfg.init_from else None
     objective, weights = training_objective(task, train[1])
     opt = torch.optim.Adam(network.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -436,7 +463,7 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     meta = {"command": command, "seed": cfg.seed, "device": str(device), "torch_threads": torch.get_num_threads(),
             "steps": steps, "train_seconds": round(train_seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "resumed_from_step": first,
-            "train_images": int(images.shape[0]), "val_images": int(val[0].shape[0]),
+            "initialised_from": initialised, "train_images": int(images.shape[0]), "val_images": int(val[0].shape[0]),
             "test_images": 0 if test is None else int(test[0].shape[0]), "dataset": cfg.dataset,
             "preset": cfg.preset, "data_version": data_version(cfg.dataset),
             "network": type(network).__name__, "network_kwargs": network_kwargs,
@@ -467,6 +494,10 @@ def run(cfg: TrainTasksConfig, command: str = "") -> dict[str, dict[str, Any]]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     tasks = TASK_NAMES if cfg.task == "all" else (cfg.task,)
+    if cfg.init_from and len(tasks) != 1:
+        raise ValueError("--init-from names one task's checkpoint: pass it with one --task, not 'all'")
+    if cfg.init_from and not Path(cfg.init_from).is_file():
+        raise FileNotFoundError(f"--init-from {cfg.init_from}: no such checkpoint")
     train = load_split(cfg, "train", cfg.train_size)
     val = load_split(cfg, "val", cfg.val_size)
     test = load_split(cfg, "test", cfg.test_size) if cfg.test_size > 0 else None
