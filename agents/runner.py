@@ -67,15 +67,30 @@ def default_run_dir(cfg: TrainAgentConfig, task: str, seed: int, several: bool) 
     return cfg.run_dir / f"{task}-{seed}" if several else cfg.run_dir
 
 
-def env_id_of(codec: Any) -> str | None:
-    """The registered env id whose pinned codec is ``codec`` (a shipped name), or None (a codec of one's own)."""
+def env_id_of(codec: Any, env_id: str = ENV_ID) -> str | None:
+    """``env_id`` when ``codec`` is the shipped codec it pins, else the first registered id pinning ``codec``, or
+    None (a codec of one's own)."""
     from rlasc_env import ENV_CODECS
 
-    return next((env_id for env_id, name in ENV_CODECS.items() if isinstance(codec, str) and codec == name), None)
+    if isinstance(codec, str) and ENV_CODECS.get(env_id) == codec:
+        return env_id
+    return next((i for i, name in ENV_CODECS.items() if isinstance(codec, str) and codec == name), None)
+
+
+def pinned_task_kwargs(cfg: EnvFlags, task: str) -> dict[str, Any] | None:
+    """The task factory arguments of ``cfg.env_id`` for ``task``: the id's own task weights (checked against its
+    sha256 pins) when it names a weights set (-v2), else None (the shipped default)."""
+    from rlasc_env.versions import ENV_PINS, check_pins, pinned_task_weights
+
+    pins = {"env_id": cfg.env_id, **ENV_PINS[cfg.env_id]}
+    if not pins.get("task_weights") or task not in pins.get("task_sha256", {}):
+        return None
+    check_pins({**pins, "codec": None}, cfg.codec, task, cfg.dataset, None)  # the task network and data only
+    return {"weights": str(pinned_task_weights(pins, task))}
 
 
 def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
-    return apply_overrides(load_hyperparams(cfg.algo, cfg.preset, env_id_of(cfg.codec) or ENV_ID), cfg.hp)
+    return apply_overrides(load_hyperparams(cfg.algo, cfg.preset, env_id_of(cfg.codec, cfg.env_id) or cfg.env_id), cfg.hp)
 
 
 def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
@@ -86,7 +101,8 @@ def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
         sizes["train"] = cfg.train_images
     spec = EnvSpec(task=task, codec=cfg.codec, lam=cfg.lam, eta=cfg.eta, dataset=cfg.dataset,
                    data_root=None if cfg.data_root is None else str(cfg.data_root), preset=cfg.preset,
-                   reference=cfg.reference, device=device, sizes=sizes)
+                   reference=cfg.reference, device=device, sizes=sizes,
+                   task_kwargs=pinned_task_kwargs(cfg, task) if isinstance(task, str) else None)
     return Engine(spec)
 
 
@@ -185,7 +201,7 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
     run_dir.mkdir(parents=True, exist_ok=True)
     hp = hyperparameters(cfg)
     resolved = {"config": dataclasses.asdict(cfg), "task": task, "seed": seed, "device": device,
-                "env_id": env_id_of(cfg.codec) or f"{ENV_ID} layout, codec {cfg.codec}",
+                "env_id": env_id_of(cfg.codec, cfg.env_id) or f"{cfg.env_id} layout, codec {cfg.codec}",
                 "hyperparameters": hp, "environment": describe_engine(engine)}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_jsonable(resolved), sort_keys=False))
     write_json(run_dir / "config.json", resolved)

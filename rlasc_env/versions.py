@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins"]
+__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins", "pinned_task_weights"]
 
 _DATA = {"dataset": "streets", "generator_version": 2, "instance_version": 1}
 
@@ -29,6 +29,17 @@ ENV_PINS: dict[str, dict[str, Any]] = {
                         "classification": "eb16cef79e738ad28a5b91f1fb3590eccac7f5d2ac43aec0a3164af55391ff97"},
         "data": _DATA,
     },
+    # Task networks v2 (docs/task_networks_v2.md): the same codec and data as -v1, the task networks H of
+    # rlasc_env/weights/v2/ (a longer-trained SegNetH and FCOS, classification read off the segmenter).
+    "rlasc/SemanticCoding-v2": {
+        "codec": "tiny",
+        "codec_sha256": "efe0bb0ae51556835e7ce7e19120f72e471a6d313599acd65e8def8ffa49cbe8",
+        "task_weights": "v2",
+        "task_sha256": {"segmentation": "4a0612d5d215bdb1fd4f2defc058c1faa6a5fd2ddf71cc4e084189ac11e7b9af",
+                        "detection": "05b57a24f8493bc8593658b5a00a5ac4c8c4f5d1448bd8154833ae992621fd72",
+                        "classification": "3caa5d02b41db368e4bcc04f7153042e91befaf8bd294c2d5f5a168af822781a"},
+        "data": _DATA,
+    },
     # The first codec; the task networks are shared with -v1 and not pinned (see docs/results_v0.md).
     "rlasc/SemanticCoding-v0": {
         "codec": "tiny-v0",
@@ -37,6 +48,15 @@ ENV_PINS: dict[str, dict[str, Any]] = {
         "data": _DATA,
     },
 }
+
+
+def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:
+    """The weights file an id uses for a task built by name: ``rlasc_env/weights/{pins["task_weights"]}/{task}.pt``
+    for an id that names its own set (-v2), else the shipped default ``rlasc_env/weights/{task}.pt``."""
+    from .tasks.networks import WEIGHTS_DIR, default_weights_path
+
+    folder = pins.get("task_weights")
+    return WEIGHTS_DIR / folder / f"{task}.pt" if folder else default_weights_path(task)
 
 
 class StaleWeightsError(RuntimeError):
@@ -75,12 +95,13 @@ def check_pins(pins: dict[str, Any], codec: Any, task: Any, dataset: str, task_k
                                     f"shipped file has {found[:12]}...: {fix}")
     wanted = pins.get("task_sha256", {})
     if isinstance(task, str) and task in wanted and not (task_kwargs or {}).get("weights"):
-        from .tasks.networks import default_weights_path
-
-        found = file_sha256(default_weights_path(task))
+        path = pinned_task_weights(pins, task)
+        if not path.is_file():
+            raise StaleWeightsError(f"{env_id} uses the {task} network {path}, which does not exist: {fix}")
+        found = file_sha256(path)
         if found != wanted[task]:
             raise StaleWeightsError(f"{env_id} pins the {task} network with sha256 {wanted[task][:12]}..., but "
-                                    f"{default_weights_path(task)} has {found[:12]}...: {fix}")
+                                    f"{path} has {found[:12]}...: {fix}")
     data = pins.get("data", {})
     if dataset == data.get("dataset") == "streets":
         from codec_models.streets import GENERATOR_VERSION, INSTANCE_VERSION

@@ -492,3 +492,27 @@ def test_env_id_of_the_codec() -> None:
     assert env_id_of("tiny") == "rlasc/SemanticCoding-v1"
     assert env_id_of("tiny-v0") == "rlasc/SemanticCoding-v0"
     assert env_id_of("runs/codec/mine.pt") is None
+    assert env_id_of("tiny", "rlasc/SemanticCoding-v2") == "rlasc/SemanticCoding-v2"
+    assert env_id_of("tiny-v0", "rlasc/SemanticCoding-v2") == "rlasc/SemanticCoding-v0"
+
+
+def test_env_id_flag_picks_the_ids_task_networks(tmp_path) -> None:
+    """--env-id rlasc/SemanticCoding-v2 scores with rlasc_env/weights/v2 (sha256-checked); -v1 with the default."""
+    from agents.config import TrainAgentConfig
+    from agents.runner import pinned_task_kwargs
+    from rlasc_env.versions import StaleWeightsError
+
+    v1 = TrainAgentConfig()
+    v2 = TrainAgentConfig(env_id="rlasc/SemanticCoding-v2")
+    assert pinned_task_kwargs(v1, "segmentation") is None
+    weights = pinned_task_kwargs(v2, "detection")["weights"]
+    assert weights.endswith("weights/v2/detection.pt")
+    from rlasc_env.versions import ENV_PINS
+
+    saved = ENV_PINS["rlasc/SemanticCoding-v2"]["task_sha256"]["detection"]
+    ENV_PINS["rlasc/SemanticCoding-v2"]["task_sha256"]["detection"] = "0" * 64
+    try:
+        with pytest.raises(StaleWeightsError, match="detection network"):
+            pinned_task_kwargs(v2, "detection")
+    finally:
+        ENV_PINS["rlasc/SemanticCoding-v2"]["task_sha256"]["detection"] = saved

@@ -212,14 +212,15 @@ def test_registered_and_make(test_codec, test_dataset):
     env.close()
 
 
+@pytest.mark.parametrize("weights_set", ["", "v2"])  # the -v1 task networks and the -v2 ones
 @pytest.mark.parametrize("task", TASKS)
-def test_real_task(task, test_codec, test_dataset):
-    weights = ROOT / "rlasc_env" / "weights" / f"{task}.pt"
+def test_real_task(task, weights_set, test_codec, test_dataset):
+    weights = ROOT / "rlasc_env" / "weights" / weights_set / f"{task}.pt"
     if not weights.is_file():
         pytest.skip(f"shipped task weights {weights.relative_to(ROOT)} are absent (python train_tasks.py --task {task})")
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    env = SemanticCodingEnv(task=task, codec=test_codec, images=test_dataset)
+    env = SemanticCodingEnv(task=task, codec=test_codec, images=test_dataset, task_kwargs={"weights": str(weights)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gym_check_env(env)
@@ -263,6 +264,21 @@ def test_default_make():
     env.close()
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_v2_id_uses_its_own_task_networks(task):
+    """rlasc/SemanticCoding-v2 builds H from rlasc_env/weights/v2 (pinned by sha256), -v1 from rlasc_env/weights;
+    the reward is still the drop in loss."""
+    v1 = gym.make("rlasc/SemanticCoding-v1", task=task)
+    v2 = gym.make("rlasc/SemanticCoding-v2", task=task)
+    assert Path(v1.unwrapped.task.weights) == ROOT / "rlasc_env" / "weights" / f"{task}.pt"
+    assert Path(v2.unwrapped.task.weights) == ROOT / "rlasc_env" / "weights" / "v2" / f"{task}.pt"
+    for env in (v1, v2):
+        obs, info = env.reset(seed=0)
+        _, reward, _, _, step_info = env.step(env.action_space.n - 1)
+        assert reward == pytest.approx(info["loss"] - step_info["loss"], abs=1e-9)
+        env.close()
+
+
 @pytest.mark.parametrize("env_id, architecture, stream_version", [("rlasc/SemanticCoding-v1", 2, 2),
                                                                   ("rlasc/SemanticCoding-v0", 1, 1)])
 def test_both_ids_pin_their_codec(env_id, architecture, stream_version):
@@ -288,13 +304,12 @@ def test_ids_pin_the_shipped_files():
     """Every registered id's pins match the shipped files (retraining one must update rlasc_env/versions.py),
     env.spec records them, and a mismatch is refused with a message."""
     from codec_models.checkpoint import resolve_codec_path
-    from rlasc_env.tasks.networks import default_weights_path
-    from rlasc_env.versions import ENV_PINS, StaleWeightsError, check_pins, file_sha256
+    from rlasc_env.versions import ENV_PINS, StaleWeightsError, check_pins, file_sha256, pinned_task_weights
 
     for env_id, pins in ENV_PINS.items():
         assert file_sha256(resolve_codec_path(pins["codec"])) == pins["codec_sha256"], env_id
         for task, sha in pins["task_sha256"].items():
-            assert file_sha256(default_weights_path(task)) == sha, (env_id, task)
+            assert file_sha256(pinned_task_weights(pins, task)) == sha, (env_id, task)
         assert gym.spec(env_id).kwargs["pins"]["codec_sha256"] == pins["codec_sha256"]
     stale = {**ENV_PINS["rlasc/SemanticCoding-v1"], "env_id": "rlasc/SemanticCoding-v1", "codec_sha256": "0" * 64}
     with pytest.raises(StaleWeightsError, match="pins codec 'tiny'"):

@@ -98,3 +98,17 @@ def test_detection_references_use_instance_maps(tmp_path):
     rep = json.loads((tmp_path / "d.json").read_text())
     assert not any("connected components" in w for w in rep["warnings"])
     assert "detection" in rep["tasks"]
+
+
+def test_task_weights_folder_selects_the_networks():
+    """--task-weights rlasc_env/weights/v2 builds H from that folder (the -v2 set); without it, the shipped -v1 set."""
+    import torch
+
+    from rlasc_env.tasks.networks import WEIGHTS_DIR
+    from rlasc_env.tasks.sensitivity import load_tasks
+
+    v2, errors = load_tasks(["classification"], "ground_truth", torch.device("cpu"), strict=True,
+                            weights_dir=str(WEIGHTS_DIR / "v2"))
+    v1, _ = load_tasks(["classification"], "ground_truth", torch.device("cpu"), strict=True)
+    assert not errors and v2["classification"].network_name == "SegPresenceH"
+    assert v1["classification"].network_name == "ClsNetH"

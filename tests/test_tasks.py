@@ -130,9 +130,10 @@ def test_ground_truth_quality_of_shipped_networks(shipped, batch) -> None:
     assert float(cls.loss(images, cls.references(images, labels))[1].mean()) > 0.8
 
 
-def test_shipped_weights_are_small_and_documented() -> None:
+@pytest.mark.parametrize("weights_set", ["", "v2"])  # the -v1 and the -v2 task networks
+def test_shipped_weights_are_small_and_documented(weights_set: str) -> None:
     for name in SHIPPED:
-        obj = safe_load(tasks.default_weights_path(name))
+        obj = safe_load(tasks.default_weights_path(name).parent / weights_set / f"{name}.pt")
         assert obj["format"] == tasks.TASK_FORMAT and obj["task"] == name
         assert obj["version"] == task_version(name)  # detection: 2 (FCOSDetH)
         assert sum(v.numel() * v.element_size() for v in obj["state"].values()) < 1_000_000
@@ -216,3 +217,78 @@ def test_training_round_trip(tmp_path, batch) -> None:
     assert (tmp_path / "classification.json").is_file() and "val_accuracy" in meta["figures"]
     task = make_task("classification", weights=tmp_path / "classification.pt")
     assert task.meta["steps"] == 3 and task.loss(images, task.references(images, labels))[0].shape == (B,)
+
+
+def test_init_from_starts_at_the_checkpoint_and_refuses_another_task(tmp_path, batch) -> None:
+    """--init-from: a fine-tuning stage starts from the given weights and records them; a checkpoint of another
+    task or network is refused."""
+    from rlasc_env.tasks.networks import load_task_network
+    from rlasc_env.versions import file_sha256
+
+    images, labels = batch
+    data = ((images * 255).round().to(torch.uint8), labels.to(torch.uint8))
+    start = tasks.default_weights_path("segmentation")
+    cfg = TrainTasksConfig(task="segmentation", steps=1, batch_size=2, lr=1e-9, out_dir=str(tmp_path),
+                           run_dir=str(tmp_path / "run"), progress=False, test_size=0, init_from=str(start))
+    meta = train_one("segmentation", cfg, data, data, torch.device("cpu"), "python train_tasks.py")
+    assert meta["initialised_from"]["sha256"] == file_sha256(start)
+    tuned, _, _ = load_task_network("segmentation", tmp_path / "segmentation.pt")
+    shipped, _, _ = load_task_network("segmentation")
+    conv = "head.weight"  # one step at lr 1e-9 leaves the weights where they started
+    assert torch.allclose(tuned.state_dict()[conv], shipped.state_dict()[conv], atol=1e-6)
+    wrong = TrainTasksConfig(task="segmentation", steps=1, out_dir=str(tmp_path), progress=False, test_size=0,
+                             init_from=str(tasks.default_weights_path("classification")))
+    with pytest.raises(CheckpointError, match="classification"):
+        train_one("segmentation", wrong, data, data, torch.device("cpu"), "")
+
+
+def test_presence_head_keeps_the_segmenter_and_the_share_ranking(tmp_path, batch) -> None:
+    """--segmenter builds SegPresenceH: the segmenter's weights unchanged, only the calibration fitted, and the
+    presence probabilities rank the images of each class as the area shares do (so AP is the share's)."""
+    from rlasc_env.tasks.networks import SegPresenceH, load_task_network
+
+    images, labels = batch
+    data = ((images * 255).round().to(torch.uint8), labels.to(torch.uint8))
+    seg_path = tasks.default_weights_path("segmentation")
+    cfg = TrainTasksConfig(task="classification", steps=20, out_dir=str(tmp_path), run_dir=str(tmp_path / "run"),
+                           progress=False, test_size=0, segmenter=str(seg_path))
+    meta = train_one("classification", cfg, data, data, torch.device("cpu"), "python train_tasks.py")
+    assert meta["network"] == "SegPresenceH" and meta["segmenter"]["path"] == str(seg_path)
+    net, _, _ = load_task_network("classification", tmp_path / "classification.pt")
+    seg, _, _ = load_task_network("segmentation", seg_path)
+    assert isinstance(net, SegPresenceH)
+    for name, value in seg.state_dict().items():
+        assert torch.equal(net.segmenter.state_dict()[name], value), name
+    assert not torch.allclose(net.bias, torch.zeros_like(net.bias))  # the calibration moved
+    with torch.no_grad():
+        shares, logits = net.shares(images), net(images)
+    for c in range(shares.shape[1]):  # increasing per class: the same order of images
+        order = torch.argsort(shares[:, c], stable=True)
+        assert bool((logits[order, c].diff() >= -1e-5).all()), c
+    task = make_task("classification", weights=tmp_path / "classification.pt")
+    assert task.describe()["network"] == "SegPresenceH"
+    with pytest.raises(ValueError, match="--task classification"):
+        from rlasc_env.tasks.training import run
+        run(TrainTasksConfig(task="segmentation", segmenter=str(seg_path), progress=False))
+
+
+def test_flip_average_is_mirror_equivariant_and_inference_only() -> None:
+    """SegNetH(flip_average=True): in eval mode H(mirror(x)) = mirror(H(x)) and the argmax is that of the mean
+    soft-max over both; in training mode it is the plain network."""
+    from rlasc_env.tasks.networks import SegNetH
+
+    torch.manual_seed(0)
+    net = SegNetH(flip_average=True)
+    plain = SegNetH()
+    plain.load_state_dict(net.state_dict())
+    x = torch.rand(2, 3, 32, 64)
+    net.train()
+    plain.train()
+    assert torch.allclose(net(x), plain(x))
+    net.eval()
+    plain.eval()
+    with torch.no_grad():
+        out, mirrored = net(x), net(x.flip(-1))
+        mean = (plain(x).softmax(1) + plain(x.flip(-1)).flip(-1).softmax(1)) / 2
+    assert torch.allclose(mirrored, out.flip(-1), atol=1e-5)
+    assert torch.allclose(out.exp(), mean, atol=1e-5)

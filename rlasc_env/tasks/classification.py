@@ -102,7 +102,7 @@ def make_classification_task(reference: str = "ground_truth", device: torch.devi
                              weights: str | os.PathLike | None = None) -> ClassificationTask:
     """The registered factory: shipped (or given) ClsNetH weights."""
     network, path, meta = load_task_network("classification", weights, device)
-    return ClassificationTask(network, reference, "ClsNetH", str(path), meta)
+    return ClassificationTask(network, reference, type(network).__name__, str(path), meta)
 
 
 register_task("classification", make_classification_task)

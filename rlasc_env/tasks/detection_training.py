@@ -62,7 +62,6 @@ def split_targets(dataset: str, split: str, preset: str, size: int | None, label
     Needs instance ids (``StreetsDataset.instance_maps``); ``labels`` (N,H,W) are the split's label maps.
     """
     from codec_models.datasets import load_dataset
-    from codec_models.streets import instance_targets
 
     ds = load_dataset(dataset, split=split, preset=preset, size=size)
     if not hasattr(ds, "instance_maps"):

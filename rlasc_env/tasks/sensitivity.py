@@ -66,6 +66,7 @@ class SensitivityConfig:
     split: str = "test"
     preset: str = "tiny"  # data preset (image size) of codec_models.datasets.load_dataset
     reference: Literal["ground_truth", "original"] = "ground_truth"  # as SemanticCodingEnv(reference=...)
+    task_weights: str = ""  # folder of the task networks ({folder}/{task}.pt, e.g. rlasc_env/weights/v2); "" = shipped -v1 set
     device: str = "cpu"  # "cpu", "cuda", or "auto" (CUDA when available)
     batch_size: int = 16  # images per analyse, and (image, class) pairs per per-class decode
     json: str | None = None  # write the full report here
@@ -92,13 +93,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_tasks(names: list[str], reference: str, device: torch.device, strict: bool
+def load_tasks(names: list[str], reference: str, device: torch.device, strict: bool, weights_dir: str = ""
                ) -> tuple[dict[str, Task], dict[str, str]]:
-    """Build each task; with ``strict`` a failure raises, else it is returned as {name: error}."""
+    """Build each task (H from ``{weights_dir}/{name}.pt`` when a folder is given, else the shipped default);
+    with ``strict`` a failure raises, else it is returned as {name: error}."""
     tasks, errors = {}, {}
     for name in names:
         try:
-            tasks[name] = make_task(name, reference=reference, device=device)
+            extra = {"weights": str(Path(weights_dir) / f"{name}.pt")} if weights_dir else {}
+            tasks[name] = make_task(name, reference=reference, device=device, **extra)
         except Exception as exc:  # noqa: BLE001 - reported per task in --task all
             if strict:
                 raise
@@ -336,7 +339,7 @@ def run(cfg: SensitivityConfig) -> dict[str, Any]:
     from codec_models.checkpoint import load_codec
 
     codec = load_codec(cfg.codec, device=device).eval()
-    tasks, errors = load_tasks(names, cfg.reference, device, strict=cfg.task != "all")
+    tasks, errors = load_tasks(names, cfg.reference, device, strict=cfg.task != "all", weights_dir=cfg.task_weights)
     data, images, labels = load_images(cfg)
     figures, figure_notes = {}, {}
     for name, task in tasks.items():

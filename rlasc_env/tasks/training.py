@@ -50,6 +50,7 @@ DEFAULT_STEPS = {"segmentation": 6000, "detection": 3000, "classification": 8000
 # version-1 checkpoints, which keep loading). ClsNetH adds the area-share presence term (eq. 8's
 # "covers >= 0.5% of the pixels"): +0.06 macro AP at 1000 steps (0.718 vs 0.660).
 NETWORK_KWARGS: dict[str, dict[str, Any]] = {"classification": {"map_presence": True}}
+INFERENCE_ONLY_KWARGS = ("flip_average",)  # network options that leave training (and so the weights) unchanged
 NETWORK_OF = {"segmentation": SegNetH, "classification": ClsNetH}  # detection: detection_training (FCOS)
 TASK_CLASS = {"segmentation": SegmentationTask, "detection": DetectionTask, "classification": ClassificationTask}
 
@@ -101,6 +102,13 @@ class TrainTasksConfig:
     """Start from the network of this task checkpoint (e.g. the shipped rlasc_env/weights/{task}.pt) instead of
     a random initialisation: a fine-tuning stage with a fresh optimiser and its own cosine schedule (a warm
     restart). Only with one --task; use another --seed than the first stage so the batches differ."""
+    flip_average: bool = False
+    """Segmentation only: the saved SegNetH averages its soft-max over the image and its mirror image at
+    inference (eval mode; training is unchanged, so a run resumed with this flag gives the same weights)."""
+    segmenter: str = ""
+    """Classification only: build H as a SegPresenceH on this segmentation checkpoint (presence read off its
+    predicted area shares, eq. 8) and fit only the per-class calibration (2 x 19 parameters, the segmenter
+    frozen) on the train split; --steps then counts full-batch Adam iterations (default 500)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -319,7 +327,7 @@ def _resume_key(task: str, cfg: TrainTasksConfig, steps: int, network_kwargs: di
     key = {"task": task, "seed": cfg.seed, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
            "augment": cfg.augment, "clean_fraction": cfg.clean_fraction, "crop_width": cfg.crop_width,
            "dataset": cfg.dataset, "preset": cfg.preset, "train_size": cfg.train_size,
-           "network_kwargs": dict(network_kwargs)}
+           "network_kwargs": {k: v for k, v in network_kwargs.items() if k not in INFERENCE_ONLY_KWARGS}}
     if cfg.init_from:  # a fine-tuning stage resumes only from the same starting weights
         from ..versions import file_sha256
 
@@ -334,8 +342,9 @@ def initialise_from(task: str, path: str, network: torch.nn.Module, network_kwar
     from .networks import load_task_network
 
     loaded, found, meta = load_task_network(task, path)
-    saved_kwargs = dict(meta.get("network_kwargs") or {})
-    if type(loaded).__name__ != type(network).__name__ or saved_kwargs != dict(network_kwargs):
+    saved_kwargs = {k: v for k, v in (meta.get("network_kwargs") or {}).items() if k not in INFERENCE_ONLY_KWARGS}
+    wanted_kwargs = {k: v for k, v in network_kwargs.items() if k not in INFERENCE_ONLY_KWARGS}
+    if type(loaded).__name__ != type(network).__name__ or saved_kwargs != wanted_kwargs:
         raise ValueError(f"--init-from {path}: it holds a {type(loaded).__name__} {saved_kwargs}, this run trains a "
                          f"{type(network).__name__} {dict(network_kwargs)}")
     network.load_state_dict(loaded.state_dict())
@@ -372,6 +381,8 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
 
         return train_detection(cfg, train, val, device, command, test,
                                steps=cfg.steps if cfg.steps is not None else DEFAULT_STEPS[task])
+    if task == "classification" and cfg.segmenter:
+        return fit_presence_head(cfg, train, val, device, command, test)
     wall_start = time.time()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -379,6 +390,8 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     steps = cfg.steps if cfg.steps is not None else DEFAULT_STEPS[task]
     crop = cfg.crop_width
     network_kwargs = dict(NETWORK_KWARGS.get(task, {}))
+    if cfg.flip_average:
+        network_kwargs["flip_average"] = True
     network = NETWORK_OF[task](**network_kwargs).to(device)
     initialised = initialise_from(task, cfg.init_from, network, network_kwargs) if cfg.init_from else None
     objective, weights = training_objective(task, train[1])
@@ -435,6 +448,18 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     save_state(steps)
     train_seconds = done_seconds + time.time() - start
     cpu_seconds = done_cpu + time.process_time() - cpu_start
+    return finish_task(task, cfg, network, network_kwargs, weights, val, test, writer, command, steps=steps,
+                       first=first, running=running, train_seconds=train_seconds, cpu_seconds=cpu_seconds,
+                       wall_start=wall_start, train_images=int(images.shape[0]), initialised=initialised)
+
+
+def finish_task(task: str, cfg: TrainTasksConfig, network: torch.nn.Module, network_kwargs: dict[str, Any],
+                weights: Tensor | None, val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor] | None, writer: Any,
+                command: str, *, steps: int, first: int, running: Any, train_seconds: float, cpu_seconds: float,
+                wall_start: float, train_images: int, initialised: dict[str, Any] | None,
+                extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate a trained segmentation or classification H on val and test, write ``{task}.pt`` and
+    ``{task}.json`` into ``cfg.out_dir`` and return the meta."""
     network.eval()
     evaluator = TASK_CLASS[task](network, "ground_truth", type(network).__name__)
     figures: dict[str, Any] = {f"val_{k}": v for k, v in evaluate_task(evaluator, *val).items()}
@@ -460,10 +485,11 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
         if isinstance(value, float):
             writer.add_scalar(f"figures/{name}", value, steps)
     writer.close()
+    device = next(network.parameters()).device
     meta = {"command": command, "seed": cfg.seed, "device": str(device), "torch_threads": torch.get_num_threads(),
             "steps": steps, "train_seconds": round(train_seconds, 1),
             "train_cpu_seconds": round(cpu_seconds, 1), "resumed_from_step": first,
-            "initialised_from": initialised, "train_images": int(images.shape[0]), "val_images": int(val[0].shape[0]),
+            "initialised_from": initialised, "train_images": train_images, "val_images": int(val[0].shape[0]),
             "test_images": 0 if test is None else int(test[0].shape[0]), "dataset": cfg.dataset,
             "preset": cfg.preset, "data_version": data_version(cfg.dataset),
             "network": type(network).__name__, "network_kwargs": network_kwargs,
@@ -474,9 +500,10 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
                                "mIoU (torchmetrics MulticlassJaccardIndex, macro over classes present, 255 "
                                "ignored); classification: macro average precision over the classes present in "
                                "at least one test image (torchmetrics MultilabelAveragePrecision)",
-            "figures": figures, "python": platform.python_version(), "torch": str(torch.__version__)}
+            "figures": figures, "python": platform.python_version(), "torch": str(torch.__version__),
+            **(extra_meta or {})}
     out_dir = Path(cfg.out_dir)
-    train_config = asdict(cfg) | {"task": task, "steps": steps, "crop_width": crop}
+    train_config = asdict(cfg) | {"task": task, "steps": steps}
     payload = task_payload(task, network, type(network).__name__, network_kwargs, train_config, meta)
     meta["wall_seconds"] = round(time.time() - wall_start, 1)
     payload["meta"]["wall_seconds"] = meta["wall_seconds"]
@@ -488,6 +515,67 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     return meta
 
 
+PRESENCE_FIT_STEPS = 500  # full-batch Adam iterations of SegPresenceH's calibration (38 parameters)
+
+
+def fit_presence_head(cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+                      device: torch.device, command: str, test: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
+    """The classification H as a :class:`SegPresenceH` on the segmentation checkpoint ``cfg.segmenter``.
+
+    The segmenter is frozen. Its predicted area shares are computed once on the train split, each image
+    flipped and degraded as in training (``augment_batch``, so the calibration also sees reconstructions'
+    kind of damage), and the per-class scale and bias are fitted to eq. 8's presence labels by
+    minimising eq. 9's binary cross-entropy with full-batch Adam. Deterministic given ``cfg.seed``.
+    """
+    from ..versions import file_sha256
+    from .networks import SegPresenceH, load_task_network
+
+    wall_start, cpu_start = time.time(), time.process_time()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    segmenter, seg_path, seg_meta = load_task_network("segmentation", cfg.segmenter, device)
+    if not isinstance(segmenter, SegNetH):
+        raise ValueError(f"--segmenter {cfg.segmenter}: holds a {type(segmenter).__name__}, not a SegNetH")
+    network_kwargs = {"temperature": 0.3, "flip_average": bool(getattr(segmenter, "flip_average", False))}
+    network = SegPresenceH(**network_kwargs).to(device)
+    network.segmenter.load_state_dict(segmenter.state_dict())
+    network.segmenter.eval().requires_grad_(False)
+    images, labels = train
+    shares, targets = [], []
+    with torch.no_grad():
+        for i in tqdm(range(0, images.shape[0], 64), desc="presence shares", disable=not cfg.progress, leave=False):
+            x = images[i:i + 64].to(device).float() / 255.0
+            lab = labels[i:i + 64].to(device).long()
+            if cfg.augment:
+                x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
+            shares.append(network.shares(x))
+            targets.append(presence_vector(lab.cpu()).to(device))
+    share, target = torch.cat(shares), torch.cat(targets)
+    steps = cfg.steps if cfg.steps is not None else PRESENCE_FIT_STEPS
+    params = [network.raw_scale, network.bias]
+    opt = torch.optim.Adam(params, lr=0.05)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(Path(cfg.run_dir) / "classification" / "tb"))
+    running = None
+    for step in range(steps):
+        loss = F.binary_cross_entropy_with_logits(network.logits_from_shares(share), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running = loss.item()
+        if step % 10 == 0 or step == steps - 1:
+            writer.add_scalar("train/loss", running, step + 1)
+    segmenter_record = {"path": str(seg_path), "sha256": file_sha256(seg_path), "command": seg_meta.get("command"),
+                        "test_miou": (seg_meta.get("figures") or {}).get("test_miou")}
+    return finish_task("classification", cfg, network, network_kwargs, None, val, test, writer, command,
+                       steps=steps, first=0, running=running, train_seconds=time.time() - wall_start,
+                       cpu_seconds=time.process_time() - cpu_start, wall_start=wall_start,
+                       train_images=int(images.shape[0]), initialised=None,
+                       extra_meta={"segmenter": segmenter_record,
+                                   "fit": "per-class calibration only (segmenter frozen), full-batch Adam lr 0.05"})
+
+
 def run(cfg: TrainTasksConfig, command: str = "") -> dict[str, dict[str, Any]]:
     """Train the configured task network(s); returns {task: meta}."""
     device = resolve_device(cfg.device)
@@ -496,6 +584,10 @@ def run(cfg: TrainTasksConfig, command: str = "") -> dict[str, dict[str, Any]]:
     tasks = TASK_NAMES if cfg.task == "all" else (cfg.task,)
     if cfg.init_from and len(tasks) != 1:
         raise ValueError("--init-from names one task's checkpoint: pass it with one --task, not 'all'")
+    if cfg.flip_average and cfg.task != "segmentation":
+        raise ValueError("--flip-average is an option of the segmentation H: pass it with --task segmentation")
+    if cfg.segmenter and cfg.task != "classification":
+        raise ValueError("--segmenter builds the classification H: pass it with --task classification")
     if cfg.init_from and not Path(cfg.init_from).is_file():
         raise FileNotFoundError(f"--init-from {cfg.init_from}: no such checkpoint")
     train = load_split(cfg, "train", cfg.train_size)
