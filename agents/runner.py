@@ -80,13 +80,13 @@ def env_id_of(codec: Any, env_id: str = ENV_ID) -> str | None:
 def pinned_task_kwargs(cfg: EnvFlags, task: str) -> dict[str, Any] | None:
     """The task factory arguments of ``cfg.env_id`` for ``task``: the id's own task weights (checked against its
     sha256 pins) when it names a weights set (-v2), else None (the shipped default)."""
-    from rlasc_env.versions import ENV_PINS, check_pins, pinned_task_weights
+    from rlasc_env.versions import ENV_PINS, check_pins, with_pinned_weights
 
     pins = {"env_id": cfg.env_id, **ENV_PINS[cfg.env_id]}
-    if not pins.get("task_weights") or task not in pins.get("task_sha256", {}):
-        return None
-    check_pins({**pins, "codec": None}, cfg.codec, task, cfg.dataset, None)  # the task network and data only
-    return {"weights": str(pinned_task_weights(pins, task))}
+    task_kwargs = with_pinned_weights(pins, task, None)
+    if task_kwargs is not None:
+        check_pins({**pins, "codec": None}, cfg.codec, task, cfg.dataset, None)  # the task network and data only
+    return task_kwargs
 
 
 def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from codec_models.perceptual import perceptual_loss
 from .memo import StepLosses, TransitionMemo, image_key, losses_array
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
-from .versions import check_pins, pinned_task_weights
+from .versions import check_pins, with_pinned_weights
 
 __all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_lam", "lam_feature",
            "NUM_STATS"]
@@ -664,9 +664,8 @@ class SemanticCodingEnv(gym.Env):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
         if pins is not None and images is None:
             check_pins(pins, codec, task, dataset, task_kwargs)
-        if pins is not None and pins.get("task_weights") and isinstance(task, str) \
-                and task in pins.get("task_sha256", {}) and not (task_kwargs or {}).get("weights"):
-            task_kwargs = {**(task_kwargs or {}), "weights": str(pinned_task_weights(pins, task))}  # the id's own H
+        if pins is not None:
+            task_kwargs = with_pinned_weights(pins, task, task_kwargs)  # the id's own H (-v2)
         self.render_mode = render_mode
         self.pins = pins
         self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs)

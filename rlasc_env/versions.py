@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins", "pinned_task_weights"]
+__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins", "pinned_task_weights", "with_pinned_weights"]
 
 _DATA = {"dataset": "streets", "generator_version": 2, "instance_version": 1}
 
@@ -57,6 +57,15 @@ def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:
 
     folder = pins.get("task_weights")
     return WEIGHTS_DIR / folder / f"{task}.pt" if folder else default_weights_path(task)
+
+
+def with_pinned_weights(pins: dict[str, Any], task: Any, task_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``task_kwargs`` with the id's own task weights added, for an id that names a weights set (-v2) and a task built
+    by name whose weights the caller does not give; otherwise ``task_kwargs`` unchanged."""
+    if not pins.get("task_weights") or not isinstance(task, str) or task not in pins.get("task_sha256", {}) \
+            or (task_kwargs or {}).get("weights"):
+        return task_kwargs
+    return {**(task_kwargs or {}), "weights": str(pinned_task_weights(pins, task))}
 
 
 class StaleWeightsError(RuntimeError):
