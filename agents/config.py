@@ -24,9 +24,10 @@ class EnvFlags:
     """Training images: the first N of the train split (None = all); episodes draw images from them."""
     codec: str = "tiny"
     """Codec: shipped name or checkpoint path."""
-    env_id: Literal["rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v2"] = "rlasc/SemanticCoding-v1"
+    env_id: Literal["rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v2", "rlasc/SemanticCoding-v3"] = "rlasc/SemanticCoding-v1"
     """Benchmark id: its pinned task networks H score the policy (-v1: rlasc_env/weights, the published results;
-    -v2: the stronger rlasc_env/weights/v2), and its hyperparameters are read. The codec is --codec."""
+    -v2: the stronger rlasc_env/weights/v2; -v3: the GPU-trained rlasc_env/weights/v3), and its hyperparameters are
+    read. The codec is --codec."""
     dataset: Literal["streets", "cityscapes"] = "streets"
     """Image data set."""
     data_root: Path | None = None

@@ -79,7 +79,7 @@ def env_id_of(codec: Any, env_id: str = ENV_ID) -> str | None:
 
 def pinned_task_kwargs(cfg: EnvFlags, task: str) -> dict[str, Any] | None:
     """The task factory arguments of ``cfg.env_id`` for ``task``: the id's own task weights (checked against its
-    sha256 pins) when it names a weights set (-v2), else None (the shipped default)."""
+    sha256 pins) when it names a weights set (-v2, -v3), else None (the shipped default)."""
     from rlasc_env.versions import ENV_PINS, check_pins, with_pinned_weights
 
     pins = {"env_id": cfg.env_id, **ENV_PINS[cfg.env_id]}

@@ -40,6 +40,17 @@ ENV_PINS: dict[str, dict[str, Any]] = {
                         "classification": "3caa5d02b41db368e4bcc04f7153042e91befaf8bd294c2d5f5a168af822781a"},
         "data": _DATA,
     },
+    # Task networks v3 (docs/task_networks_v2.md, "-v3"): the same codec and data, a wider SegNetH (width 64) trained
+    # from scratch on a GPU, classification read off it and fine-tuned end to end, the -v2 detector (the same file).
+    "rlasc/SemanticCoding-v3": {
+        "codec": "tiny",
+        "codec_sha256": "efe0bb0ae51556835e7ce7e19120f72e471a6d313599acd65e8def8ffa49cbe8",
+        "task_weights": "v3",
+        "task_sha256": {"segmentation": "4f160fe76833b3e2f7e567c4b9cb4be6e6a2a2259d1fe4cd96cb870f60d76bbd",
+                        "detection": "05b57a24f8493bc8593658b5a00a5ac4c8c4f5d1448bd8154833ae992621fd72",
+                        "classification": "b47318d4a3b599524331aea6ae115c845197dd0ddb7fc15c4c7569f68bfee259"},
+        "data": _DATA,
+    },
     # The first codec; the task networks are shared with -v1 and not pinned (see docs/results_v0.md).
     "rlasc/SemanticCoding-v0": {
         "codec": "tiny-v0",
@@ -52,7 +63,7 @@ ENV_PINS: dict[str, dict[str, Any]] = {
 
 def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:
     """The weights file an id uses for a task built by name: ``rlasc_env/weights/{pins["task_weights"]}/{task}.pt``
-    for an id that names its own set (-v2), else the shipped default ``rlasc_env/weights/{task}.pt``."""
+    for an id that names its own set (-v2, -v3), else the shipped default ``rlasc_env/weights/{task}.pt``."""
     from .tasks.networks import WEIGHTS_DIR, default_weights_path
 
     folder = pins.get("task_weights")
@@ -60,7 +71,7 @@ def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:
 
 
 def with_pinned_weights(pins: dict[str, Any], task: Any, task_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``task_kwargs`` with the id's own task weights added, for an id that names a weights set (-v2) and a task built
+    """``task_kwargs`` with the id's own task weights added, for an id that names a weights set (-v2, -v3) and a task built
     by name whose weights the caller does not give; otherwise ``task_kwargs`` unchanged."""
     if not pins.get("task_weights") or not isinstance(task, str) or task not in pins.get("task_sha256", {}) \
             or (task_kwargs or {}).get("weights"):

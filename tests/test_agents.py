@@ -493,6 +493,7 @@ def test_env_id_of_the_codec() -> None:
     assert env_id_of("tiny-v0") == "rlasc/SemanticCoding-v0"
     assert env_id_of("runs/codec/mine.pt") is None
     assert env_id_of("tiny", "rlasc/SemanticCoding-v2") == "rlasc/SemanticCoding-v2"
+    assert env_id_of("tiny", "rlasc/SemanticCoding-v3") == "rlasc/SemanticCoding-v3"
     assert env_id_of("tiny-v0", "rlasc/SemanticCoding-v2") == "rlasc/SemanticCoding-v0"
 
 
@@ -507,6 +508,8 @@ def test_env_id_flag_picks_the_ids_task_networks(tmp_path) -> None:
     assert pinned_task_kwargs(v1, "segmentation") is None
     weights = pinned_task_kwargs(v2, "detection")["weights"]
     assert weights.endswith("weights/v2/detection.pt")
+    v3 = TrainAgentConfig(env_id="rlasc/SemanticCoding-v3")
+    assert pinned_task_kwargs(v3, "classification")["weights"].endswith("weights/v3/classification.pt")
     from rlasc_env.versions import ENV_PINS
 
     saved = ENV_PINS["rlasc/SemanticCoding-v2"]["task_sha256"]["detection"]

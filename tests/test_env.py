@@ -212,7 +212,7 @@ def test_registered_and_make(test_codec, test_dataset):
     env.close()
 
 
-@pytest.mark.parametrize("weights_set", ["", "v2"])  # the -v1 task networks and the -v2 ones
+@pytest.mark.parametrize("weights_set", ["", "v2", "v3"])  # the -v1, -v2 and -v3 task networks
 @pytest.mark.parametrize("task", TASKS)
 def test_real_task(task, weights_set, test_codec, test_dataset):
     weights = ROOT / "rlasc_env" / "weights" / weights_set / f"{task}.pt"
@@ -264,14 +264,15 @@ def test_default_make():
     env.close()
 
 
+@pytest.mark.parametrize("weights_set", ["v2", "v3"])
 @pytest.mark.parametrize("task", TASKS)
-def test_v2_id_uses_its_own_task_networks(task):
-    """rlasc/SemanticCoding-v2 builds H from rlasc_env/weights/v2 (pinned by sha256), -v1 from rlasc_env/weights;
-    the reward is still the drop in loss."""
+def test_v2_v3_ids_use_their_own_task_networks(task, weights_set):
+    """rlasc/SemanticCoding-v2 (-v3) builds H from rlasc_env/weights/v2 (v3), pinned by sha256, -v1 from
+    rlasc_env/weights; the reward is still the drop in loss."""
     v1 = gym.make("rlasc/SemanticCoding-v1", task=task)
-    v2 = gym.make("rlasc/SemanticCoding-v2", task=task)
+    v2 = gym.make(f"rlasc/SemanticCoding-{weights_set}", task=task)
     assert Path(v1.unwrapped.task.weights) == ROOT / "rlasc_env" / "weights" / f"{task}.pt"
-    assert Path(v2.unwrapped.task.weights) == ROOT / "rlasc_env" / "weights" / "v2" / f"{task}.pt"
+    assert Path(v2.unwrapped.task.weights) == ROOT / "rlasc_env" / "weights" / weights_set / f"{task}.pt"
     for env in (v1, v2):
         obs, info = env.reset(seed=0)
         _, reward, _, _, step_info = env.step(env.action_space.n - 1)

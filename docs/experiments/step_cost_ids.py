@@ -1,10 +1,10 @@
-"""Step time of rlasc/SemanticCoding-v1 against -v2 (same codec and data, -v2's stronger task networks), side by side.
+"""Step time of rlasc/SemanticCoding-v1 against -v2 and -v3 (same codec and data, other task networks), side by side.
 
-    python docs/experiments/step_cost_v1_v2.py --steps 200 --repeats 3
+    python docs/experiments/step_cost_ids.py --steps 200 --repeats 3 --ids v1 v2 v3
 
 One torch thread; per task, a single env of each id runs ``--steps`` random actions from seeded resets (the memo
 cleared before each block, so every transition is computed), alternating between the ids ``--repeats`` times;
-the medians of the per-block milliseconds per transition are printed, and their ratio.
+the medians of the per-block milliseconds per transition are printed, and their ratios to the first id.
 """
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def block(env: gym.Env, steps: int, seed: int) -> float:
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def main(steps: int, repeats: int) -> None:
+def main(steps: int, repeats: int, ids: list[str]) -> None:
     torch.set_num_threads(1)
     for task in ("segmentation", "detection", "classification"):
-        envs = {i: gym.make(i, task=task, split="test") for i in ("rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v2")}
+        envs = {i: gym.make(f"rlasc/SemanticCoding-{i}", task=task, split="test") for i in ids}
         times: dict[str, list[float]] = {i: [] for i in envs}
         for r in range(repeats):
             for env_id, env in envs.items():
@@ -43,13 +43,15 @@ def main(steps: int, repeats: int) -> None:
                     memo.clear()
                 times[env_id].append(block(env, steps, seed=r))
         med = {i: statistics.median(t) for i, t in times.items()}
-        v1, v2 = med["rlasc/SemanticCoding-v1"], med["rlasc/SemanticCoding-v2"]
-        print(f"{task}: -v1 {v1:.1f} ms per transition, -v2 {v2:.1f} ms, ratio {v2 / v1:.2f}")
+        first = med[ids[0]]
+        print(f"{task}: " + ", ".join(f"-{i} {m:.1f} ms per transition (x{m / first:.2f})" for i, m in med.items()),
+              flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ids", nargs="+", default=["v1", "v2", "v3"], help="versions of rlasc/SemanticCoding")
     args = parser.parse_args()
-    main(args.steps, args.repeats)
+    main(args.steps, args.repeats, args.ids)
