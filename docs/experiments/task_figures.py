@@ -5,7 +5,7 @@
 For each weights set (``v1`` = ``rlasc_env/weights/``, ``v2``/``v3`` = ``rlasc_env/weights/v2|v3/``): segmentation
 data-set mIoU with per-class IoU (torchmetrics, eq. 5 over all pixels) and classification macro AP with per-class
 AP and positive images (torchmetrics, eq. 8's presence), clean and degraded (blur 1.5 + 4x down-up, as in
-``train_tasks.py``). One torch thread, CPU; about 2 minutes for the three sets.
+``train_tasks.py``). One torch thread, CPU; about 5 minutes for the three sets.
 """
 from __future__ import annotations
 
