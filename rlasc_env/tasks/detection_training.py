@@ -26,7 +26,6 @@ IoU 0.39, threshold 0.40). lr 4e-3: 400 steps val 0.21. The defaults (3000 steps
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import asdict
@@ -195,7 +194,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from .training import (_resume_key, data_version, evaluation_degradation, initialise_from,
+    from .training import (_resume_key, cosine_factor, data_version, evaluation_degradation, initialise_from,
                            restore_training_state, write_training_state)
 
     wall_start = time.time()
@@ -213,7 +212,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
 
     def schedule(s: int) -> float:
         warm = min(1.0, (s + 1) / WARMUP_STEPS)
-        return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
+        return warm * cosine_factor(s, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     run_dir = Path(cfg.run_dir) / "detection"
     state_path = run_dir / "state.pt"

@@ -382,6 +382,54 @@ def _named(values: list[float], names: tuple[str, ...] = TRAIN_NAMES) -> dict[st
     return {n: (None if v != v else round(float(v), 4)) for n, v in zip(names, values)}
 
 
+def cosine_factor(step: int, steps: int) -> float:
+    """Learning-rate factor of a cosine decay from 1 to 0.05 over ``steps`` steps."""
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Adam's cosine decay to 5% of the initial rate over ``steps`` steps (every task network's schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, steps))
+
+
+def run_steps(desc: str, first: int, steps: int, running: Any, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor],
+              device: torch.device, gen: torch.Generator, batch_loss: Any, opt: torch.optim.Optimizer, sched: Any,
+              writer: Any, save_state: Any, crop: int = 0) -> Any:
+    """Steps ``first`` .. ``steps`` of Adam on random train batches (flipped and degraded when ``cfg.augment``; full-
+    height crops of width ``crop`` when set): ``batch_loss(x, labels)`` is minimised, tensorboard gets the loss and
+    learning rate, and ``save_state(step, running)`` is called every ``cfg.state_every`` steps and at the end.
+    Returns the running (exponentially smoothed) loss."""
+    images, labels = train
+    bar = tqdm(range(first, steps), initial=first, total=steps, desc=desc, disable=not cfg.progress,
+               dynamic_ncols=True)
+    for step in bar:
+        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
+        x = images[idx].to(device).float() / 255.0
+        lab = labels[idx].to(device).long()
+        if 0 < crop < x.shape[-1]:
+            x0 = int(torch.randint(0, x.shape[-1] - crop + 1, (), generator=gen))
+            x, lab = x[..., x0:x0 + crop], lab[..., x0:x0 + crop]
+        if cfg.augment:
+            x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
+        loss = batch_loss(x, lab)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = loss.item()
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            writer.add_scalar("train/loss", value, step + 1)
+            writer.add_scalar("train/loss_smoothed", running, step + 1)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
+        if cfg.state_every > 0 and (step + 1) % cfg.state_every == 0 and step + 1 < steps:
+            save_state(step + 1, running)
+    bar.close()
+    save_state(steps, running)
+    return running
+
+
 def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
               device: torch.device, command: str, test: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
     """Train H of ``task``, evaluate it on val (and test), write ``{task}.pt`` and ``{task}.json``.
@@ -413,8 +461,7 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     initialised = initialise_from(task, cfg.init_from, network, network_kwargs) if cfg.init_from else None
     objective, weights = training_objective(task, train[1])
     opt = torch.optim.Adam(network.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
+    sched = cosine_schedule(opt, steps)
     images, labels = train
     run_dir = Path(cfg.run_dir) / task
     state_path = run_dir / "state.pt"
@@ -430,39 +477,16 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=first if first else None)
     start, cpu_start = time.time(), time.process_time()
 
-    def save_state(step: int) -> None:
+    def save_state(step: int, running: Any) -> None:
         write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
                              done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
+    def batch_loss(x: Tensor, lab: Tensor) -> Tensor:
+        return objective(network.forward_with_aux(x) if isinstance(network, ClsNetH) else network(x), lab)
+
     network.train()
-    bar = tqdm(range(first, steps), initial=first, total=steps, desc=f"train {task}", disable=not cfg.progress,
-               dynamic_ncols=True)
-    for step in bar:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
-        x = images[idx].to(device).float() / 255.0
-        lab = labels[idx].to(device).long()
-        if 0 < crop < x.shape[-1]:
-            x0 = int(torch.randint(0, x.shape[-1] - crop + 1, (), generator=gen))
-            x, lab = x[..., x0:x0 + crop], lab[..., x0:x0 + crop]
-        if cfg.augment:
-            x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
-        outputs = network.forward_with_aux(x) if isinstance(network, ClsNetH) else network(x)
-        loss = objective(outputs, lab)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        value = loss.item()
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-            writer.add_scalar("train/loss", value, step + 1)
-            writer.add_scalar("train/loss_smoothed", running, step + 1)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
-        if cfg.state_every > 0 and (step + 1) % cfg.state_every == 0 and step + 1 < steps:
-            save_state(step + 1)
-    bar.close()
-    save_state(steps)
+    running = run_steps(f"train {task}", first, steps, running, cfg, train, device, gen, batch_loss, opt, sched,
+                        writer, save_state, crop=crop)
     train_seconds = done_seconds + time.time() - start
     cpu_seconds = done_cpu + time.process_time() - cpu_start
     return finish_task(task, cfg, network, network_kwargs, weights, val, test, writer, command, steps=steps,
@@ -639,46 +663,26 @@ def finetune_presence_end_to_end(network: torch.nn.Module, train: tuple[Tensor, 
     steps = cfg.presence_finetune_steps
     seg_loss, _ = training_objective("segmentation", labels)
     opt = torch.optim.Adam(network.parameters(), lr=cfg.presence_finetune_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
+    sched = cosine_schedule(opt, steps)
     first, running, done_seconds, done_cpu = 0, None, 0.0, 0.0
     if resume:
         first, running, done_seconds, done_cpu = restore_training_state(state_path, key, network, opt, sched, gen,
                                                                          device)
     start, cpu_start = time.time(), time.process_time()
 
-    def save_state(step: int) -> None:
+    def save_state(step: int, running: Any) -> None:
         write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
                              done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
-    network.train()
-    bar = tqdm(range(first, steps), initial=first, total=steps, desc="presence end to end",
-               disable=not cfg.progress, dynamic_ncols=True)
-    for step in bar:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
-        x = images[idx].to(device).float() / 255.0
-        lab = labels[idx].to(device).long()
-        if cfg.augment:
-            x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
+    def batch_loss(x: Tensor, lab: Tensor) -> Tensor:
         logits = network.segmenter.logits(x)
         presence = network.logits_from_shares(torch.softmax(logits / network.temperature, 1).mean((2, 3)))
-        loss = seg_loss(logits, lab) + cfg.presence_weight * F.binary_cross_entropy_with_logits(
+        return seg_loss(logits, lab) + cfg.presence_weight * F.binary_cross_entropy_with_logits(
             presence, presence_vector(lab).to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        value = loss.item()
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-            writer.add_scalar("train/loss", value, step + 1)
-            writer.add_scalar("train/loss_smoothed", running, step + 1)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
-        if cfg.state_every > 0 and (step + 1) % cfg.state_every == 0 and step + 1 < steps:
-            save_state(step + 1)
-    bar.close()
-    save_state(steps)
+
+    network.train()
+    running = run_steps("presence end to end", first, steps, running, cfg, train, device, gen, batch_loss, opt,
+                        sched, writer, save_state)
     network.eval()
     return first, running, done_seconds, done_cpu
 
