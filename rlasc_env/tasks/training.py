@@ -565,10 +565,9 @@ def fit_presence_head(cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], val: 
                       device: torch.device, command: str, test: tuple[Tensor, Tensor] | None = None) -> dict[str, Any]:
     """The classification H as a :class:`SegPresenceH` on the segmentation checkpoint ``cfg.segmenter``.
 
-    The segmenter is frozen. Its predicted area shares are computed once on the train split, each image
-    flipped and degraded as in training (``augment_batch``, so the calibration also sees reconstructions'
-    kind of damage), and the per-class scale and bias are fitted to eq. 8's presence labels by
-    minimising eq. 9's binary cross-entropy with full-batch Adam. Deterministic given ``cfg.seed``.
+    First the calibration (:func:`fit_presence_calibration`, the segmenter frozen); then, with
+    ``cfg.presence_finetune_steps``, every parameter end to end (:func:`finetune_presence_end_to_end`, resumable).
+    Deterministic given ``cfg.seed`` on one device.
     """
     from ..versions import file_sha256
     from .networks import SegPresenceH, load_task_network
