@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from codec_models.checkpoint import atomic_save
 
@@ -195,7 +194,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     from torch.utils.tensorboard import SummaryWriter
 
     from .training import (_resume_key, cosine_factor, data_version, evaluation_degradation, initialise_from,
-                           restore_training_state, write_training_state)
+                           restore_training_state, run_steps, write_training_state)
 
     wall_start = time.time()
     torch.manual_seed(cfg.seed)
@@ -226,39 +225,21 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=first if first else None)
     start, cpu_start = time.time(), time.process_time()
 
-    def save_state(step: int) -> None:
+    def save_state(step: int, running: Any) -> None:
         write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
                              done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
-    network.train()
-    bar = tqdm(range(first, steps), initial=first, total=steps, desc="train detection", disable=not cfg.progress,
-               dynamic_ncols=True)
-    for step in bar:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
+    def step_loss(idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         x = images[idx].float() / 255.0
         x, tgts = augment_detection_batch(x, [train_targets[i] for i in idx.tolist()], gen, cfg.clean_fraction,
                                           cfg.augment)
         tgts = [{k: v.to(device) for k, v in t.items()} for t in tgts]
         losses = network(list(x.to(device)), tgts)
-        loss = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), CLIP_NORM)
-        opt.step()
-        sched.step()
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{running:.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-            writer.add_scalar("train/loss", value, step + 1)
-            writer.add_scalar("train/loss_smoothed", running, step + 1)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
-            for name, part in losses.items():
-                writer.add_scalar(f"train/loss_{name}", float(part.detach()), step + 1)
-        if cfg.state_every > 0 and (step + 1) % cfg.state_every == 0 and step + 1 < steps:
-            save_state(step + 1)
-    bar.close()
-    save_state(steps)
+        return sum(losses.values()), losses
+
+    network.train()
+    running = run_steps("train detection", first, steps, running, cfg, int(images.shape[0]), gen, step_loss, opt,
+                        sched, writer, save_state, clip_norm=CLIP_NORM)
     train_seconds = done_seconds + time.time() - start
     cpu_seconds = done_cpu + time.process_time() - cpu_start
 

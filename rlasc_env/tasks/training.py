@@ -392,28 +392,39 @@ def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sc
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_factor(s, steps))
 
 
-def run_steps(desc: str, first: int, steps: int, running: Any, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor],
-              device: torch.device, gen: torch.Generator, batch_loss: Any, opt: torch.optim.Optimizer, sched: Any,
-              writer: Any, save_state: Any, crop: int = 0) -> Any:
-    """Steps ``first`` .. ``steps`` of Adam on random train batches (flipped and degraded when ``cfg.augment``; full-
-    height crops of width ``crop`` when set): ``batch_loss(x, labels)`` is minimised, tensorboard gets the loss and
-    learning rate, and ``save_state(step, running)`` is called every ``cfg.state_every`` steps and at the end.
-    Returns the running (exponentially smoothed) loss."""
+def train_batch(train: tuple[Tensor, Tensor], idx: Tensor, device: torch.device, gen: torch.Generator,
+                cfg: TrainTasksConfig, crop: int = 0) -> tuple[Tensor, Tensor]:
+    """Images (float in [0, 1]) and labels of train rows ``idx`` on ``device``: a random full-height crop of width
+    ``crop`` when set, flipped and degraded when ``cfg.augment``."""
     images, labels = train
+    x = images[idx].to(device).float() / 255.0
+    lab = labels[idx].to(device).long()
+    if 0 < crop < x.shape[-1]:
+        x0 = int(torch.randint(0, x.shape[-1] - crop + 1, (), generator=gen))
+        x, lab = x[..., x0:x0 + crop], lab[..., x0:x0 + crop]
+    if cfg.augment:
+        x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
+    return x, lab
+
+
+def run_steps(desc: str, first: int, steps: int, running: Any, cfg: TrainTasksConfig, num_images: int,
+              gen: torch.Generator, step_loss: Any, opt: torch.optim.Optimizer, sched: Any, writer: Any,
+              save_state: Any, clip_norm: float | None = None) -> Any:
+    """Steps ``first`` .. ``steps`` of Adam, each on ``cfg.batch_size`` random train rows: ``step_loss(idx)``
+    returns (loss, {name: part}) for the rows ``idx``; the gradient norm is clipped to ``clip_norm`` when set,
+    tensorboard gets the loss, its parts and the learning rate, and ``save_state(step, running)`` is called every
+    ``cfg.state_every`` steps and at the end. Every task network's loop (detection's too). Returns the running
+    (exponentially smoothed) loss."""
+    params = [q for group in opt.param_groups for q in group["params"]]
     bar = tqdm(range(first, steps), initial=first, total=steps, desc=desc, disable=not cfg.progress,
                dynamic_ncols=True)
     for step in bar:
-        idx = torch.randint(0, images.shape[0], (cfg.batch_size,), generator=gen)
-        x = images[idx].to(device).float() / 255.0
-        lab = labels[idx].to(device).long()
-        if 0 < crop < x.shape[-1]:
-            x0 = int(torch.randint(0, x.shape[-1] - crop + 1, (), generator=gen))
-            x, lab = x[..., x0:x0 + crop], lab[..., x0:x0 + crop]
-        if cfg.augment:
-            x, lab = augment_batch(x, lab, gen, cfg.clean_fraction)
-        loss = batch_loss(x, lab)
+        idx = torch.randint(0, num_images, (cfg.batch_size,), generator=gen)
+        loss, parts = step_loss(idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
         opt.step()
         sched.step()
         value = loss.item()
@@ -423,6 +434,8 @@ def run_steps(desc: str, first: int, steps: int, running: Any, cfg: TrainTasksCo
             writer.add_scalar("train/loss", value, step + 1)
             writer.add_scalar("train/loss_smoothed", running, step + 1)
             writer.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
+            for name, part in parts.items():
+                writer.add_scalar(f"train/loss_{name}", float(part.detach()), step + 1)
         if cfg.state_every > 0 and (step + 1) % cfg.state_every == 0 and step + 1 < steps:
             save_state(step + 1, running)
     bar.close()
@@ -481,12 +494,13 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
         write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
                              done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
-    def batch_loss(x: Tensor, lab: Tensor) -> Tensor:
-        return objective(network.forward_with_aux(x) if isinstance(network, ClsNetH) else network(x), lab)
+    def step_loss(idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x, lab = train_batch(train, idx, device, gen, cfg, crop)
+        return objective(network.forward_with_aux(x) if isinstance(network, ClsNetH) else network(x), lab), {}
 
     network.train()
-    running = run_steps(f"train {task}", first, steps, running, cfg, train, device, gen, batch_loss, opt, sched,
-                        writer, save_state, crop=crop)
+    running = run_steps(f"train {task}", first, steps, running, cfg, int(images.shape[0]), gen, step_loss, opt,
+                        sched, writer, save_state)
     train_seconds = done_seconds + time.time() - start
     cpu_seconds = done_cpu + time.process_time() - cpu_start
     return finish_task(task, cfg, network, network_kwargs, weights, val, test, writer, command, steps=steps,
@@ -673,15 +687,16 @@ def finetune_presence_end_to_end(network: torch.nn.Module, train: tuple[Tensor, 
         write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
                              done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
 
-    def batch_loss(x: Tensor, lab: Tensor) -> Tensor:
+    def step_loss(idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        x, lab = train_batch(train, idx, device, gen, cfg)
         logits = network.segmenter.logits(x)
         presence = network.logits_from_shares(torch.softmax(logits / network.temperature, 1).mean((2, 3)))
         return seg_loss(logits, lab) + cfg.presence_weight * F.binary_cross_entropy_with_logits(
-            presence, presence_vector(lab).to(device))
+            presence, presence_vector(lab).to(device)), {}
 
     network.train()
-    running = run_steps("presence end to end", first, steps, running, cfg, train, device, gen, batch_loss, opt,
-                        sched, writer, save_state)
+    running = run_steps("presence end to end", first, steps, running, cfg, int(images.shape[0]), gen, step_loss,
+                        opt, sched, writer, save_state)
     network.eval()
     return first, running, done_seconds, done_cpu
 
