@@ -8,6 +8,9 @@
   rewards, which no deployable policy can.
 - ``oracle``: exhaustive search over all Q^K level sequences of an image (K concepts), the
   best return reachable; only where Q^K is at most a cap, otherwise skipped with a reason.
+- ``preview_rule``: on ``SemanticCoding-v4``, the level that maximises -rate + w * perceptual of the level preview
+  (:mod:`rlasc_env.preview`), the weight w fitted on training images (:func:`fit_preview_rule`): a classic
+  encoder's rate-distortion choice on the encoder's own estimate, no learning beyond one number.
 - ``random_search_<k>``: per image, the best of k level sequences drawn uniformly at random
   (a seeded generator per image): the oracle's search with a budget of k episodes. Like greedy
   and the oracle it peeks at every sequence's return.
@@ -30,12 +33,14 @@ from rlasc_env.env import EpisodeCore
 
 from .episodes import EpisodeRecord, copy_slot, record_from, reset_slots
 
-__all__ = ["RandomPolicy", "FixedPolicy", "greedy_episodes", "oracle_episodes", "OracleSkipped",
+__all__ = ["RandomPolicy", "FixedPolicy", "PreviewRule", "fit_preview_rule", "greedy_episodes", "oracle_episodes", "OracleSkipped",
            "random_search_episodes"]
 
 
 class RandomPolicy:
     """A uniformly random level in [0, Q) for every concept, from a seeded generator."""
+
+    needs_observation = False  # run_copies passes zeros instead of computing the observation
 
     def __init__(self, num_levels: int, seed: int = 0) -> None:
         self.num_levels = int(num_levels)
@@ -48,6 +53,8 @@ class RandomPolicy:
 class FixedPolicy:
     """The same level ``level`` for every concept."""
 
+    needs_observation = False
+
     def __init__(self, level: int, num_levels: int) -> None:
         if not 0 <= level < num_levels:
             raise ValueError(f"level {level} is not in [0, {num_levels})")
@@ -55,6 +62,34 @@ class FixedPolicy:
 
     def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
         return np.full(len(slots), self.level, np.int64)
+
+
+class PreviewRule:
+    """argmax_q of -rate_q + ``weight`` * perceptual_q, read off the level preview at the end of the stats
+    (``SemanticCoding-v4``; both entries are in reward units over the same stake, so the ratio is kept)."""
+
+    def __init__(self, weight: float, num_levels: int) -> None:
+        self.weight, self.num_levels = float(weight), int(num_levels)
+
+    def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        q = self.num_levels
+        stats = np.asarray(obs["stats"], np.float64)
+        rate, perceptual = stats[:, -2 * q:-q], stats[:, -q:]
+        return (-rate + self.weight * perceptual).argmax(1).astype(np.int64)
+
+
+def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
+                     weights: Sequence[float] = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 2.0)) -> tuple[float, dict[float, float]]:
+    """The weight of :class:`PreviewRule` with the best mean return on ``indices`` (training images), and the mean
+    return of every weight tried; ``core`` needs ``len(weights)`` slots per image played together."""
+    from .episodes import run_copies
+
+    if not core.preview:
+        raise ValueError("the preview rule reads the level preview: build the core on parts with preview=True "
+                         "(SemanticCoding-v4)")
+    records = run_copies(core, images, indices, [PreviewRule(w, core.Q) for w in weights], metric_name)
+    returns = {float(w): float(np.mean([r.episode_return for r in recs])) for w, recs in zip(weights, records)}
+    return max(returns, key=returns.get), returns
 
 
 # --------------------------------------------------------------------------- greedy

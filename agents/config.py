@@ -24,10 +24,11 @@ class EnvFlags:
     """Training images: the first N of the train split (None = all); episodes draw images from them."""
     codec: str = "tiny"
     """Codec: shipped name or checkpoint path."""
-    env_id: Literal["rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v2", "rlasc/SemanticCoding-v3"] = "rlasc/SemanticCoding-v1"
+    env_id: Literal["rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v2", "rlasc/SemanticCoding-v3",
+                    "rlasc/SemanticCoding-v4"] = "rlasc/SemanticCoding-v1"
     """Benchmark id: its pinned task networks H score the policy (-v1: rlasc_env/weights, the published results;
-    -v2: the stronger rlasc_env/weights/v2; -v3: the GPU-trained rlasc_env/weights/v3), and its hyperparameters are
-    read. The codec is --codec."""
+    -v2: the stronger rlasc_env/weights/v2; -v3: the GPU-trained rlasc_env/weights/v3; -v4: -v1's, with the level
+    preview in the observation), and its hyperparameters are read. The codec is --codec."""
     dataset: Literal["streets", "cityscapes"] = "streets"
     """Image data set."""
     data_root: Path | None = None
@@ -84,6 +85,9 @@ class TrainAgentConfig(EnvFlags):
     """Also evaluate the class-table heuristic of this learnability report (e.g. docs/gate/segmentation.json),
     fitted on training images by python -m agents.learnability; its task, codec and reward weights must match.
     ``{task}`` in the path is replaced by each run's task (docs/gate/{task}.json for several tasks)."""
+    preview_rule_images: int = 16
+    """On an id with the level preview (-v4): also evaluate the preview rule (agents.baselines.PreviewRule), its
+    weight fitted on this many training images (0 = not evaluated)."""
     oracle_cap: int = 4096
     """Exhaustive oracle when every eval image has Q^K <= cap level sequences (0 = never)."""
     random_search: tuple[int, ...] = ()

@@ -42,6 +42,7 @@ class EnvSpec:
     task_kwargs: dict[str, Any] | None = None
     images: dict[str, Any] = field(default_factory=dict)  # split -> data set used instead of loading one
     sizes: dict[str, int] = field(default_factory=dict)  # split -> load only its first N images
+    preview: bool = False  # the observation carries the level preview (SemanticCoding-v4, rlasc_env.preview)
 
     def env_kwargs(self, split: str) -> dict[str, Any]:
         """Keyword arguments for ``SemanticCodingEnv`` / ``BatchedSemanticCodingEnv`` on ``split``
@@ -49,7 +50,7 @@ class EnvSpec:
         return {"task": self.task, "split": split, "lam": self.lam, "eta": self.eta, "codec": self.codec,
                 "dataset": self.dataset, "data_root": self.data_root, "preset": self.preset,
                 "reference": self.reference, "device": self.device, "images": self.images.get(split),
-                "task_kwargs": self.task_kwargs}
+                "task_kwargs": self.task_kwargs, "preview": self.preview}
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Engine:
         first = build_parts(**self._part_kwargs(spec.task, spec.codec, "train"))
         self._parts: dict[str, EnvParts] = {"train": first}
         self.codec, self.task = first.codec, first.task
-        self.observation_space = observation_space(self.codec, first.height, first.width)
+        self.observation_space = observation_space(self.codec, first.height, first.width, spec.preview)
         self.num_levels = int(self.codec.num_levels)
         self.metric_name = str(self.task.metric_name)
         self.device = self.codec.device
@@ -101,7 +102,7 @@ class Engine:
             images = load_dataset(s.dataset, split=split, preset=s.preset, size=int(s.sizes[split]), **extra)
         return {"task": task, "split": split, "codec": codec, "dataset": s.dataset, "data_root": s.data_root,
                 "preset": s.preset, "reference": s.reference, "device": s.device, "images": images,
-                "task_kwargs": s.task_kwargs}
+                "task_kwargs": s.task_kwargs, "preview": s.preview}
 
     def parts(self, split: str) -> EnvParts:
         """Codec, task and images of ``split`` (codec and task shared by all splits)."""
@@ -197,14 +198,17 @@ def run_copies(core: EpisodeCore, images: Any, indices: Sequence[int], acts: Seq
         done: dict[int, EpisodeRecord] = {}
         live = slots
         while len(live):
-            obs = core.observation(live)
             actions = np.zeros(len(live), np.int64)
             for members in groups.values():
                 rows = np.flatnonzero(np.isin(copy_of[live], members))
                 if not len(rows):
                     continue
-                chosen = np.asarray(acts[members[0]]({k: v[rows] for k, v in obs.items()}, live[rows]),
-                                    np.int64).reshape(-1)
+                act = acts[members[0]]
+                # a policy that ignores the observation (fixed levels, random) is not given one: -v4's preview
+                # costs a decoder pass per level
+                obs = (core.observation(live[rows]) if getattr(act, "needs_observation", True)
+                       else core.zero_observation(len(rows)))
+                chosen = np.asarray(act(obs, live[rows]), np.int64).reshape(-1)
                 if chosen.shape != (len(rows),):
                     raise ValueError(f"policy returned {chosen.shape[0]} actions for {len(rows)} envs")
                 actions[rows] = chosen

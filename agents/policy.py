@@ -117,24 +117,42 @@ class PaperPolicy(nn.Module):
     the start, so the initial policy is the paper's): a per-class, per-level preference that moves
     as fast as Adam allows instead of being learned through the trunk, where the masked feature
     map's 512 inputs drown the concept id's 19 (see docs/agents_v1.md).
+
+    ``preview_head=True`` (for ``SemanticCoding-v4``, whose stats end with the level preview of
+    :mod:`rlasc_env.preview`) scores each level by its own preview entries: logit_q += w_rate(m) * rate_q +
+    w_perc(m) * perceptual_q, with the two weights a linear function of [one-hot m, 1] (zero at the start). The
+    same two weights serve every level (an action-feature policy), so a trade-off learned on one level holds for
+    all; it is trained with the skip path's Adam step.
     """
 
     def __init__(self, observation_space: spaces.Dict | Mapping[str, Any], num_levels: int,
                  conv_channels: Sequence[int] = (32, 64), hidden: Sequence[int] = (256, 128),
-                 dropout: float = 0.1, concept_skip: bool = False) -> None:
+                 dropout: float = 0.1, concept_skip: bool = False, preview_head: bool = False) -> None:
         super().__init__()
         if num_levels < 2:
             raise ValueError(f"num_levels must be >= 2, got {num_levels}")
         self.shapes = obs_shapes(observation_space)
         self.num_levels = int(num_levels)
         self.arch = {"conv_channels": [int(c) for c in conv_channels], "hidden": [int(h) for h in hidden],
-                     "dropout": float(dropout), "concept_skip": bool(concept_skip)}
+                     "dropout": float(dropout), "concept_skip": bool(concept_skip),
+                     "preview_head": bool(preview_head)}
         self.trunk = PaperTrunk(self.shapes, conv_channels, hidden, dropout)
         self.head = nn.Linear(self.trunk.out_features, self.num_levels)
         self.skip: nn.Linear | None = None
         if concept_skip:
             self.skip = nn.Linear(self.shapes["concept"][0] + self.shapes["stats"][0], self.num_levels, bias=False)
             nn.init.zeros_(self.skip.weight)
+        self.preview_head: nn.Linear | None = None
+        if preview_head:
+            from rlasc_env.env import NUM_STATS
+            from rlasc_env.preview import preview_size
+
+            if self.shapes["stats"][0] != NUM_STATS + preview_size(self.num_levels):
+                raise ValueError(f"preview_head needs the level preview in the stats ({NUM_STATS} + "
+                                 f"{preview_size(self.num_levels)} entries, SemanticCoding-v4); these have "
+                                 f"{self.shapes['stats'][0]}")
+            self.preview_head = nn.Linear(self.shapes["concept"][0] + 1, 2, bias=False)
+            nn.init.zeros_(self.preview_head.weight)
 
     @property
     def device(self) -> torch.device:
@@ -145,6 +163,11 @@ class PaperPolicy(nn.Module):
         logits = self.head(self.trunk(obs))
         if self.skip is not None:
             logits = logits + self.skip(torch.cat([obs["concept"].flatten(1), obs["stats"].flatten(1)], dim=1))
+        if self.preview_head is not None:
+            q, stats, concept = self.num_levels, obs["stats"].flatten(1), obs["concept"].flatten(1)
+            rate, perceptual = stats[:, -2 * q:-q], stats[:, -q:]
+            weights = self.preview_head(torch.cat([concept, torch.ones_like(concept[:, :1])], dim=1))  # (B, 2)
+            logits = logits + weights[:, :1] * rate + weights[:, 1:] * perceptual
         return logits
 
     def distribution(self, obs: Mapping[str, Any]) -> torch.distributions.Categorical:
@@ -173,7 +196,8 @@ class PaperPolicy(nn.Module):
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "PaperPolicy":
         return cls(spec["shapes"], int(spec["num_levels"]), spec["conv_channels"], spec["hidden"], spec["dropout"],
-                   bool(spec.get("concept_skip", False)))  # policies saved before the option have none
+                   bool(spec.get("concept_skip", False)),  # policies saved before the option have none
+                   bool(spec.get("preview_head", False)))
 
 
 class PaperFeaturesExtractor(BaseFeaturesExtractor):

@@ -23,7 +23,9 @@ is taken by Adam on the loss -J. Options, all off in the paper preset:
 - an entropy bonus ``entropy_coef``;
 - ``concept_skip``: :class:`PaperPolicy` with a linear [concept, stats] -> logits path beside
   the paper's network, trained at its own Adam step ``skip_learning_rate`` (one preference per
-  class and level that the shared trunk cannot override before the classes separate).
+  class and level that the shared trunk cannot override before the classes separate);
+- ``preview_head``: a per-level term on the level preview of ``SemanticCoding-v4`` (rate and perceptual entries of
+  each level, weighted per class), trained with the skip path.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class ReinforceConfig:
     dropout: float = 0.1
     concept_skip: bool = False  # linear [concept, stats] -> logits path beside the trunk (PaperPolicy)
     skip_learning_rate: float = 0.05  # Adam step of that path (the -v1 tiny preset's value)
+    preview_head: bool = False  # per-level term on the level preview's entries (PaperPolicy; SemanticCoding-v4)
     log_interval: int = 10  # updates between tensorboard points
     checkpoint_interval: int = 200  # updates between resumable checkpoints (0 = only at the end)
 
@@ -139,9 +142,10 @@ def leave_one_out(weights: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def policy_param_groups(policy: PaperPolicy, config: ReinforceConfig) -> list[dict[str, Any]]:
-    """Adam parameter groups: the concept skip path (when the policy has one) at
+    """Adam parameter groups: the concept skip path and the preview head (when the policy has them) at
     ``skip_learning_rate``, everything else at ``learning_rate``."""
-    skip = list(policy.skip.parameters()) if getattr(policy, "skip", None) is not None else []
+    skip = [p for name in ("skip", "preview_head") if getattr(policy, name, None) is not None
+            for p in getattr(policy, name).parameters()]
     skip_ids = {id(p) for p in skip}
     groups: list[dict[str, Any]] = [{"params": [p for p in policy.parameters() if id(p) not in skip_ids]}]
     if skip:
@@ -175,7 +179,7 @@ class ReinforceTrainer:
         self.rng = np.random.default_rng(self.seed)
         self.policy = policy if policy is not None else PaperPolicy(
             engine.observation_space, engine.num_levels, config.conv_channels, config.hidden, config.dropout,
-            config.concept_skip)
+            config.concept_skip, config.preview_head)
         self.policy.to(self.device)
         self.optimizer = torch.optim.Adam(policy_param_groups(self.policy, config), lr=config.learning_rate,
                                           betas=config.adam_betas)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import yaml
 
+from .baselines import PreviewRule, fit_preview_rule
 from .class_table import load_class_table
 from .config import EnvFlags, TrainAgentConfig
 from .episodes import ActFn, Engine, EnvSpec
@@ -93,6 +94,13 @@ def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
     return apply_overrides(load_hyperparams(cfg.algo, cfg.preset, env_id_of(cfg.codec, cfg.env_id) or cfg.env_id), cfg.hp)
 
 
+def observation_preview(env_id: str) -> bool:
+    """Whether ``env_id``'s observation carries the level preview of :mod:`rlasc_env.preview` (-v4)."""
+    from rlasc_env.versions import ENV_PINS
+
+    return ENV_PINS[env_id].get("observation") == "preview"
+
+
 def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
     """Codec, task network and data of ``task``: the first ``train_images`` train images and the
     first ``eval_images`` test images."""
@@ -102,7 +110,8 @@ def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
     spec = EnvSpec(task=task, codec=cfg.codec, lam=cfg.lam, eta=cfg.eta, dataset=cfg.dataset,
                    data_root=None if cfg.data_root is None else str(cfg.data_root), preset=cfg.preset,
                    reference=cfg.reference, device=device, sizes=sizes,
-                   task_kwargs=pinned_task_kwargs(cfg, task) if isinstance(task, str) else None)
+                   task_kwargs=pinned_task_kwargs(cfg, task) if isinstance(task, str) else None,
+                   preview=observation_preview(cfg.env_id))
     return Engine(spec)
 
 
@@ -216,6 +225,8 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
     policies = {"policy": act, **baseline_policies(engine.num_levels, seed)}
     if table is not None:
         policies["class_table"] = table
+    if engine.spec.preview and cfg.preview_rule_images > 0 and "preview_rule" not in cache:
+        policies["preview_rule"] = fitted_preview_rule(engine, cfg.preview_rule_images, log)
     if cache:  # fixed levels, greedy and oracle are deterministic: evaluated once per task, shared by the seeds
         ev = evaluate(engine, {k: policies[k] for k in ("policy", "random")}, cfg.eval_images,
                       batch_size=cfg.eval_batch, greedy=False, log=log, keep_returns=True)
@@ -243,6 +254,18 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
     table += _gap_line(result)
     (run_dir / "results.md").write_text(table)
     return result
+
+
+def fitted_preview_rule(engine: Engine, num_images: int, log: Log) -> PreviewRule:
+    """:class:`PreviewRule` with its weight fitted on the first ``num_images`` training images."""
+    weights = (0.8, 1.1, 1.4, 1.8)
+    num_images = min(num_images, engine.num_images("train"))
+    core = engine.core("train", len(weights) * num_images)
+    weight, returns = fit_preview_rule(core, engine.parts("train").images, range(num_images), engine.metric_name,
+                                       weights)
+    log(f"preview rule: weight {weight} (mean return on {num_images} training images: "
+        + ", ".join(f"{w}: {r:.4f}" for w, r in returns.items()) + ")")
+    return PreviewRule(weight, engine.num_levels)
 
 
 def _gap_line(result: dict[str, Any]) -> str:

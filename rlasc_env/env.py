@@ -34,6 +34,7 @@ from codec_models.generators import LocalGenerator
 from codec_models.perceptual import perceptual_loss
 
 from .memo import StepLosses, TransitionMemo, image_key, losses_array
+from .preview import level_preview, preview_size, preview_stats
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
 from .versions import check_pins, with_pinned_weights
@@ -45,10 +46,12 @@ NUM_STATS = 8  # length of the "stats" observation, see SemanticCodingEnv
 NUM_STATS_V0 = 7  # SemanticCoding-v0 (the first codec): no operating-point entry
 
 
-def stats_size(codec: SemanticCodec) -> int:
+def stats_size(codec: SemanticCodec, preview: bool = False) -> int:
     """Length of the "stats" observation for ``codec``: v0's first codec keeps its 7 entries (its results stay
-    reproducible), codec v2 (``-v1``) adds the operating point lam."""
-    return NUM_STATS if codec.level_aware else NUM_STATS_V0
+    reproducible), codec v2 (``-v1``) adds the operating point lam; ``preview`` (``-v4``) adds the level preview of
+    :mod:`rlasc_env.preview` (1 + 2Q entries)."""
+    base = NUM_STATS if codec.level_aware else NUM_STATS_V0
+    return base + (preview_size(codec.num_levels) if preview else 0)
 
 
 # --------------------------------------------------------------------------- components
@@ -63,11 +66,15 @@ class EnvParts:
     height: int
     width: int
     memo: TransitionMemo = field(default_factory=TransitionMemo)
+    preview: bool = False  # the observation carries the level preview (rlasc_env.preview; SemanticCoding-v4)
+    preview_memo: TransitionMemo = field(default_factory=TransitionMemo)  # (image, levels so far) -> preview
 
     def __post_init__(self) -> None:
         if not self.memo.watch:
             self.memo.watch = [m for m in (self.codec, getattr(self.task, "network", None))
                                if isinstance(m, torch.nn.Module)]
+        if not self.preview_memo.watch:
+            self.preview_memo.watch = [self.codec]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -80,8 +87,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def build_parts(task: str | Task = "segmentation", split: str = "train", codec: str | os.PathLike | SemanticCodec = "tiny",
                 dataset: str = "streets", data_root: str | os.PathLike | None = None, preset: str = "tiny",
                 reference: str = "ground_truth", device: str | torch.device = "cpu", images: Any = None,
-                task_kwargs: dict[str, Any] | None = None) -> EnvParts:
-    """Load (or take) the codec, the task and the data set of an environment."""
+                task_kwargs: dict[str, Any] | None = None, preview: bool = False) -> EnvParts:
+    """Load (or take) the codec, the task and the data set of an environment (``preview``: the observation carries
+    the level preview of :mod:`rlasc_env.preview`)."""
     dev = resolve_device(device)
     if isinstance(codec, SemanticCodec):
         codec_obj = codec.to(dev).eval()
@@ -114,7 +122,7 @@ def build_parts(task: str | Task = "segmentation", split: str = "train", codec: 
         raise ValueError(f"image size {height}x{width} must be a multiple of 8")
     if tuple(first_labels.shape) != (height, width):
         raise ValueError(f"labels of shape {tuple(first_labels.shape)} do not match the image {height}x{width}")
-    return EnvParts(codec_obj, task_obj, images, height, width)
+    return EnvParts(codec_obj, task_obj, images, height, width, preview=bool(preview))
 
 
 def check_action(action: Any, num_levels: int) -> int:
@@ -159,15 +167,16 @@ def lam_feature(lam: np.ndarray) -> np.ndarray:
     return lam / (1.0 + lam)
 
 
-def observation_space(codec: SemanticCodec, height: int, width: int) -> spaces.Dict:
-    """Observation of one env: f(m) masked (eq. 2), s_d(m), the concept one-hot and stats."""
+def observation_space(codec: SemanticCodec, height: int, width: int, preview: bool = False) -> spaces.Dict:
+    """Observation of one env: f(m) masked (eq. 2), s_d(m), the concept one-hot and stats (``preview``: with the
+    level preview's entries, :mod:`rlasc_env.preview`)."""
     n, m = codec.config.code_channels, codec.num_classes
     h, w = height // 8, width // 8
     return spaces.Dict({
         "features": spaces.Box(-1.0, 1.0, (n, h, w), np.float32),
         "mask": spaces.Box(0.0, 1.0, (1, h, w), np.float32),
         "concept": spaces.Box(0.0, 1.0, (m,), np.float32),
-        "stats": spaces.Box(-1.0, 1.0, (stats_size(codec),), np.float32),
+        "stats": spaces.Box(-1.0, 1.0, (stats_size(codec, preview),), np.float32),
     })
 
 
@@ -206,7 +215,10 @@ class EpisodeCore:
         self.device = self.codec.device
         cfg = self.codec.config
         self.M, self.Q, self.n = self.codec.num_classes, self.codec.num_levels, cfg.code_channels
-        self.num_stats = stats_size(self.codec)
+        self.preview = bool(parts.preview)
+        if self.preview and not self.codec.level_aware:
+            raise ValueError("the level preview needs codec v2 (a level-aware local generator)")
+        self.num_stats = stats_size(self.codec, self.preview)
         self.h, self.w = parts.height // 8, parts.width // 8
         self.generator = self.codec.global_
         self.phi = self.codec.perceptual
@@ -238,6 +250,7 @@ class EpisodeCore:
         self.net_prev = np.zeros((s, 3), np.float64)  # (L_S, metric, L_P) of the current x_hat
         self.refs: list[Any] = [None] * s
         self.memo = parts.memo
+        self.preview_memo = parts.preview_memo
         self._alloc_tensors()
 
     @torch.inference_mode()
@@ -532,8 +545,11 @@ class EpisodeCore:
         stats[:, 4] = np.clip(self.cost[slots, cls, 0] / high_total, 0.0, 1.0)
         stats[:, 5] = np.clip(self.cost[slots, cls, self.Q - 1] / high_total, 0.0, 1.0)
         stats[:, 6] = np.clip(np.nan_to_num(score, nan=0.0), -1.0, 1.0)
-        if self.num_stats > NUM_STATS_V0:
+        if self.codec.level_aware:
             stats[:, 7] = lam_feature(self.lam_slot[slots])
+        if self.preview and live.any():
+            rows = np.flatnonzero(live)
+            stats[rows, NUM_STATS:] = preview_stats(*level_preview(self, slots[rows]))
         stats[~live] = 0.0
         return {"features": features.float().cpu().numpy(), "mask": mask.unsqueeze(1).float().cpu().numpy(),
                 "concept": concept, "stats": stats.astype(np.float32)}
@@ -641,7 +657,9 @@ class SemanticCodingEnv(gym.Env):
     (``None`` or ``"rgb_array"``), ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``), ``images``
     (a data set object used instead of loading one), ``task_kwargs`` (extra task factory args),
     ``pins`` (set by the registered ids, see :mod:`rlasc_env.versions`: the codec, task-network and data
-    versions the id stands for; the env refuses other shipped files).
+    versions the id stands for; the env refuses other shipped files), ``preview`` (``SemanticCoding-v4`` sets it:
+    ``stats`` gains the level preview of :mod:`rlasc_env.preview`, 1 + 2Q entries after the 8 above: what each
+    level of the concept would add in rate and remove in perceptual loss, measured by the encoder).
 
     ## Info (reset and every step)
     ``bits`` (int, equals ``len(codec.compress(image, levels)) * 8`` for ``levels``), ``bpp``
@@ -659,7 +677,8 @@ class SemanticCodingEnv(gym.Env):
                  codec: str | os.PathLike | SemanticCodec = "tiny", dataset: str = "streets",
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
-                 task_kwargs: dict[str, Any] | None = None, pins: dict[str, Any] | None = None) -> None:
+                 task_kwargs: dict[str, Any] | None = None, pins: dict[str, Any] | None = None,
+                 preview: bool = False) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
         if pins is not None and images is None:
@@ -668,12 +687,13 @@ class SemanticCodingEnv(gym.Env):
             task_kwargs = with_pinned_weights(pins, task, task_kwargs)  # the id's own H (-v2)
         self.render_mode = render_mode
         self.pins = pins
-        self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs)
+        self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs,
+                                 preview)
         self.core = EpisodeCore(self.parts, 1, lam, eta)
         self.codec, self.task = self.parts.codec, self.parts.task
         self.lam, self.eta = float(lam), float(eta)
         self.action_space = spaces.Discrete(self.codec.num_levels)
-        self.observation_space = observation_space(self.codec, self.parts.height, self.parts.width)
+        self.observation_space = observation_space(self.codec, self.parts.height, self.parts.width, self.parts.preview)
         self._slot = np.zeros(1, np.int64)
 
     @property

@@ -71,7 +71,7 @@ class BatchedSemanticCodingEnv(VectorEnv):
                  eta: float = 10.0, codec: str | os.PathLike | SemanticCodec = "tiny", dataset: str = "streets",
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
-                 task_kwargs: dict[str, Any] | None = None,
+                 task_kwargs: dict[str, Any] | None = None, preview: bool = False,
                  autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP) -> None:
         if num_envs < 1:
             raise ValueError("num_envs must be >= 1")
@@ -81,12 +81,14 @@ class BatchedSemanticCodingEnv(VectorEnv):
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs)
+        self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs,
+                                 preview)
         self.codec, self.task = self.parts.codec, self.parts.task
         self.lam, self.eta = float(lam), float(eta)
         self.core = EpisodeCore(self.parts, num_envs, lam, eta)
         self.single_action_space = spaces.Discrete(self.codec.num_levels)
-        self.single_observation_space = observation_space(self.codec, self.parts.height, self.parts.width)
+        self.single_observation_space = observation_space(self.codec, self.parts.height, self.parts.width,
+                                                          self.parts.preview)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs: list[np.random.Generator | None] = [None] * num_envs

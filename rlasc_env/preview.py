@@ -1,0 +1,106 @@
+"""Level preview: what each quantization level of the next concept would cost and buy, as the encoder can measure it.
+
+The encoder holds the decoder, so before it picks a level for concept m it can code m at every level q and look at
+the result, the way a classic encoder's rate-distortion optimisation tries its modes. Per level q:
+
+- ``rate``: lam * (psi with m at q - psi with m at level 0) / (H*W), the rate term of eq. 13 for this step, exact
+  (the concept's real bitstream section at each level);
+- ``perceptual``: eta * (L_P with y(m, 0) - L_P with y(m, q)), eq. 11's drop when the local generator's picture of
+  the concept at level q, y(m, q) = G_l(f_hat(m)) (eq. 28), replaces the concept's region of the current
+  reconstruction; the global generator and the attention fusion (eq. 30-31) are not rerun, and the task network
+  is not run, so this is an estimate of the perceptual part of the step's reward, not the reward.
+
+Both are in reward units (eq. 14). ``preview_stats`` scales them by the concept's stake, s = max_q rate + max_q
+|perceptual|, so they lie in [-1, 1] and keep their ratio (which level a reward-maximising chooser would pick from
+them is unchanged), and adds s itself on a log scale.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from codec_models.perceptual import perceptual_loss
+
+from .reward import rate_term
+
+__all__ = ["level_preview", "observation_key", "preview_stats", "preview_size", "STAKE_FLOOR"]
+
+STAKE_FLOOR = 1e-4
+"""Stakes below this (a concept of a few pixels) count as this in the log-scale entry."""
+
+
+def preview_size(num_levels: int) -> int:
+    """Number of stats entries the preview adds: the log stake, then Q rate and Q perceptual entries."""
+    return 1 + 2 * int(num_levels)
+
+
+def observation_key(core, slot: int) -> tuple[int, tuple[int, ...]]:
+    """What the preview of a slot depends on: its image and the levels of the concepts coded so far (the concept
+    previewed is the next one in the fixed coding order)."""
+    return int(core.image_key[slot]), tuple(core.levels_np[slot, core.order[slot, :core.t[slot]]].tolist())
+
+
+@torch.inference_mode()
+def level_preview(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rate, perceptual), each (k, Q) float64 in reward units, for the next concept of each live slot of ``core``
+    (an :class:`rlasc_env.env.EpisodeCore`). A state seen before (another rollout of the same image and levels so
+    far) is served by ``core.parts.preview_memo``, the same floats; slots that share a state in one call share
+    one computation."""
+    slots = np.asarray(slots, np.int64)
+    memo = core.preview_memo
+    memo.validate()
+    raw: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(slots)
+    todo: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+    for j, slot in enumerate(slots.tolist()):
+        key = observation_key(core, slot)
+        raw[j] = memo.get(key)
+        if raw[j] is None:
+            todo.setdefault(key, []).append(j)
+    if todo:
+        firsts = np.array([rows[0] for rows in todo.values()], np.int64)
+        bpp, drop = _measure(core, slots[firsts])
+        for i, (key, rows) in enumerate(todo.items()):
+            memo.put(key, (bpp[i], drop[i]))
+            for j in rows:
+                raw[j] = (bpp[i], drop[i])
+    bpp = np.stack([r[0] for r in raw])  # type: ignore[index]
+    drop = np.stack([r[1] for r in raw])  # type: ignore[index]
+    return core.lam_slot[slots, None] * bpp, core.eta * drop
+
+
+def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slot and level: the bits per pixel the concept adds over level 0, and L_P's drop from level 0 with
+    y(m, q) pasted. Computes y(m, q) for every level and keeps it in the core's concept image cache, and the
+    concept's bitstream section size at every level (both reused by the step)."""
+    q, dev, st = core.Q, core.device, core.store
+    k = len(slots)
+    cls = core.order[slots, core.t[slots]]
+    bpp = np.zeros((k, q))
+    for i, (s, m) in enumerate(zip(slots.tolist(), cls.tolist())):
+        section = np.array([core._section_bytes(s, m, lv) for lv in range(q)], np.float64)
+        bpp[i] = rate_term(8 * section, 8 * section[0], core.pixels)
+    slot_t, cls_t = torch.as_tensor(slots, device=dev), torch.as_tensor(cls, device=dev)
+    s_t, m_t = slot_t.repeat_interleave(q), cls_t.repeat_interleave(q)
+    q_t = torch.arange(q, device=dev).repeat(k)
+    masks = st.mask[s_t, m_t].unsqueeze(1)
+    y = core.codec.concept_images(st.quantized[q_t, s_t] * masks, m_t, q_t, masks)
+    y = y.view(k, q, 3, core.height, core.width)
+    region = (st.labels[slot_t] == cls_t.view(-1, 1, 1)).unsqueeze(1)  # (k,1,H,W)
+    for i, (s, m) in enumerate(zip(slots.tolist(), cls.tolist())):
+        for lv in range(q):
+            if not core.y_ready[s, m, lv]:
+                core.y_levels[s, lv] = torch.where(region[i], y[i, lv], core.y_levels[s, lv])
+                core.y_ready[s, m, lv] = True
+    x_hat = core.x_hat[slot_t]
+    pasted = torch.where(region.unsqueeze(1), y, x_hat.unsqueeze(1)).flatten(0, 1)
+    feats = [f[s_t] for f in core.phi_feats]
+    lp = perceptual_loss(core.phi, None, pasted, feats).view(k, q).double().cpu().numpy()
+    return bpp, lp[:, :1] - lp
+
+
+def preview_stats(rate: np.ndarray, perceptual: np.ndarray) -> np.ndarray:
+    """(k, 1 + 2Q) stats entries: [log10 stake / 4 + 1 clipped to [-1, 1], rate / stake, perceptual / stake]."""
+    stake = rate.max(1) + np.abs(perceptual).max(1)
+    scale = np.maximum(stake, STAKE_FLOOR)[:, None]
+    log_stake = np.clip(np.log10(np.maximum(stake, STAKE_FLOOR)) / 4.0 + 1.0, -1.0, 1.0)[:, None]
+    return np.concatenate([log_stake, rate / scale, np.clip(perceptual / scale, -1.0, 1.0)], 1)
