@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rlasc_env.env import EpisodeCore
+from rlasc_env.preview import preview_entries
 
 from .episodes import EpisodeRecord, copy_slot, record_from, reset_slots
 
@@ -64,6 +65,10 @@ class FixedPolicy:
         return np.full(len(slots), self.level, np.int64)
 
 
+PREVIEW_RULE_WEIGHTS = (0.8, 1.1, 1.4, 1.8)
+"""The weights :func:`fit_preview_rule` tries by default (train_agent.py's grid)."""
+
+
 class PreviewRule:
     """argmax_q of -rate_q + ``weight`` * perceptual_q, read off the level preview at the end of the stats
     (``SemanticCoding-v4``; both entries are in reward units over the same stake, so the ratio is kept)."""
@@ -72,14 +77,12 @@ class PreviewRule:
         self.weight, self.num_levels = float(weight), int(num_levels)
 
     def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
-        q = self.num_levels
-        stats = np.asarray(obs["stats"], np.float64)
-        rate, perceptual = stats[:, -2 * q:-q], stats[:, -q:]
+        rate, perceptual = preview_entries(np.asarray(obs["stats"], np.float64), self.num_levels)
         return (-rate + self.weight * perceptual).argmax(1).astype(np.int64)
 
 
 def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
-                     weights: Sequence[float] = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 2.0)) -> tuple[float, dict[float, float]]:
+                     weights: Sequence[float] = PREVIEW_RULE_WEIGHTS) -> tuple[float, dict[float, float]]:
     """The weight of :class:`PreviewRule` with the best mean return on ``indices`` (training images), and the mean
     return of every weight tried; ``core`` needs ``len(weights)`` slots per image played together."""
     from .episodes import run_copies

@@ -164,8 +164,10 @@ class PaperPolicy(nn.Module):
         if self.skip is not None:
             logits = logits + self.skip(torch.cat([obs["concept"].flatten(1), obs["stats"].flatten(1)], dim=1))
         if self.preview_head is not None:
-            q, stats, concept = self.num_levels, obs["stats"].flatten(1), obs["concept"].flatten(1)
-            rate, perceptual = stats[:, -2 * q:-q], stats[:, -q:]
+            from rlasc_env.preview import preview_entries
+
+            concept = obs["concept"].flatten(1)
+            rate, perceptual = preview_entries(obs["stats"].flatten(1), self.num_levels)
             weights = self.preview_head(torch.cat([concept, torch.ones_like(concept[:, :1])], dim=1))  # (B, 2)
             logits = logits + weights[:, :1] * rate + weights[:, 1:] * perceptual
         return logits

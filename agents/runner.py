@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from .baselines import PreviewRule, fit_preview_rule
+from .baselines import PREVIEW_RULE_WEIGHTS, PreviewRule, fit_preview_rule
 from .class_table import load_class_table
 from .config import EnvFlags, TrainAgentConfig
 from .episodes import ActFn, Engine, EnvSpec
@@ -258,11 +258,9 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
 
 def fitted_preview_rule(engine: Engine, num_images: int, log: Log) -> PreviewRule:
     """:class:`PreviewRule` with its weight fitted on the first ``num_images`` training images."""
-    weights = (0.8, 1.1, 1.4, 1.8)
     num_images = min(num_images, engine.num_images("train"))
-    core = engine.core("train", len(weights) * num_images)
-    weight, returns = fit_preview_rule(core, engine.parts("train").images, range(num_images), engine.metric_name,
-                                       weights)
+    core = engine.core("train", len(PREVIEW_RULE_WEIGHTS) * num_images)
+    weight, returns = fit_preview_rule(core, engine.parts("train").images, range(num_images), engine.metric_name)
     log(f"preview rule: weight {weight} (mean return on {num_images} training images: "
         + ", ".join(f"{w}: {r:.4f}" for w, r in returns.items()) + ")")
     return PreviewRule(weight, engine.num_levels)

@@ -23,7 +23,8 @@ from codec_models.perceptual import perceptual_loss
 
 from .reward import rate_term
 
-__all__ = ["level_preview", "observation_key", "preview_stats", "preview_size", "STAKE_FLOOR"]
+__all__ = ["level_preview", "observation_key", "preview_entries", "preview_stats", "preview_size", "current_x_hat",
+           "STAKE_FLOOR"]
 
 STAKE_FLOOR = 1e-4
 """Stakes below this (a concept of a few pixels) count as this in the log-scale entry."""
@@ -32,6 +33,21 @@ STAKE_FLOOR = 1e-4
 def preview_size(num_levels: int) -> int:
     """Number of stats entries the preview adds: the log stake, then Q rate and Q perceptual entries."""
     return 1 + 2 * int(num_levels)
+
+
+def preview_entries(stats, num_levels: int):
+    """(rate, perceptual) rows, each (B, Q), of a batch of ``stats`` (NumPy or torch) that end with the preview."""
+    q = int(num_levels)
+    return stats[:, -2 * q:-q], stats[:, -q:]
+
+
+def current_x_hat(core, slots: np.ndarray) -> torch.Tensor:
+    """x_hat (k,3,H,W) of ``slots`` at their current levels, rebuilding only those of them a memoized step left
+    stale (the core's ``x_hat`` property would rebuild every stale slot, also those not asked for)."""
+    stale = slots[core.hat_stale[slots] & core.started[slots]]
+    if len(stale):
+        core._decode(stale)
+    return core.x_hat_store[torch.as_tensor(slots, device=core.device)]
 
 
 def observation_key(core, slot: int) -> tuple[int, tuple[int, ...]]:
@@ -91,7 +107,7 @@ def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if not core.y_ready[s, m, lv]:
                 core.y_levels[s, lv] = torch.where(region[i], y[i, lv], core.y_levels[s, lv])
                 core.y_ready[s, m, lv] = True
-    x_hat = core.x_hat[slot_t]
+    x_hat = current_x_hat(core, slots)
     pasted = torch.where(region.unsqueeze(1), y, x_hat.unsqueeze(1)).flatten(0, 1)
     feats = [f[s_t] for f in core.phi_feats]
     lp = perceptual_loss(core.phi, None, pasted, feats).view(k, q).double().cpu().numpy()

@@ -39,7 +39,7 @@ from agents.learnability import (GreedySteps, LearnabilityConfig, fit_compact_en
 from agents.policy import OBS_KEYS
 from agents.runner import make_engine
 from rlasc_env.env import EpisodeCore
-from rlasc_env.preview import level_preview
+from rlasc_env.preview import current_x_hat, level_preview
 
 
 @dataclass
@@ -63,7 +63,7 @@ def decoded_features(core: EpisodeCore, slots: np.ndarray) -> dict[str, np.ndarr
     x = core.images[slot_t]
     err = ((y - x.unsqueeze(1)).pow(2) * region.unsqueeze(1)).flatten(2).sum(2) / core.pixels  # (k,q) image-mean
     local = (err[:, :1] - err).cpu().double().numpy()
-    x_hat = core.x_hat[slot_t]
+    x_hat = current_x_hat(core, slots)
     now = (((x_hat - x).pow(2) * region).flatten(1).sum(1) / core.pixels).cpu().double().numpy()
     loss0 = np.maximum(np.abs(core.loss0[slots]), 1e-9)
     coded_share = (core.share[slots] * core.coded[slots]).sum(1)
