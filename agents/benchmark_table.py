@@ -33,7 +33,8 @@ __all__ = ["collect_rows", "benchmark_table", "iqm_interval", "improvement_proba
 
 BOOTSTRAP_RESAMPLES = 10000
 
-BASELINES = ("greedy", "random", "class_table", "oracle")
+BASELINES = ("greedy", "random", "class_table", "preview_rule", "oracle")
+HEURISTICS = ("class_table", "preview_rule")  # fitted on training images: rows beside the agents' statistics
 
 
 def _is_baseline(name: str) -> bool:
@@ -123,7 +124,7 @@ def _row_order(names: Sequence[str]) -> list[str]:
     fixed = sorted((n for n in names if n.startswith("fixed_")), key=lambda n: int(n.split("_")[1]))
     search = sorted((n for n in names if n.startswith("random_search_")), key=lambda n: int(n.rsplit("_", 1)[1]))
     algos = [n for n in names if not _is_baseline(n)]
-    return algos + [n for n in ("class_table", "greedy", "oracle") if n in names] + search + \
+    return algos + [n for n in (*HEURISTICS, "greedy", "oracle") if n in names] + search + \
         [n for n in ("random",) if n in names] + fixed
 
 
@@ -156,7 +157,7 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
             best = max(fixed, key=fixed.get)
             algos = [n for n in _row_order(list(rows)) if not _is_baseline(n)]
             search = [n for n in _row_order(list(rows)) if n.startswith("random_search_")]
-            lines += _statistics_lines(rows, algos + [n for n in ("class_table",) if n in rows] + search, best)
+            lines += _statistics_lines(rows, algos + [n for n in HEURISTICS if n in rows] + search, best)
         lines.append("")
     return "\n".join(lines)
 

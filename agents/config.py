@@ -54,6 +54,12 @@ class TrainAgentConfig(EnvFlags):
     """Train the RL-ASC bit-allocation agent (stage II) and evaluate it against baselines
     (random, every fixed level, greedy look-ahead) on held-out test images."""
 
+    env_id: Literal["rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v2", "rlasc/SemanticCoding-v3",
+                    "rlasc/SemanticCoding-v4"] = "rlasc/SemanticCoding-v4"
+    """Benchmark id: its pinned task networks H score the policy and its hyperparameters are read. -v4 (the
+    default): -v1's codec, task networks and rewards with the level preview in the observation; -v1: the same
+    without the preview (the id of the three-task agent table); -v2: the stronger rlasc_env/weights/v2; -v3: the
+    GPU-trained rlasc_env/weights/v3. The codec is --codec."""
     algo: Literal["reinforce", "ppo", "a2c", "dqn", "maskable_ppo"] = "reinforce"
     """Learning algorithm: the paper's REINFORCE (eq. 15-22) or a stable-baselines3 one."""
     task: tuple[str, ...] = ("segmentation",)

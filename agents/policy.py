@@ -154,6 +154,21 @@ class PaperPolicy(nn.Module):
             self.preview_head = nn.Linear(self.shapes["concept"][0] + 1, 2, bias=False)
             nn.init.zeros_(self.preview_head.weight)
 
+    @torch.no_grad()
+    def start_at_preview_rule(self, weight: float, scale: float) -> None:
+        """Set the preview head to ``scale`` x the preview rule's score, -rate_q + ``weight`` * perceptual_q (the
+        class-independent column: w_rate = -scale, w_perc = scale * weight), so that before any update the policy
+        samples levels near the rule's and its argmax follows the rule wherever the trunk's initial logits are
+        small beside the score's gaps (:class:`agents.baselines.PreviewRule`)."""
+        if self.preview_head is None:
+            raise ValueError("start_at_preview_rule needs a policy built with preview_head=True")
+        if not (scale > 0 and np.isfinite(scale) and np.isfinite(weight)):
+            raise ValueError(f"the rule's scale must be positive and finite and its weight finite, got scale "
+                             f"{scale}, weight {weight}")
+        self.preview_head.weight.zero_()
+        self.preview_head.weight[0, -1] = -float(scale)
+        self.preview_head.weight[1, -1] = float(scale) * float(weight)
+
     @property
     def device(self) -> torch.device:
         return self.head.weight.device

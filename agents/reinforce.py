@@ -25,7 +25,10 @@ is taken by Adam on the loss -J. Options, all off in the paper preset:
   the paper's network, trained at its own Adam step ``skip_learning_rate`` (one preference per
   class and level that the shared trunk cannot override before the classes separate);
 - ``preview_head``: a per-level term on the level preview of ``SemanticCoding-v4`` (rate and perceptual entries of
-  each level, weighted per class), trained with the skip path.
+  each level, weighted per class), trained with the skip path; ``preview_head_init`` > 0 starts it at that
+  multiple of the preview rule's score (:meth:`PaperPolicy.start_at_preview_rule`, the rule's weight fitted on
+  training images by the caller), so the gradient refines a known-good allocation instead of finding the
+  rate/perceptual trade-off from zero.
 """
 from __future__ import annotations
 
@@ -70,6 +73,7 @@ class ReinforceConfig:
     concept_skip: bool = False  # linear [concept, stats] -> logits path beside the trunk (PaperPolicy)
     skip_learning_rate: float = 0.05  # Adam step of that path (the -v1 tiny preset's value)
     preview_head: bool = False  # per-level term on the level preview's entries (PaperPolicy; SemanticCoding-v4)
+    preview_head_init: float = 0.0  # > 0: the head starts at this multiple of the fitted preview rule's score
     log_interval: int = 10  # updates between tensorboard points
     checkpoint_interval: int = 200  # updates between resumable checkpoints (0 = only at the end)
 
@@ -88,6 +92,9 @@ class ReinforceConfig:
                              "rollouts_per_image >= 2")
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.preview_head_init < 0 or (self.preview_head_init > 0 and not self.preview_head):
+            raise ValueError(f"preview_head_init ({self.preview_head_init}) must be >= 0, and > 0 only with "
+                             "preview_head=True")
         if self.learning_rate <= 0 or self.skip_learning_rate <= 0:
             raise ValueError("learning_rate and skip_learning_rate must be positive")
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
@@ -172,14 +179,22 @@ class ReinforceTrainer:
 
     def __init__(self, engine: Engine, config: ReinforceConfig, seed: int = 0,
                  device: str | torch.device = "cpu", tb_dir: str | Path | None = None,
-                 policy: PaperPolicy | None = None) -> None:
+                 policy: PaperPolicy | None = None, rule_weight: float | None = None) -> None:
+        """``rule_weight``: the preview rule's fitted weight, needed when ``config.preview_head_init`` > 0 and
+        the policy is built here (:func:`agents.baselines.fit_preview_rule` on training images)."""
         self.engine, self.config, self.seed = engine, config, int(seed)
         self.device = torch.device(device)
         torch.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
-        self.policy = policy if policy is not None else PaperPolicy(
-            engine.observation_space, engine.num_levels, config.conv_channels, config.hidden, config.dropout,
-            config.concept_skip, config.preview_head)
+        if policy is None:
+            policy = PaperPolicy(engine.observation_space, engine.num_levels, config.conv_channels, config.hidden,
+                                 config.dropout, config.concept_skip, config.preview_head)
+            if config.preview_head_init > 0:
+                if rule_weight is None:
+                    raise ValueError("preview_head_init > 0 starts the head at the preview rule: pass its fitted "
+                                     "weight (rule_weight, agents.baselines.fit_preview_rule on training images)")
+                policy.start_at_preview_rule(rule_weight, config.preview_head_init)
+        self.policy = policy
         self.policy.to(self.device)
         self.optimizer = torch.optim.Adam(policy_param_groups(self.policy, config), lr=config.learning_rate,
                                           betas=config.adam_betas)

@@ -136,8 +136,9 @@ def describe_engine(engine: Engine) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- training
 def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed: int, device: str, run_dir: Path,
-                 log: Log) -> tuple[ActFn, dict[str, Any]]:
-    """Train ``cfg.algo`` (or load it with --eval-only); returns its evaluation policy and facts."""
+                 log: Log, rule: PreviewRule | None = None) -> tuple[ActFn, dict[str, Any]]:
+    """Train ``cfg.algo`` (or load it with --eval-only); returns its evaluation policy and facts. ``rule``: the
+    fitted preview rule (-v4), where REINFORCE's ``preview_head_init`` starts the policy."""
     if cfg.algo == "reinforce":
         from .checkpoint import load_policy
         from .policy import check_policy_fits
@@ -154,7 +155,14 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                                                                        else budget.get("n_episodes"))
             steps = cfg.steps if cfg.steps is not None else (None if episodes is not None else budget.get("n_timesteps"))
             rcfg = ReinforceConfig(**hp)
-            trainer = ReinforceTrainer(engine, rcfg, seed=seed, device=device, tb_dir=run_dir / "tb" / "REINFORCE_1")
+            if rcfg.preview_head_init > 0 and rule is None:
+                raise ValueError("preview_head_init > 0 starts the policy at the preview rule fitted on training "
+                                 "images: use an id with the level preview (rlasc/SemanticCoding-v4) and "
+                                 "--preview-rule-images > 0")
+            trainer = ReinforceTrainer(engine, rcfg, seed=seed, device=device, tb_dir=run_dir / "tb" / "REINFORCE_1",
+                                       rule_weight=None if rule is None else rule.weight)
+            if rcfg.preview_head_init > 0:
+                log(f"policy starts at {rcfg.preview_head_init} x the preview rule's score (weight {rule.weight})")
             state_path = run_dir / "checkpoint.pt"
             if cfg.resume:
                 if not state_path.is_file():
@@ -204,8 +212,10 @@ def design_json(cfg: TrainAgentConfig, task: str, seed: int, device: str, facts:
 
 
 def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device: str, run_dir: Path,
-            cache: dict[str, dict[str, Any]], log: Log) -> dict[str, Any]:
-    """Train/load, evaluate, write ``run_dir`` (config.yaml, results.json, results.md); returns the JSON object."""
+            cache: dict[str, dict[str, Any]], log: Log, rule: PreviewRule | None = None) -> dict[str, Any]:
+    """Train/load, evaluate, write ``run_dir`` (config.yaml, results.json, results.md); returns the JSON object.
+    ``rule``: the preview rule fitted on training images (-v4; fitted here when None and the id has the
+    preview), evaluated as ``preview_rule`` and, with ``preview_head_init``, where REINFORCE starts."""
     t_start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     hp = hyperparameters(cfg)
@@ -218,15 +228,17 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
              if cfg.class_table is not None else None)  # checked before training, not after
     torch.manual_seed(seed)
     np.random.seed(seed)
-    act, facts = train_policy(cfg, engine, dict(hp), seed, device, run_dir, log)
+    if rule is None and engine.spec.preview and cfg.preview_rule_images > 0:
+        rule = fitted_preview_rule(engine, cfg.preview_rule_images, log)
+    act, facts = train_policy(cfg, engine, dict(hp), seed, device, run_dir, log, rule)
 
     t_eval = time.perf_counter()
     log(f"evaluating on the first {cfg.eval_images} test images")
     policies = {"policy": act, **baseline_policies(engine.num_levels, seed)}
     if table is not None:
         policies["class_table"] = table
-    if engine.spec.preview and cfg.preview_rule_images > 0 and "preview_rule" not in cache:
-        policies["preview_rule"] = fitted_preview_rule(engine, cfg.preview_rule_images, log)
+    if rule is not None and "preview_rule" not in cache:
+        policies["preview_rule"] = rule
     if cache:  # fixed levels, greedy and oracle are deterministic: evaluated once per task, shared by the seeds
         ev = evaluate(engine, {k: policies[k] for k in ("policy", "random")}, cfg.eval_images,
                       batch_size=cfg.eval_batch, greedy=False, log=log, keep_returns=True)
@@ -243,6 +255,8 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
         "total_seconds": time.perf_counter() - t_start, "policy_path": facts.get("policy_path"),
         "run_dir": str(run_dir), "hyperparameters": hp, "environment": describe_engine(engine),
     }
+    if rule is not None:
+        extra["preview_rule_weight"] = rule.weight  # fitted on training images; REINFORCE's start with preview_head_init
     if skipped:
         extra["skipped"] = skipped  # baselines not run, with the reason (e.g. an intractable oracle)
     if "greedy" in ev:
@@ -296,11 +310,13 @@ def run(cfg: TrainAgentConfig, log: Log = print, engine_factory: EngineFactory =
     for task in tasks:
         engine = engine_factory(cfg, task, device)
         cache: dict[str, dict[str, Any]] = {}
+        rule = (fitted_preview_rule(engine, cfg.preview_rule_images, log)  # deterministic: once for all seeds
+                if engine.spec.preview and cfg.preview_rule_images > 0 else None)
         task_results = []
         for seed in seeds:
             run_dir = default_run_dir(cfg, task, seed, several)
             log(f"== {cfg.algo} | task {task} | seed {seed} | device {device} | run folder {run_dir}")
-            res = run_one(cfg, engine, task, seed, device, run_dir, cache, log)
+            res = run_one(cfg, engine, task, seed, device, run_dir, cache, log, rule)
             task_results.append(res)
             print((run_dir / "results.md").read_text())
         results += task_results

@@ -245,7 +245,8 @@ def _agent_runs(cfg: BenchmarkConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in dict.fromkeys([cfg.codec or cfg.preset, *([cfg.compare_codec] if cfg.compare_codec else [])]):
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            acfg = TrainAgentConfig(algo="reinforce", codec=name, episodes=cfg.agent_episodes, preset=cfg.preset,
+            acfg = TrainAgentConfig(algo="reinforce", env_id="rlasc/SemanticCoding-v1",  # -v0 has no preview
+                                    codec=name, episodes=cfg.agent_episodes, preset=cfg.preset,
                                     threads=cfg.threads if cfg.threads > 0 else None, run_dir=Path(tmp),
                                     progress=False, device=cfg.device)
             t0 = time.perf_counter()

@@ -430,8 +430,8 @@ def test_hyperparameter_files_and_overrides() -> None:
 
 def test_json_has_design_keys(engine5, tmp_path) -> None:
     engine = engine5
-    cfg = TrainAgentConfig(algo="reinforce", episodes=4, eval_images=3, run_dir=tmp_path / "run",
-                           json=tmp_path / "out.json", progress=False, device="cpu", oracle_cap=100,
+    cfg = TrainAgentConfig(algo="reinforce", env_id="rlasc/SemanticCoding-v1", episodes=4, eval_images=3,
+                           run_dir=tmp_path / "run", json=tmp_path / "out.json", progress=False, device="cpu", oracle_cap=100,
                            random_search=(2,), hp=("episodes_per_update=2", "rollouts_per_image=2", "conv_channels=[4, 8]", "hidden=[16, 16]"))
     run(cfg, log=lambda s: None, engine_factory=lambda c, task, device: engine)
     data = json.loads((tmp_path / "out.json").read_text())
@@ -454,7 +454,8 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
                                                                              "eta", "reference")},
               "weights": engine.weight_hashes(), "class_table": ClassTable({}, {0: 2}, 1).to_json()}
     (tmp_path / "gate.json").write_text(json.dumps(report))
-    again = TrainAgentConfig(algo="reinforce", eval_only=run_dir / "policy.pt", eval_images=3, progress=False,
+    again = TrainAgentConfig(algo="reinforce", env_id="rlasc/SemanticCoding-v1", eval_only=run_dir / "policy.pt",
+                             eval_images=3, progress=False,
                              device="cpu", greedy=False, oracle_cap=0, json=tmp_path / "again.json",
                              run_dir=tmp_path / "eval", class_table=tmp_path / "gate.json")
     run(again, log=lambda s: None, engine_factory=lambda c, task, device: engine)
@@ -503,7 +504,8 @@ def test_env_id_flag_picks_the_ids_task_networks(tmp_path) -> None:
     from agents.runner import pinned_task_kwargs
     from rlasc_env.versions import StaleWeightsError
 
-    v1 = TrainAgentConfig()
+    assert TrainAgentConfig().env_id == "rlasc/SemanticCoding-v4"  # the default command's id
+    v1 = TrainAgentConfig(env_id="rlasc/SemanticCoding-v1")
     v2 = TrainAgentConfig(env_id="rlasc/SemanticCoding-v2")
     assert pinned_task_kwargs(v1, "segmentation") is None
     weights = pinned_task_kwargs(v2, "detection")["weights"]

@@ -75,9 +75,12 @@ def test_table_has_statistics_rows_with_and_without_per_image_returns():
             run["eval"][name]["returns"] = [0.8, 0.8, 0.8]
         run["eval"]["class_table"] = {**run["eval"]["fixed_1"], "return_mean": 0.85, "returns": [0.9, 0.9, 0.75]}
         run["eval"]["random_search_8"] = {**run["eval"]["fixed_1"], "return_mean": 0.82, "returns": [0.7, 0.9, 0.86]}
+        run["eval"]["preview_rule"] = {**run["eval"]["fixed_1"], "return_mean": 0.87, "returns": [0.9, 0.9, 0.81]}
     text = benchmark_table(summaries)
     seg = text.split("### detection")[0]
     assert seg.index("| ppo |") < seg.index("| class_table |") < seg.index("| greedy |")  # a baseline, not an agent
+    assert seg.index("| class_table |") < seg.index("| preview_rule |") < seg.index("| greedy |")
+    assert "preview_rule 0." not in seg and "| preview_rule | 0.8700 [0.8700, 0.8700] | 1.000 [" in seg
     assert seg.index("| greedy |") < seg.index("| random_search_8 |") < seg.index("| random |")
     assert "class_table 0." not in seg and "random_search_8 0." not in seg  # no gap-closure entry for baselines ...
     assert "| random_search_8 | 0.8200 [0.8200, 0.8200] | 0.667 [" in seg

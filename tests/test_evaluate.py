@@ -417,6 +417,35 @@ def test_policy_file_loads_with_its_env_settings(tmp_path, test_codec):
         load_policy(path, test_codec.num_levels + 1)
 
 
+def test_policy_trained_on_v4_is_played_with_the_level_preview(tmp_path, test_codec, eval_images, small_tasks):
+    """evaluate.py's RL-ASC path gives a -v4 policy (stats with the level preview) the preview: a policy started at
+    the preview rule plays the rule's levels; a stats width of neither id is refused."""
+    from agents.baselines import PreviewRule
+    from agents.checkpoint import save_policy
+    from agents.episodes import run_episodes
+    from agents.evaluate_codecs.rlasc import load_policy, policy_plan
+    from agents.policy import PaperPolicy
+    from rlasc_env.env import EpisodeCore, build_parts, observation_space
+
+    q = test_codec.num_levels
+    net = PaperPolicy(observation_space(test_codec, H, W, True), q, conv_channels=(4, 4), hidden=(8, 8),
+                      preview_head=True)
+    net.start_at_preview_rule(1.1, 1e4)
+    path = save_policy(tmp_path / "policy.pt", net, {"algo": "reinforce", "task": "segmentation"})
+    loaded = load_policy(path, q)
+    assert loaded.preview
+    task = small_tasks["segmentation"]
+    plan = policy_plan(loaded, test_codec, "test", task, eval_images)
+    core = EpisodeCore(build_parts(task=task, codec=test_codec, images=eval_images, preview=True), 6, 1.0, 10.0)
+    rule = run_episodes(core, eval_images, list(range(len(eval_images))), PreviewRule(1.1, q), task.metric_name)
+    assert plan.levels == [{int(c): int(lv) for c, lv in zip(r.concepts, r.levels)} for r in rule]
+
+    odd = PaperPolicy({"features": (4, 8, 16), "mask": (1, 8, 16), "concept": (test_codec.num_classes,),
+                       "stats": (11,)}, q, conv_channels=(4, 4), hidden=(8, 8))
+    with pytest.raises(ValueError, match="another environment"):
+        load_policy(save_policy(tmp_path / "odd.pt", odd, {"algo": "reinforce"}), q)
+
+
 def test_quick_end_to_end_writes_design_json_report_and_plots(tmp_path, test_codec, eval_images, small_tasks):
     from agents.evaluate_codecs.runner import EvalConfig, Inputs, run
 

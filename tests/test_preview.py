@@ -197,3 +197,100 @@ def test_batched_env_carries_the_preview(test_codec, test_dataset):
     for i, index in enumerate((5, 6)):
         one, _ = single.reset(options={"index": index})
         np.testing.assert_allclose(obs["stats"][i], one["stats"], atol=1e-6)
+
+
+def test_policy_started_at_the_preview_rule_acts_like_it(test_codec, test_dataset):
+    """PaperPolicy.start_at_preview_rule: with a scale that dwarfs the trunk's initial logits, the argmax policy
+    picks the rule's level on every step of real episodes; ReinforceTrainer starts there only with the rule's weight."""
+    from agents.baselines import PreviewRule
+    from agents.episodes import Engine, EnvSpec, run_copies
+    from agents.policy import PaperPolicy
+    from agents.reinforce import ReinforceConfig, ReinforceTrainer
+
+    engine = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02, preview=True,
+                            images={"train": test_dataset, "test": test_dataset}))
+    q = test_codec.num_levels
+    policy = PaperPolicy(engine.observation_space, q, (4, 8), (16, 16), preview_head=True)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        policy.start_at_preview_rule(1.1, 0.0)
+    policy.start_at_preview_rule(1.1, 1e4)
+    rule = PreviewRule(1.1, q)
+    core = engine.core("test", 2)
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def act(obs, slots):
+        chosen = policy.act(obs)
+        seen.append((chosen, rule(obs, slots)))
+        return chosen
+
+    policy_runs, rule_runs = run_copies(core, engine.parts("test").images, [0, 1, 2], [act, rule], "psnr")
+    assert seen and all(np.array_equal(a, b) for a, b in seen)
+    assert [r.levels for r in policy_runs] == [r.levels for r in rule_runs]
+    assert len({lv for r in rule_runs for lv in r.levels}) > 1  # the rule does not pick one level everywhere
+
+    plain = PaperPolicy(engine.observation_space, q, (4, 8), (16, 16))
+    with pytest.raises(ValueError, match="preview_head=True"):
+        plain.start_at_preview_rule(1.1, 10.0)
+    with pytest.raises(ValueError, match="only with preview_head=True"):
+        ReinforceConfig(preview_head_init=10.0)
+    cfg = ReinforceConfig(preview_head=True, preview_head_init=10.0, episodes_per_update=2, rollouts_per_image=2,
+                          conv_channels=(4, 8), hidden=(16, 16))
+    with pytest.raises(ValueError, match="rule_weight"):
+        ReinforceTrainer(engine, cfg)
+    trainer = ReinforceTrainer(engine, cfg, rule_weight=1.1)
+    w = trainer.policy.preview_head.weight
+    assert w[0, -1].item() == -10.0 and w[1, -1].item() == pytest.approx(11.0) and w[:, :-1].abs().sum() == 0
+
+
+def test_train_agent_starts_reinforce_at_the_fitted_rule(test_codec, test_dataset, tmp_path):
+    """train_agent's runner fits the preview rule once, starts REINFORCE's head there (preview_head_init) and
+    evaluates the same rule; without the preview the option is refused with a message."""
+    import json
+
+    from agents.baselines import PREVIEW_RULE_WEIGHTS
+    from agents.config import TrainAgentConfig
+    from agents.episodes import Engine, EnvSpec
+    from agents.runner import run
+
+    hp = ("episodes_per_update=4", "rollouts_per_image=2", "conv_channels=[4, 8]", "hidden=[16, 16]",
+          "preview_head=true", "preview_head_init=10.0")
+    engine = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02, preview=True,
+                            images={"train": test_dataset, "test": test_dataset}))
+    lines: list[str] = []
+    cfg = TrainAgentConfig(algo="reinforce", episodes=4, eval_images=3, run_dir=tmp_path / "run",
+                           json=tmp_path / "out.json", progress=False, device="cpu", oracle_cap=0, greedy=False,
+                           preview_rule_images=4, hp=hp)
+    run(cfg, log=lines.append, engine_factory=lambda c, task, device: engine)
+    assert sum("preview rule: weight" in s for s in lines) == 1
+    assert any("policy starts at 10.0 x the preview rule" in s for s in lines)
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert "preview_rule" in data["eval"] and data["preview_rule_weight"] in PREVIEW_RULE_WEIGHTS
+
+    no_rule = TrainAgentConfig(algo="reinforce", episodes=4, eval_images=3, run_dir=tmp_path / "run2",
+                               progress=False, device="cpu", oracle_cap=0, greedy=False, preview_rule_images=0, hp=hp)
+    with pytest.raises(ValueError, match="--preview-rule-images > 0"):
+        run(no_rule, log=lambda s: None, engine_factory=lambda c, task, device: engine)
+
+
+def test_sb3_trains_on_the_preview_and_evaluate_reads_it(test_codec, test_dataset, tmp_path):
+    """PPO through the batched env with the level preview: its observation space has -v4's stats, it trains, it acts
+    in the evaluation, and evaluate.py's loader sees a -v4 policy."""
+    from agents.evaluate_codecs.rlasc import load_policy
+    from agents.episodes import Engine, EnvSpec
+    from agents.evaluation import evaluate
+    from agents.hyperparams import load_hyperparams
+    from agents.sb3 import sb3_act, train_sb3
+
+    engine = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02, preview=True,
+                            images={"train": test_dataset, "test": test_dataset}))
+    hp = load_hyperparams("ppo", "tiny", rlasc_env.ENV_ID_V4)
+    hp.update(n_envs=2, n_steps=16, batch_size=32, n_epochs=1,
+              policy_kwargs={"conv_channels": [4, 8], "hidden": [16, 16], "dropout": 0.0, "net_arch": []})
+    model, facts = train_sb3(engine, "ppo", hp, seed=0, device="cpu", run_dir=tmp_path, steps=32, episodes=None,
+                             progress=False)
+    assert model.observation_space["stats"].shape == (stats_size(test_codec, True),)
+    assert facts["train_steps"] >= 32
+    ev = evaluate(engine, {"policy": sb3_act(model)}, 2, greedy=False)
+    assert np.isfinite(ev["policy"]["return_mean"])
+    (tmp_path / "config.json").write_text('{"algo": "ppo", "task": "pixel-test"}')
+    assert load_policy(tmp_path / "model.zip", test_codec.num_levels).preview

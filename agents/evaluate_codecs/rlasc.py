@@ -50,6 +50,7 @@ class LoadedPolicy:
     eta: float = 10.0
     task: str = "segmentation"
     meta: dict[str, Any] = field(default_factory=dict)
+    preview: bool = False  # trained on SemanticCoding-v4: its observation carries the level preview
 
 
 @torch.no_grad()
@@ -103,7 +104,7 @@ def policy_plan(policy: LoadedPolicy, codec: SemanticCodec, codec_name: str, tas
     from agents.episodes import run_episodes
     from rlasc_env.env import EpisodeCore, build_parts
 
-    parts = build_parts(task=task, codec=codec, images=images, device=codec.device)
+    parts = build_parts(task=task, codec=codec, images=images, device=codec.device, preview=policy.preview)
     core = EpisodeCore(parts, max(1, min(batch_size, len(images))), policy.lam, policy.eta)
     records = run_episodes(core, images, list(range(len(images))), policy.act, task.metric_name)
     levels = [{int(c): int(q) for c, q in zip(r.concepts, r.levels)} for r in records]
@@ -121,7 +122,7 @@ def load_policy(path: str | os.PathLike, num_levels: int, device: torch.device |
     if not path.is_file():
         raise FileNotFoundError(f"policy file {path} does not exist")
     if path.suffix == ".zip":
-        return _load_sb3(path, device)
+        return _load_sb3(path, device, num_levels)
     from agents.checkpoint import load_policy as load_checkpoint
 
     net, meta = load_checkpoint(path, device)
@@ -130,7 +131,22 @@ def load_policy(path: str | os.PathLike, num_levels: int, device: torch.device |
 
     def act(obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
         return net.act(obs, deterministic=True)
-    return _with_env_settings(act, path, meta)
+    return _with_env_settings(act, path, meta, _reads_preview(net.shapes["stats"][0], num_levels))
+
+
+def _reads_preview(stats_width: int, num_levels: int) -> bool:
+    """Whether a policy's stats input has the level preview (SemanticCoding-v4) or -v1's entries only; any other
+    width was made for another environment."""
+    from rlasc_env.env import NUM_STATS
+    from rlasc_env.preview import preview_size
+
+    if stats_width == NUM_STATS:
+        return False
+    if stats_width == NUM_STATS + preview_size(num_levels):
+        return True
+    raise ValueError(f"the policy reads {stats_width} stats entries; SemanticCoding-v1 has {NUM_STATS} and -v4 "
+                     f"{NUM_STATS + preview_size(num_levels)} for {num_levels} levels: it was trained for another "
+                     "environment or codec")
 
 
 def _run_folder_meta(path: Path) -> dict[str, Any]:
@@ -160,14 +176,14 @@ def _find(sources: Sequence[Mapping[str, Any]], key: str) -> Any:
     return None
 
 
-def _with_env_settings(act: ActFn, path: Path, meta: Mapping[str, Any]) -> LoadedPolicy:
+def _with_env_settings(act: ActFn, path: Path, meta: Mapping[str, Any], preview: bool) -> LoadedPolicy:
     sources = [meta, _run_folder_meta(path)]
     lam, eta, task = _find(sources, "lam"), _find(sources, "eta"), _find(sources, "task")
     return LoadedPolicy(act, str(path), 1.0 if lam is None else float(lam), 10.0 if eta is None else float(eta),
-                        "segmentation" if task is None else str(task), dict(meta))
+                        "segmentation" if task is None else str(task), dict(meta), preview)
 
 
-def _load_sb3(path: Path, device: Any) -> LoadedPolicy:
+def _load_sb3(path: Path, device: Any, num_levels: int) -> LoadedPolicy:
     from agents.sb3 import load_sb3, sb3_act
 
     meta = _run_folder_meta(path)
@@ -176,7 +192,8 @@ def _load_sb3(path: Path, device: Any) -> LoadedPolicy:
         raise ValueError(f"{path}: no config.json / results.json with 'algo' beside the SB3 model (train_agent.py "
                          "writes them in its run folder); cannot tell which algorithm to load")
     model = load_sb3(algo, path, str(device))
-    return _with_env_settings(sb3_act(model, deterministic=True), path, meta)
+    return _with_env_settings(sb3_act(model, deterministic=True), path, meta,
+                              _reads_preview(int(model.observation_space["stats"].shape[0]), num_levels))
 
 
 def plans_for_codec(codec: SemanticCodec, codec_name: str, count: int) -> list[LevelPlan]:
