@@ -73,8 +73,10 @@ def check_policy_fits(policy: Any, engine: Any, path: Any) -> None:
     than ``engine``'s env (another codec or preset)."""
     want = obs_shapes(engine.observation_space)
     if dict(policy.shapes) != dict(want) or policy.num_levels != engine.num_levels:
+        hint = ("another --env-id? -v4's stats carry the level preview, -v1's do not"
+                if policy.shapes["stats"] != want["stats"] else "another codec or preset?")
         raise ValueError(f"{path} was trained for observations {dict(policy.shapes)} and Q = {policy.num_levels}, "
-                         f"but this env has {dict(want)} and Q = {engine.num_levels} (another codec or preset?)")
+                         f"but this env has {dict(want)} and Q = {engine.num_levels} ({hint})")
 
 
 class PaperTrunk(nn.Module):

@@ -294,3 +294,17 @@ def test_sb3_trains_on_the_preview_and_evaluate_reads_it(test_codec, test_datase
     assert np.isfinite(ev["policy"]["return_mean"])
     (tmp_path / "config.json").write_text('{"algo": "ppo", "task": "pixel-test"}')
     assert load_policy(tmp_path / "model.zip", test_codec.num_levels).preview
+
+
+def test_a_v1_policy_on_the_preview_env_is_refused_naming_the_env_id(test_codec, test_dataset):
+    """--eval-only of a policy trained without the preview on an env with it (or the reverse) names --env-id."""
+    from agents.episodes import Engine, EnvSpec
+    from agents.policy import PaperPolicy, check_policy_fits
+
+    images = {"train": test_dataset, "test": test_dataset}
+    with_preview = Engine(EnvSpec(task="pixel-test", codec=test_codec, preview=True, images=images))
+    without = Engine(EnvSpec(task="pixel-test", codec=test_codec, images=images))
+    v1_policy = PaperPolicy(without.observation_space, test_codec.num_levels, (4, 8), (16, 16))
+    check_policy_fits(v1_policy, without, "v1.pt")
+    with pytest.raises(ValueError, match="another --env-id"):
+        check_policy_fits(v1_policy, with_preview, "v1.pt")
