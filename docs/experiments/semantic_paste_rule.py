@@ -32,6 +32,8 @@ class SemanticConfig:
     """wp,ws pairs."""
     reference: Literal["ground_truth", "original"] = "original"
     task: str = "segmentation"
+    split: Literal["train", "test"] = "test"
+    """train: choose the weights on training images (the gap closure line is then for the test flags only)."""
     images: int = 48
     best_fixed: float = 1.9757
     greedy: float = 2.5575
@@ -43,7 +45,7 @@ def main(cfg: SemanticConfig) -> dict[str, float]:
     agent_cfg = TrainAgentConfig(env_id="rlasc/SemanticCoding-v4", eval_images=cfg.images)
     engine = make_engine(agent_cfg, cfg.task, "cpu")
     pairs = [tuple(float(v) for v in w.split(",")) for w in cfg.weights]
-    core = engine.core("test", 8 * len(pairs))
+    core = engine.core(cfg.split, 8 * len(pairs))
     own = (make_task(cfg.task, reference="original", device="cpu", **(pinned_task_kwargs(agent_cfg, cfg.task) or {}))
            if cfg.reference == "original" else None)
     memo: dict[tuple, np.ndarray] = {}
@@ -77,14 +79,15 @@ def main(cfg: SemanticConfig) -> dict[str, float]:
         return act
 
     started = time.time()
-    records = run_copies(core, engine.parts("test").images, list(range(cfg.images)), [rule(*p) for p in pairs],
+    records = run_copies(core, engine.parts(cfg.split).images, list(range(cfg.images)), [rule(*p) for p in pairs],
                          engine.metric_name)
     out = {}
     for (wp, ws), recs in zip(pairs, records):
         ret = float(np.mean([r.episode_return for r in recs]))
         out[f"{wp},{ws}"] = ret
-        print(f"{cfg.reference} wp {wp} ws {ws}: return {ret:.4f}, gap closure "
-              f"{(ret - cfg.best_fixed) / (cfg.greedy - cfg.best_fixed):.3f}")
+        gap = (f", gap closure {(ret - cfg.best_fixed) / (cfg.greedy - cfg.best_fixed):.3f}"
+               if cfg.split == "test" else "")
+        print(f"{cfg.split} {cfg.reference} wp {wp} ws {ws}: return {ret:.4f}{gap}")
     print(f"{time.time() - started:.0f} s")
     return out
 
