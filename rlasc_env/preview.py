@@ -24,7 +24,7 @@ from codec_models.perceptual import perceptual_loss
 from .reward import rate_term
 
 __all__ = ["level_preview", "observation_key", "preview_entries", "preview_stats", "preview_size", "current_x_hat",
-           "STAKE_FLOOR"]
+           "pasted_levels", "STAKE_FLOOR"]
 
 STAKE_FLOOR = 1e-4
 """Stakes below this (a concept of a few pixels) count as this in the log-scale entry."""
@@ -107,11 +107,20 @@ def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             if not core.y_ready[s, m, lv]:
                 core.y_levels[s, lv] = torch.where(region[i], y[i, lv], core.y_levels[s, lv])
                 core.y_ready[s, m, lv] = True
-    x_hat = current_x_hat(core, slots)
-    pasted = torch.where(region.unsqueeze(1), y, x_hat.unsqueeze(1)).flatten(0, 1)
+    pasted = pasted_levels(core, slots, y)
     feats = [f[s_t] for f in core.phi_feats]
     lp = perceptual_loss(core.phi, None, pasted, feats).view(k, q).double().cpu().numpy()
     return bpp, lp[:, :1] - lp
+
+
+def pasted_levels(core, slots: np.ndarray, y: torch.Tensor) -> torch.Tensor:
+    """(k * Q, 3, H, W): the current reconstruction of each slot with the next concept's region replaced by its
+    picture at every level, ``y`` (k, Q, 3, H, W) (the local generator's y(m, q); outside the region it is unused)."""
+    slots = np.asarray(slots, np.int64)
+    slot_t = torch.as_tensor(slots, device=core.device)
+    cls_t = torch.as_tensor(core.order[slots, core.t[slots]], device=core.device)
+    region = (core.store.labels[slot_t] == cls_t.view(-1, 1, 1)).unsqueeze(1)  # (k,1,H,W)
+    return torch.where(region.unsqueeze(1), y, current_x_hat(core, slots).unsqueeze(1)).flatten(0, 1)
 
 
 def preview_stats(rate: np.ndarray, perceptual: np.ndarray) -> np.ndarray:

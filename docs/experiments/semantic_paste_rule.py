@@ -23,7 +23,7 @@ from agents.config import TrainAgentConfig
 from agents.episodes import run_copies
 from agents.runner import make_engine, pinned_task_kwargs
 from rlasc_env import make_task
-from rlasc_env.preview import current_x_hat, level_preview, observation_key
+from rlasc_env.preview import level_preview, observation_key, pasted_levels
 
 
 @dataclass
@@ -57,10 +57,7 @@ def main(cfg: SemanticConfig) -> dict[str, float]:
         if todo:
             ss, q = slots[todo], core.Q
             slot_t = torch.as_tensor(ss)
-            cls_t = torch.as_tensor(core.order[ss, core.t[ss]])
-            region = (core.store.labels[slot_t] == cls_t.view(-1, 1, 1)).unsqueeze(1)
-            pasted = torch.where(region.unsqueeze(1), core.y_levels[slot_t],
-                                 current_x_hat(core, ss).unsqueeze(1)).flatten(0, 1)
+            pasted = pasted_levels(core, ss, core.y_levels[slot_t])  # y(m, q) filled by level_preview
             if own is None:
                 sem, _ = core.task.loss(pasted, [core.refs[s] for s in ss.tolist() for _ in range(q)])
             else:
