@@ -23,7 +23,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
 __all__ = ["ObsShapes", "PaperTrunk", "PaperPolicy", "PaperFeaturesExtractor", "obs_shapes", "obs_to_tensors",
-           "check_policy_fits"]
+           "check_policy_fits", "check_observations_fit"]
 
 OBS_KEYS = ("features", "mask", "concept", "stats")
 
@@ -71,12 +71,18 @@ def obs_to_tensors(obs: Mapping[str, Any], shapes: ObsShapes, device: torch.devi
 def check_policy_fits(policy: Any, engine: Any, path: Any) -> None:
     """Raise ValueError when ``policy`` (saved at ``path``) was built for other observations or another Q
     than ``engine``'s env (another codec or preset)."""
-    want = obs_shapes(engine.observation_space)
-    if dict(policy.shapes) != dict(want) or policy.num_levels != engine.num_levels:
+    check_observations_fit(policy.shapes, policy.num_levels, engine, path)
+
+
+def check_observations_fit(shapes: Mapping[str, Any], num_levels: int, engine: Any, path: Any) -> None:
+    """Raise ValueError when a saved policy's observation ``shapes`` (``obs_shapes``) or its ``num_levels`` differ
+    from ``engine``'s env; the message names ``--env-id`` when only the stats differ (-v1 against -v4)."""
+    have, want = dict(shapes), dict(obs_shapes(engine.observation_space))
+    if have != want or int(num_levels) != engine.num_levels:
         hint = ("another --env-id? -v4's stats carry the level preview, -v1's do not"
-                if policy.shapes["stats"] != want["stats"] else "another codec or preset?")
-        raise ValueError(f"{path} was trained for observations {dict(policy.shapes)} and Q = {policy.num_levels}, "
-                         f"but this env has {dict(want)} and Q = {engine.num_levels} ({hint})")
+                if have["stats"] != want["stats"] else "another codec or preset?")
+        raise ValueError(f"{path} was trained for observations {have} and Q = {num_levels}, "
+                         f"but this env has {want} and Q = {engine.num_levels} ({hint})")
 
 
 class PaperTrunk(nn.Module):

@@ -182,10 +182,12 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                      "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
         return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
 
+    from .policy import check_observations_fit, obs_shapes
     from .sb3 import load_sb3, sb3_act, train_sb3
 
     if cfg.eval_only is not None:
         model = load_sb3(cfg.algo, cfg.eval_only, device)
+        check_observations_fit(obs_shapes(model.observation_space), int(model.action_space.n), engine, cfg.eval_only)
         state = Path(cfg.eval_only).with_name("sb3_state.json")
         episodes = json.loads(state.read_text())["episodes"] if state.is_file() else None
         facts = {"train_episodes": episodes, "train_steps": int(model.num_timesteps), "policy_path": str(cfg.eval_only)}
@@ -270,6 +272,22 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
     return result
 
 
+def check_saved_policy(cfg: TrainAgentConfig, engine: Engine, device: str) -> None:
+    """Raise ValueError when the --eval-only policy was trained for other observations or another Q than
+    ``engine``'s env (for example a -v1 policy under -v4, the default id)."""
+    from .policy import check_observations_fit, check_policy_fits, obs_shapes
+
+    if cfg.algo == "reinforce":
+        from .checkpoint import load_policy
+
+        check_policy_fits(load_policy(cfg.eval_only, device)[0], engine, cfg.eval_only)
+    else:
+        from .sb3 import load_sb3
+
+        model = load_sb3(cfg.algo, cfg.eval_only, device)
+        check_observations_fit(obs_shapes(model.observation_space), int(model.action_space.n), engine, cfg.eval_only)
+
+
 def fitted_preview_rule(engine: Engine, num_images: int, log: Log) -> PreviewRule:
     """:class:`PreviewRule` with its weight fitted on the first ``num_images`` training images."""
     num_images = min(num_images, engine.num_images("train"))
@@ -310,6 +328,8 @@ def run(cfg: TrainAgentConfig, log: Log = print, engine_factory: EngineFactory =
     for task in tasks:
         engine = engine_factory(cfg, task, device)
         cache: dict[str, dict[str, Any]] = {}
+        if cfg.eval_only is not None:
+            check_saved_policy(cfg, engine, device)  # before the preview rule's fit (about a minute), not after
         rule = (fitted_preview_rule(engine, cfg.preview_rule_images, log)  # deterministic: once for all seeds
                 if engine.spec.preview and cfg.preview_rule_images > 0 else None)
         task_results = []

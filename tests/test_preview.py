@@ -294,12 +294,23 @@ def test_sb3_trains_on_the_preview_and_evaluate_reads_it(test_codec, test_datase
     assert np.isfinite(ev["policy"]["return_mean"])
     (tmp_path / "config.json").write_text('{"algo": "ppo", "task": "pixel-test"}')
     assert load_policy(tmp_path / "model.zip", test_codec.num_levels).preview
+    # the same model under -v1's observation (no preview) is refused, naming --env-id
+    from agents.policy import check_observations_fit, obs_shapes
+
+    without = Engine(EnvSpec(task="pixel-test", codec=test_codec, images={"train": test_dataset, "test": test_dataset}))
+    check_observations_fit(obs_shapes(model.observation_space), int(model.action_space.n), engine, "model.zip")
+    with pytest.raises(ValueError, match="another --env-id"):
+        check_observations_fit(obs_shapes(model.observation_space), int(model.action_space.n), without, "model.zip")
 
 
-def test_a_v1_policy_on_the_preview_env_is_refused_naming_the_env_id(test_codec, test_dataset):
-    """--eval-only of a policy trained without the preview on an env with it (or the reverse) names --env-id."""
+def test_a_v1_policy_on_the_preview_env_is_refused_naming_the_env_id(test_codec, test_dataset, tmp_path):
+    """--eval-only of a policy trained without the preview on an env with it (or the reverse) names --env-id,
+    and train_agent's runner says so before it fits the preview rule."""
+    from agents.checkpoint import save_policy
+    from agents.config import TrainAgentConfig
     from agents.episodes import Engine, EnvSpec
     from agents.policy import PaperPolicy, check_policy_fits
+    from agents.runner import run
 
     images = {"train": test_dataset, "test": test_dataset}
     with_preview = Engine(EnvSpec(task="pixel-test", codec=test_codec, preview=True, images=images))
@@ -308,3 +319,11 @@ def test_a_v1_policy_on_the_preview_env_is_refused_naming_the_env_id(test_codec,
     check_policy_fits(v1_policy, without, "v1.pt")
     with pytest.raises(ValueError, match="another --env-id"):
         check_policy_fits(v1_policy, with_preview, "v1.pt")
+
+    path = save_policy(tmp_path / "v1.pt", v1_policy, {"task": "pixel-test"})
+    lines: list[str] = []
+    cfg = TrainAgentConfig(algo="reinforce", eval_only=path, eval_images=2, run_dir=tmp_path / "eval",
+                           progress=False, device="cpu", oracle_cap=0, greedy=False, preview_rule_images=4)
+    with pytest.raises(ValueError, match="another --env-id"):
+        run(cfg, log=lines.append, engine_factory=lambda c, task, device: with_preview)
+    assert not any("preview rule" in s for s in lines)  # refused before the rule's fit, not after
