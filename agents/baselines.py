@@ -32,7 +32,7 @@ import numpy as np
 from rlasc_env.env import EpisodeCore
 from rlasc_env.preview import preview_entries
 
-from .episodes import EpisodeRecord, copy_slot, record_from, reset_slots
+from .episodes import ActFn, EpisodeRecord, copy_slot, record_from, reset_slots
 
 __all__ = ["RandomPolicy", "FixedPolicy", "PreviewRule", "fit_preview_rule", "greedy_episodes", "oracle_episodes", "OracleSkipped",
            "random_search_episodes"]
@@ -97,7 +97,7 @@ def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], met
 
 # --------------------------------------------------------------------------- greedy
 def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name: str,
-                  observe: bool = False, follow: int | None = None) -> list[EpisodeRecord]:
+                  observe: bool = False, follow: int | ActFn | None = None) -> list[EpisodeRecord]:
     q = core.Q
     groups = np.arange(len(chunk))
     base = groups * q
@@ -114,14 +114,19 @@ def _greedy_clone(core: EpisodeCore, images: Any, chunk: list[int], metric_name:
     if len(live) < len(groups):
         raise RuntimeError("an image has no semantic concept: an episode needs at least one step")
     while len(live):
-        if observe:  # the state every candidate level of this step starts from (its Q slots are copies)
+        if observe or callable(follow):  # the state every candidate level of this step starts from (Q copies)
             obs = core.observation(base[live])
-            for i, g in enumerate(live.tolist()):
+            for i, g in enumerate(live.tolist() if observe else []):
                 observations[g].append({k: v[i] for k, v in obs.items()})
+        if callable(follow):  # the policy's levels, chosen before any candidate is stepped
+            chosen = np.asarray(follow(obs, base[live]), np.int64).reshape(-1)
         slots = (live[:, None] * q + np.arange(q)[None, :]).reshape(-1)
         reward, terminated, info, final = core.step(slots, np.tile(np.arange(q), len(live)))
         table = reward.reshape(len(live), q)
-        best = table.argmax(1) if follow is None else np.full(len(live), follow)  # argmax ties -> the coarsest level
+        if follow is None:
+            best = table.argmax(1)  # argmax ties -> the coarsest level
+        else:
+            best = chosen if callable(follow) else np.full(len(live), follow)
         final_row = np.cumsum(terminated) - 1
         ended = []
         for i, g in enumerate(live.tolist()):
@@ -172,22 +177,24 @@ def _greedy_replay(core: EpisodeCore, images: Any, index: int, metric_name: str)
 
 
 def greedy_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
-                    method: str = "clone", observe: bool = False, follow: int | None = None) -> list[EpisodeRecord]:
+                    method: str = "clone", observe: bool = False,
+                    follow: int | ActFn | None = None) -> list[EpisodeRecord]:
     """Greedy one-step look-ahead episodes on ``indices`` (records in that order).
 
     ``core`` needs at least Q slots; with ``method="clone"`` it runs ``num_slots // Q`` images at
     a time. Each record's ``extra["candidate_rewards"]`` holds the immediate reward of every level
     at every step (the chosen one is the maximum); with ``observe`` (clone only), also
     ``extra["observations"]``: the observation of every step, one dict of unbatched arrays each.
-    ``follow`` (clone only): play that fixed level instead of the best one, still recording every level's
-    immediate reward at every step (the one-step deviations from a uniform allocation).
+    ``follow`` (clone only): play that fixed level, or the levels that policy (an ActFn) picks from each step's
+    observation, instead of the best one, still recording every level's immediate reward at every step (the
+    one-step deviations from that allocation).
     """
     q = core.Q
     if core.num_slots < q:
         raise ValueError(f"greedy needs a core with at least Q = {q} slots, got {core.num_slots}")
     indices = [int(i) for i in indices]
-    if follow is not None and not 0 <= int(follow) < q:
-        raise ValueError(f"follow must be a level in [0, {q}), got {follow}")
+    if follow is not None and not callable(follow) and not 0 <= int(follow) < q:
+        raise ValueError(f"follow must be a level in [0, {q}) or a policy, got {follow}")
     if method == "replay":
         if observe or follow is not None:
             raise ValueError("observe=True and follow need method='clone'")

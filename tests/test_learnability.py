@@ -266,3 +266,23 @@ def test_follow_collects_deviations_along_a_fixed_level(engine5) -> None:
         assert cand[:, 1].sum() == pytest.approx(ref.episode_return, abs=1e-5)
     with pytest.raises(ValueError, match="follow"):
         collect_greedy_steps(engine5, "test", [0], batch=engine5.num_levels, follow=engine5.num_levels)
+
+
+def test_follow_a_policy_records_every_levels_reward_along_its_episodes(engine5) -> None:
+    """``follow`` given a policy: the episodes are that policy's (same levels, same returns as run_episodes), and
+    every step still records every level's immediate reward, the followed level's among them."""
+    from agents.baselines import greedy_episodes
+    from agents.episodes import run_episodes
+
+    def by_class(obs: dict, slots: np.ndarray) -> np.ndarray:  # a deterministic policy that reads the observation
+        return (np.asarray(obs["concept"]).argmax(1) % engine5.num_levels).astype(np.int64)
+
+    images = engine5.parts("test").images
+    core = engine5.core("test", 2 * engine5.num_levels)
+    followed = greedy_episodes(core, images, [0, 1, 2], engine5.metric_name, follow=by_class)
+    played = run_episodes(engine5.core("test", 3), images, [0, 1, 2], by_class, engine5.metric_name)
+    for rec, ref in zip(followed, played):
+        assert rec.levels == ref.levels
+        assert rec.episode_return == pytest.approx(ref.episode_return, abs=1e-5)
+        cand = np.asarray(rec.extra["candidate_rewards"])
+        assert cand[np.arange(len(rec.levels)), rec.levels].sum() == pytest.approx(ref.episode_return, abs=1e-5)
