@@ -141,12 +141,10 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
     fitted preview rule (-v4), where REINFORCE's ``preview_head_init`` starts the policy."""
     if cfg.algo == "reinforce":
         from .checkpoint import load_policy
-        from .policy import check_policy_fits
         from .reinforce import ReinforceConfig, ReinforceTrainer
 
-        if cfg.eval_only is not None:
+        if cfg.eval_only is not None:  # run() checked that it fits the env (check_saved_policy)
             policy, meta = load_policy(cfg.eval_only, device)
-            check_policy_fits(policy, engine, cfg.eval_only)
             facts = {"train_episodes": int(meta.get("train_episodes", 0)), "train_steps": meta.get("train_steps"),
                      "policy_path": str(cfg.eval_only)}
         else:
@@ -182,12 +180,10 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                      "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
         return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
 
-    from .policy import check_observations_fit, obs_shapes
     from .sb3 import load_sb3, sb3_act, train_sb3
 
-    if cfg.eval_only is not None:
+    if cfg.eval_only is not None:  # run() checked that it fits the env (check_saved_policy)
         model = load_sb3(cfg.algo, cfg.eval_only, device)
-        check_observations_fit(obs_shapes(model.observation_space), int(model.action_space.n), engine, cfg.eval_only)
         state = Path(cfg.eval_only).with_name("sb3_state.json")
         episodes = json.loads(state.read_text())["episodes"] if state.is_file() else None
         facts = {"train_episodes": episodes, "train_steps": int(model.num_timesteps), "policy_path": str(cfg.eval_only)}

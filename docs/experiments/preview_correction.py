@@ -106,7 +106,7 @@ def load_steps(cfg: CorrectionConfig) -> GreedySteps:
         if cfg.follow == "rule":
             steps = collect_along_rule(cfg)
         else:
-            from docs.experiments.decoded_context import ContextConfig, collect  # noqa: PLC0415
+            from decoded_context import ContextConfig, collect  # noqa: PLC0415 (beside this script)
 
             ctx = ContextConfig(task=cfg.task, train_images=cfg.train_images, threads=cfg.threads)
             steps = collect(make_engine(ctx, cfg.task, "cpu"), ctx)
