@@ -52,6 +52,17 @@ class CorrectionConfig:
     level's reward is still recorded at every step)."""
     steps_cache: str = "runs/ctx/seg_paste.npz"
     """The .npz of the collected steps; collected (and written here) when missing."""
+    target: Literal["immediate", "final"] = "immediate"
+    """What a level is worth at a step: its immediate reward (what greedy maximises), or, with ``--follow rule``, the
+    episode return when that concept alone takes the level and every other concept keeps the rule's level (the
+    final allocation's coordinate-wise deviations; about 12 s per image on one core)."""
+    final_cache: str = "runs/ctx/seg_rule_final.npz"
+    """Where the final-context returns are kept, one file per shard (``.shardKofN.npz``)."""
+    shard: int = 0
+    shards: int = 1
+    """Collect only images[shard::shards] of the final-context returns and stop (run the shards side by side, then
+    run without ``--collect-only`` to fit and play)."""
+    collect_only: bool = False
     rule_weight: float = 1.1
     """w of the rule the correction is added to (train_agent.py's fit on 16 training images)."""
     eval_images: int = 48
@@ -121,6 +132,41 @@ def load_steps(cfg: CorrectionConfig) -> GreedySteps:
     return steps
 
 
+def final_context_values(cfg: CorrectionConfig, steps: GreedySteps, shard: int) -> dict[int, np.ndarray]:
+    """{image: (K, Q) episode returns} of the rule's allocation with one concept's level changed, for the images of
+    ``shard`` (played from one reset per image on a -v1 core: -v4's rewards are -v1's, without the preview's cost)."""
+    from agents.episodes import copy_slot, reset_slots
+
+    path = Path(cfg.final_cache).with_suffix(f".shard{shard}of{cfg.shards}.npz")
+    if path.is_file():
+        with np.load(path) as data:
+            return {int(k[6:]): data[k] for k in data.files}
+    engine = make_engine(TrainAgentConfig(env_id="rlasc/SemanticCoding-v1", train_images=cfg.train_images),
+                         cfg.task, "cpu")
+    q, core, images = engine.num_levels, engine.core("train", 96), engine.parts("train").images
+    out: dict[int, np.ndarray] = {}
+    started = time.time()
+    for index in np.unique(steps.image)[shard::cfg.shards].tolist():
+        seq = steps.levels[steps.image == index]
+        k = len(seq)
+        changed = np.array([(j, lv) for j in range(k) for lv in range(q)])
+        sequences = np.tile(seq, (len(changed), 1))
+        sequences[np.arange(len(changed)), changed[:, 0]] = changed[:, 1]
+        totals = np.zeros(len(changed))
+        for start in range(0, len(changed), core.num_slots):
+            chunk = sequences[start:start + core.num_slots]
+            rows = np.arange(len(chunk))
+            reset_slots(core, images, rows[:1], [index])
+            copy_slot(core, 0, rows[1:])
+            for t in range(k):
+                totals[start:start + len(chunk)] += core.step(rows, chunk[:, t])[0]
+        out[index] = totals.reshape(k, q)
+        print(f"final context: image {index} ({len(out)} of shard {shard}), {time.time() - started:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{f"image_{i}": v for i, v in out.items()})
+    return out
+
+
 def inputs(stats: np.ndarray, classes: np.ndarray, num_classes: int) -> np.ndarray:
     """The correction network's input: the -v4 stats and the class one-hot."""
     return np.concatenate([stats, np.eye(num_classes)[classes]], 1).astype(np.float32)
@@ -164,15 +210,32 @@ def main(cfg: CorrectionConfig) -> dict:
     stats = np.concatenate([obs["stats"], preview_stats(rate, paste)], 1)  # what -v4 shows at each greedy step
     stake = np.maximum(rate.max(1) + np.abs(paste).max(1), 1e-12)
     x = inputs(stats, steps.classes, num_classes)
-    target = steps.candidates + rate - cfg.rule_weight * paste  # what the rule's score misses, per level
     rule_score = -rate + cfg.rule_weight * paste
+    if cfg.target == "final":
+        if cfg.follow != "rule":
+            raise ValueError("--target final deviates from the rule's allocation: use it with --follow rule")
+        if cfg.collect_only:
+            final_context_values(cfg, steps, cfg.shard)
+            return {}
+        values: dict[int, np.ndarray] = {}
+        for shard in range(cfg.shards):
+            values.update(final_context_values(cfg, steps, shard))
+        worth = np.concatenate([values[i] for i in np.unique(steps.image).tolist()])  # steps are grouped by image
+        if not (np.diff(steps.image) >= 0).all() or len(worth) != n:
+            raise RuntimeError("the collected steps are not grouped by image in ascending order")
+        ruled = np.arange(n), steps.levels
+        # the rule's own level keeps the rule's score; every other level differs by its change of the return
+        steps = GreedySteps(steps.observations, steps.levels, worth - worth[ruled][:, None] + rule_score[ruled][:, None],
+                            steps.classes, steps.image)
+    target = steps.candidates - rule_score  # what the rule's score misses, per level
 
     best = steps.candidates.max(1)
     regret = lambda chosen: best - steps.candidates[np.arange(n), chosen]  # noqa: E731
     fixed = min(range(q), key=lambda lv: regret(np.full(n, lv)).sum())
     reference = regret(np.full(n, fixed))
     folds = np.array_split(np.random.default_rng(0).permutation(np.unique(steps.image)), cfg.folds)
-    report: dict = {"task": cfg.task, "train_images": cfg.train_images, "steps": int(n), "best_fixed": fixed,
+    report: dict = {"task": cfg.task, "target": cfg.target, "train_images": cfg.train_images, "steps": int(n),
+                    "best_fixed": fixed,
                     "rule_weight": cfg.rule_weight, "per_step_shares": {}, "config": vars(cfg)}
 
     def share(name: str, chosen: np.ndarray) -> None:
@@ -204,16 +267,18 @@ def main(cfg: CorrectionConfig) -> dict:
     agent_cfg = TrainAgentConfig(env_id="rlasc/SemanticCoding-v4", eval_images=cfg.eval_images)
     engine = make_engine(agent_cfg, cfg.task, "cpu")
     policies = {"preview_rule": PreviewRule(cfg.rule_weight, q)}
-    for seed in cfg.fit_seeds:
-        corr = Correction(x, target, stake, None, cfg, seed)
+    fits = [Correction(x, target, stake, None, cfg, seed) for seed in cfg.fit_seeds]
+    for name, members in [(f"corrected_{seed}", [fit]) for seed, fit in zip(cfg.fit_seeds, fits)] + [
+            ("corrected_mean", fits)]:  # the last: the mean of the seeds' corrections
 
-        def act(o: dict[str, np.ndarray], slots: np.ndarray, corr: Correction = corr) -> np.ndarray:
+        def act(o: dict[str, np.ndarray], slots: np.ndarray, members: list[Correction] = members) -> np.ndarray:
             st = np.asarray(o["stats"], np.float64)
             r, p = preview_entries(st, q)  # over the stake: the argmax is the raw score's
-            cls = np.asarray(o["concept"]).argmax(1)
-            return (-r + cfg.rule_weight * p + corr(inputs(st, cls, num_classes))).argmax(1).astype(np.int64)
+            x_now = inputs(st, np.asarray(o["concept"]).argmax(1), num_classes)
+            corr = np.mean([fit(x_now) for fit in members], 0)
+            return (-r + cfg.rule_weight * p + corr).argmax(1).astype(np.int64)
 
-        policies[f"corrected_{seed}"] = act
+        policies[name] = act
     t0 = time.perf_counter()
     ev = evaluate(engine, policies, cfg.eval_images, greedy=False, keep_returns=True)
     rule = np.asarray(ev["preview_rule"]["returns"])
