@@ -65,6 +65,9 @@ class CorrectionConfig:
     collect_only: bool = False
     rule_weight: float = 1.1
     """w of the rule the correction is added to (train_agent.py's fit on 16 training images)."""
+    fit_images: int | None = None
+    """Fit the episode policies on the steps of the first N training images only (default: all collected); the
+    per-step cross-validation always uses every image."""
     eval_images: int = 48
     fit_seeds: tuple[int, ...] = (0, 1, 2)
     hidden: int = 64
@@ -267,7 +270,9 @@ def main(cfg: CorrectionConfig) -> dict:
     agent_cfg = TrainAgentConfig(env_id="rlasc/SemanticCoding-v4", eval_images=cfg.eval_images)
     engine = make_engine(agent_cfg, cfg.task, "cpu")
     policies = {"preview_rule": PreviewRule(cfg.rule_weight, q)}
-    fits = [Correction(x, target, stake, None, cfg, seed) for seed in cfg.fit_seeds]
+    used = np.flatnonzero(steps.image < cfg.fit_images) if cfg.fit_images is not None else np.arange(n)
+    report["fit_steps"] = int(len(used))
+    fits = [Correction(x[used], target[used], stake[used], None, cfg, seed) for seed in cfg.fit_seeds]
     for name, members in [(f"corrected_{seed}", [fit]) for seed, fit in zip(cfg.fit_seeds, fits)] + [
             ("corrected_mean", fits)]:  # the last: the mean of the seeds' corrections
 
