@@ -158,14 +158,19 @@ def collect_greedy_steps(engine: Engine, split: str, indices: Sequence[int], bat
         records += greedy_episodes(core, images, chunk, engine.metric_name, observe=True, follow=follow)
         bar.update(len(chunk))
     bar.close()
+    return steps_from_records(records, OBS_KEYS), records
+
+
+def steps_from_records(records: Sequence[EpisodeRecord], keys: Sequence[str] | None = None) -> GreedySteps:
+    """The steps of ``greedy_episodes(..., observe=True)`` records, image by image: the observation entries
+    ``keys`` (default: every entry recorded), the level played, every level's immediate reward, class and image."""
     obs = [o for r in records for o in r.extra["observations"]]
-    steps = GreedySteps(
-        observations={k: np.stack([o[k] for o in obs]) for k in OBS_KEYS},
+    return GreedySteps(
+        observations={k: np.stack([o[k] for o in obs]) for k in (obs[0] if keys is None else keys)},
         levels=np.array([lv for r in records for lv in r.levels], np.int64),
         candidates=np.array([c for r in records for c in r.extra["candidate_rewards"]], np.float64),
         classes=np.array([c for r in records for c in r.concepts], np.int64),
         image=np.array([r.image_index for r in records for _ in r.levels], np.int64))
-    return steps, records
 
 
 def _cache_key(engine: Engine, cfg: "LearnabilityConfig") -> str:

@@ -35,7 +35,7 @@ import tyro
 
 from agents.baselines import greedy_episodes
 from agents.learnability import (GreedySteps, LearnabilityConfig, fit_compact_ensemble, image_folds,
-                                 regret_share_ci, step_regrets)
+                                 regret_share_ci, step_regrets, steps_from_records)
 from agents.policy import OBS_KEYS
 from agents.runner import make_engine
 from rlasc_env.env import EpisodeCore
@@ -91,13 +91,7 @@ def collect(engine, cfg: ContextConfig) -> GreedySteps:
         chunk = list(range(start, min(start + per_core, cfg.train_images)))
         records += greedy_episodes(core, images, chunk, engine.metric_name, observe=True)
         print(f"greedy: {start + len(chunk)}/{cfg.train_images} images, {time.time() - started:.0f} s", flush=True)
-    obs = [o for r in records for o in r.extra["observations"]]
-    return GreedySteps(
-        observations={k: np.stack([o[k] for o in obs]) for k in obs[0]},
-        levels=np.array([lv for r in records for lv in r.levels], np.int64),
-        candidates=np.array([c for r in records for c in r.extra["candidate_rewards"]], np.float64),
-        classes=np.array([c for r in records for c in r.concepts], np.int64),
-        image=np.array([r.image_index for r in records for _ in r.levels], np.int64))
+    return steps_from_records(records)
 
 
 class _Shapes:

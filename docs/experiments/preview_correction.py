@@ -35,7 +35,7 @@ import tyro
 from agents.baselines import PreviewRule, greedy_episodes
 from agents.config import TrainAgentConfig
 from agents.evaluation import evaluate
-from agents.learnability import GreedySteps, regret_share_ci
+from agents.learnability import GreedySteps, regret_share_ci, steps_from_records
 from agents.runner import make_engine
 from rlasc_env.preview import level_preview, preview_entries, preview_stats
 
@@ -106,12 +106,7 @@ def collect_along_rule(cfg: CorrectionConfig) -> GreedySteps:
                                    follow=follow)
         print(f"along the rule: {start + len(chunk)}/{cfg.train_images} images, {time.time() - started:.0f} s",
               flush=True)
-    obs = [o for r in records for o in r.extra["observations"]]
-    return GreedySteps(observations={k: np.stack([o[k] for o in obs]) for k in obs[0]},
-                       levels=np.array([lv for r in records for lv in r.levels], np.int64),
-                       candidates=np.array([c for r in records for c in r.extra["candidate_rewards"]], np.float64),
-                       classes=np.array([c for r in records for c in r.concepts], np.int64),
-                       image=np.array([r.image_index for r in records for _ in r.levels], np.int64))
+    return steps_from_records(records)
 
 
 def load_steps(cfg: CorrectionConfig) -> GreedySteps:
