@@ -29,7 +29,7 @@ from scipy.stats import trim_mean
 
 from .evaluation import mean_ci
 
-__all__ = ["collect_rows", "benchmark_table", "iqm_interval", "improvement_probability", "main"]
+__all__ = ["collect_rows", "benchmark_table", "iqm_interval", "improvement_probability", "paired_difference", "main"]
 
 BOOTSTRAP_RESAMPLES = 10000
 
@@ -104,6 +104,41 @@ def improvement_probability(policy: np.ndarray, reference: np.ndarray, resamples
     return float(wins.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
+def paired_difference(policy: np.ndarray, reference: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean over seeds and images of policy - reference on the same image, ``policy`` a
+    (seeds, images) array and ``reference`` (images,), with a 95% stratified bootstrap interval (seeds and images
+    resampled independently, as in :func:`improvement_probability`)."""
+    policy, reference = np.asarray(policy, np.float64), np.asarray(reference, np.float64)
+    if policy.ndim != 2 or policy.shape[1] != reference.shape[0]:
+        raise ValueError(f"policy returns {policy.shape} must be (seeds, images) with images = {reference.shape}")
+    diff = policy - reference[None, :]
+    rng = np.random.default_rng(seed)
+    s, n = diff.shape
+    rows, cols = rng.integers(0, s, (resamples, s)), rng.integers(0, n, (resamples, n))
+    boot = np.array([diff[r][:, c].mean() for r, c in zip(rows, cols)])
+    return float(diff.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+
+def _against_heuristic_lines(rows: Mapping[str, list[Mapping[str, Any]]], algos: Sequence[str],
+                             heuristic: str) -> list[str]:
+    """Each algorithm against a heuristic fitted on training images, image by image (empty without per-image
+    returns): the comparison that says whether a learned policy is news."""
+    reference = rows[heuristic][0].get("returns")
+    out = []
+    for name in algos:
+        returns = [e.get("returns") for e in rows[name]]
+        if reference is None or not all(r is not None and len(r) == len(reference) for r in returns):
+            continue
+        mean, low, high = paired_difference(np.array(returns), np.array(reference))
+        p, p_low, p_high = improvement_probability(np.array(returns), np.array(reference))
+        out.append(f"| {name} | {mean:+.4f} [{low:+.4f}, {high:+.4f}] | {p:.3f} [{p_low:.3f}, {p_high:.3f}] |")
+    if not out:
+        return []
+    return ["", f"| policy | return − {heuristic}'s on the same image [95% CI] | P(return > {heuristic}'s) [95% CI] |",
+            "|---|---|---|", *out]
+
+
 def _statistics_lines(rows: Mapping[str, list[Mapping[str, Any]]], algos: Sequence[str], best: str) -> list[str]:
     lines = ["", f"| policy | IQM of return [95% bootstrap CI] | P(return > {best}'s on the same image) [95% CI] |",
              "|---|---|---|"]
@@ -158,6 +193,9 @@ def benchmark_table(summaries: Sequence[Mapping[str, Any]]) -> str:
             algos = [n for n in _row_order(list(rows)) if not _is_baseline(n)]
             search = [n for n in _row_order(list(rows)) if n.startswith("random_search_")]
             lines += _statistics_lines(rows, algos + [n for n in HEURISTICS if n in rows] + search, best)
+        for heuristic in (n for n in HEURISTICS if n in rows):
+            lines += _against_heuristic_lines(rows, [n for n in _row_order(list(rows)) if not _is_baseline(n)],
+                                              heuristic)
         lines.append("")
     return "\n".join(lines)
 

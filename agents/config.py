@@ -7,7 +7,7 @@ from typing import Literal
 
 __all__ = ["EnvFlags", "TrainAgentConfig", "ALGOS"]
 
-ALGOS = ("reinforce", "ppo", "a2c", "dqn", "maskable_ppo")
+ALGOS = ("reinforce", "ppo", "a2c", "dqn", "maskable_ppo", "rollout")
 
 
 @dataclass
@@ -60,8 +60,9 @@ class TrainAgentConfig(EnvFlags):
     default): -v1's codec, task networks and rewards with the level preview in the observation; -v1: the same
     without the preview (the id of the three-task agent table); -v2: the stronger rlasc_env/weights/v2; -v3: the
     GPU-trained rlasc_env/weights/v3. The codec is --codec."""
-    algo: Literal["reinforce", "ppo", "a2c", "dqn", "maskable_ppo"] = "reinforce"
-    """Learning algorithm: the paper's REINFORCE (eq. 15-22) or a stable-baselines3 one."""
+    algo: Literal["reinforce", "ppo", "a2c", "dqn", "maskable_ppo", "rollout"] = "reinforce"
+    """Learning algorithm: the paper's REINFORCE (eq. 15-22), a stable-baselines3 one, or rollout policy iteration
+    (agents.rollout: the preview rule of -v4 improved from rollouts of its own allocations)."""
     task: tuple[str, ...] = ("segmentation",)
     """Downstream task(s) of the semantic loss: segmentation, detection, classification (several: one run each)."""
     seed: int = 0

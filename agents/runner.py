@@ -91,6 +91,9 @@ def pinned_task_kwargs(cfg: EnvFlags, task: str) -> dict[str, Any] | None:
 
 
 def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
+    if cfg.algo == "rollout" and not observation_preview(cfg.env_id):
+        raise ValueError(f"--algo rollout improves the preview rule: it needs an id with the level preview "
+                         f"(--env-id rlasc/SemanticCoding-v4), not {cfg.env_id}")
     return apply_overrides(load_hyperparams(cfg.algo, cfg.preset, env_id_of(cfg.codec, cfg.env_id) or cfg.env_id), cfg.hp)
 
 
@@ -180,6 +183,9 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                      "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
         return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
 
+    if cfg.algo == "rollout":
+        return _train_rollout(cfg, engine, hp, seed, device, run_dir, log, rule)
+
     from .sb3 import load_sb3, sb3_act, train_sb3
 
     if cfg.eval_only is not None:  # run() checked that it fits the env (check_saved_policy)
@@ -195,6 +201,48 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                                  cfg.progress)
         facts["policy_path"] = str(run_dir / "model.zip")
     return sb3_act(model, cfg.deterministic), facts
+
+
+def _train_rollout(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed: int, device: str, run_dir: Path,
+                   log: Log, rule: PreviewRule | None) -> tuple[ActFn, dict[str, Any]]:
+    """Rollout policy iteration (agents.rollout): the preview rule plus a correction fitted to rollout returns."""
+    from .checkpoint import load_policy
+    from .rollout import RolloutConfig, RolloutTrainer
+
+    if cfg.eval_only is not None:  # run() checked that it fits the env (check_saved_policy)
+        policy, meta = load_policy(cfg.eval_only, device)
+        facts = {"train_episodes": int(meta.get("train_episodes", 0)), "train_steps": None,
+                 "rollouts": meta.get("rollouts"), "policy_path": str(cfg.eval_only)}
+        return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
+    if rule is None:
+        raise ValueError("--algo rollout improves the preview rule fitted on training images: use an id with the "
+                         "level preview (rlasc/SemanticCoding-v4) and --preview-rule-images > 0")
+    if cfg.steps is not None:
+        raise ValueError("--algo rollout is budgeted in training images (--episodes, or the hyperparameters "
+                         "iterations x images_per_iteration), not in --steps")
+    rcfg = RolloutConfig(**hp)
+    if cfg.episodes is not None:  # the policy's own training episodes, split evenly over the iterations
+        if cfg.episodes < rcfg.iterations:
+            raise ValueError(f"--episodes {cfg.episodes} is fewer than the {rcfg.iterations} iterations")
+        rcfg.images_per_iteration = cfg.episodes // rcfg.iterations
+    trainer = RolloutTrainer(engine, rcfg, rule.weight, seed=seed, device=device, tb_dir=run_dir / "tb" / "ROLLOUT_1")
+    state_path = run_dir / "checkpoint.pt"
+    if cfg.resume:
+        if not state_path.is_file():
+            raise FileNotFoundError(f"--resume: no training state {state_path} to continue")
+        trainer.load_state(state_path)
+        log(f"resumed from {state_path}: {trainer.iteration} iterations done")
+    log(f"rollout policy iteration: {rcfg.iterations} iterations x {rcfg.images_per_iteration} training images, "
+        f"correcting the preview rule (weight {rule.weight}), {rcfg.members} networks of {rcfg.hidden}")
+    t0 = time.perf_counter()
+    trainer.train(checkpoint_path=state_path, log=log, progress=cfg.progress, snapshot_dir=run_dir)
+    trainer.close()
+    meta = {"task": str(engine.task.name), "seed": seed}
+    policy_path = trainer.save_policy(run_dir / "policy.pt", meta)
+    policy = trainer.policy.eval()
+    facts = {"train_episodes": trainer.episodes, "train_steps": len(trainer.steps) if trainer.steps is not None else 0,
+             "rollouts": trainer.rollouts, "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
+    return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
 
 
 # --------------------------------------------------------------------------- one run
@@ -253,6 +301,8 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
         "total_seconds": time.perf_counter() - t_start, "policy_path": facts.get("policy_path"),
         "run_dir": str(run_dir), "hyperparameters": hp, "environment": describe_engine(engine),
     }
+    if facts.get("rollouts") is not None:
+        extra["train_rollouts"] = facts["rollouts"]  # rollout policy iteration's extra episodes (one finish() each)
     if rule is not None:
         extra["preview_rule_weight"] = rule.weight  # fitted on training images; REINFORCE's start with preview_head_init
     if skipped:
@@ -273,7 +323,7 @@ def check_saved_policy(cfg: TrainAgentConfig, engine: Engine, device: str) -> No
     ``engine``'s env (for example a -v1 policy under -v4, the default id)."""
     from .policy import check_observations_fit, check_policy_fits, obs_shapes
 
-    if cfg.algo == "reinforce":
+    if cfg.algo in ("reinforce", "rollout"):
         from .checkpoint import load_policy
 
         check_policy_fits(load_policy(cfg.eval_only, device)[0], engine, cfg.eval_only)

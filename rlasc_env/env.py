@@ -442,6 +442,92 @@ class EpisodeCore:
                  "episode_return": self.returns[ended].copy(), "episode_length": self.count[ended].copy()}
         return reward, terminated, info, final
 
+    @torch.inference_mode()
+    def finish(self, slots: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Code every concept a slot has left at once: ``levels`` (k, M) gives the level of each class id (entries
+        of absent or already coded classes are ignored). The episode ends where the same levels, stepped one
+        concept at a time, would end it: the return is L(0) - L(final) whatever the path (eq. 14 telescopes), and
+        the final state, the memo entry and the end-of-episode arrays are the last step's. One decoder + networks
+        pass per slot instead of one per concept: what allocation searches (rollouts, oracles) need.
+
+        Returns the episode returns (k,) and the end-of-episode arrays of :meth:`step` plus its info arrays."""
+        slots = np.asarray(slots, np.int64)
+        k = len(slots)
+        levels = np.asarray(levels)
+        if levels.shape != (k, self.M):
+            raise ValueError(f"levels must be (slots, classes) = ({k}, {self.M}), got {levels.shape}")
+        if not k:
+            raise ValueError("finish needs at least one slot")
+        over = ~self.started[slots] | (self.t[slots] >= self.count[slots])
+        if over.any():
+            raise RuntimeError(f"episode of env(s) {slots[over].tolist()} is over (or never started): call reset() "
+                               "before finish()")
+        if len(np.unique(slots)) != k:
+            raise ValueError(f"finish got slot(s) twice: {slots.tolist()}")
+        left_of = [self.order[slot, self.t[slot]:self.count[slot]] for slot in slots.tolist()]
+        for j, left in enumerate(left_of):  # every slot checked before any is changed
+            check_actions(levels[j, left], len(left), self.Q)
+        for j, slot in enumerate(slots.tolist()):
+            for m in left_of[j].tolist():
+                level = int(levels[j, m])
+                self._section_bytes(slot, m, level)
+                self.bits[slot] += 8 * (self.cost[slot, m, level] - self.cost[slot, m, 0])
+                self.levels_np[slot, m] = level
+                self.coded[slot, m] = True
+            self.levels[slot] = torch.as_tensor(self.levels_np[slot], device=self.device)
+            self.t[slot] = self.count[slot]
+        out: list[StepLosses | None] = [None] * k
+        todo: list[int] = []
+        for j, slot in enumerate(slots.tolist()):
+            if not levels[j, left_of[j]].any():  # every concept left stays at level 0: x_hat as it was (as in step)
+                out[j] = StepLosses(*self.net_prev[slot].tolist())
+                self.memo.put(self._prefix_key_done(slot), out[j])
+                continue
+            out[j] = self.memo.get(self._prefix_key_done(slot))
+            if out[j] is None:
+                todo.append(j)
+            else:
+                self.hat_stale[slot] = True
+        if todo:
+            rows = slots[todo]
+            x_hat = self._decode(rows)
+            refs = [self.refs[s] for s in rows.tolist()]
+            terms = self._evaluate(x_hat, refs, [f[self._sel(rows)] for f in self.phi_feats])
+            for i, j in enumerate(todo):
+                out[j] = StepLosses(float(terms[0][i]), float(terms[1][i]), float(terms[2][i]))
+                self.memo.put(self._prefix_key_done(int(slots[j])), out[j])
+        self.net_prev[slots] = np.asarray(out, np.float64)
+        semantic, metric, perceptual = losses_array(out)  # type: ignore[arg-type]
+        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam_slot[slots],
+                        self.eta)
+        self.returns[slots] += step_reward(self.loss_prev[slots], loss)
+        self.loss_prev[slots] = loss
+        minus = np.full(k, -1, np.int64)
+        info = self._info(slots, semantic, metric, perceptual, minus, minus)
+        info.update({"normalized_score": normalized_score(self.loss0[slots], loss, self.loss_high[slots]),
+                     "episode_return": self.returns[slots].copy(), "episode_length": self.count[slots].copy()})
+        return self.returns[slots].copy(), info
+
+    @torch.inference_mode()
+    def share_image_caches(self, src: int, dst: Sequence[int] | np.ndarray) -> None:
+        """Give slots ``dst`` what slot ``src`` has computed about their common image that no choice of levels
+        changes: the concept images y(m, q) and the byte size of every concept section coded so far. A slot that
+        starts from a copy of the reset state then reuses them instead of recomputing them (the state itself, levels
+        and losses, is not touched)."""
+        dst = np.asarray(dst, np.int64).reshape(-1)
+        if not (self.started[src] and self.started[dst].all() and (self.image_key[dst] == self.image_key[src]).all()):
+            raise ValueError(f"slots {dst.tolist()} do not hold slot {src}'s image")
+        if (self.y_ready[dst] & ~self.y_ready[src]).any():
+            raise ValueError(f"slots {dst.tolist()} hold concept images slot {src} lacks: cannot merge")
+        self.y_levels[torch.as_tensor(dst, device=self.device)] = self.y_levels[src].clone()
+        self.y_ready[dst] = self.y_ready[src]
+        known = self.cost[src] >= 0
+        self.cost[dst] = np.where(known, self.cost[src], self.cost[dst])
+
+    def _prefix_key_done(self, slot: int) -> tuple[int, tuple[int, ...]]:
+        """Memo key of a slot whose every concept is coded (the key its last step would have used)."""
+        return int(self.image_key[slot]), tuple(self.levels_np[slot, self.order[slot, :self.count[slot]]].tolist())
+
     def _prefix_key(self, slot: int) -> tuple[int, tuple[int, ...]]:
         """Memo key of a slot in ``step``: its image and the levels of its concepts coded so far (the current
         one included), in coding order."""

@@ -88,3 +88,23 @@ def test_table_has_statistics_rows_with_and_without_per_image_returns():
     assert "P(return > fixed_1's on the same image)" in text
     assert "| reinforce | 0.9100 [" in text and "| 0.667 [" in text  # 2 of 3 images above 0.8 in every seed
     assert "| ppo | 0.7100 [" in text and text.count("| - |") >= 2  # no per-image returns: no P
+
+
+def test_paired_difference_against_the_fitted_heuristics():
+    """Every algorithm with per-image returns is compared with each heuristic image by image: the mean difference
+    with a stratified bootstrap interval, and P(return > heuristic's)."""
+    from agents.benchmark_table import paired_difference
+
+    mean, low, high = paired_difference(np.array([[1.0, 2.0], [3.0, 2.0]]), np.array([1.0, 1.0]))
+    assert mean == pytest.approx(1.0) and low <= mean <= high
+    assert paired_difference(np.full((2, 3), 1.0), np.full(3, 1.0)) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="seeds, images"):
+        paired_difference(np.ones(3), np.ones(3))
+    summaries = [_summary("rollout", 0.9)]
+    for run in summaries[0]["runs"]:
+        run["eval"]["policy"]["returns"] = [1.0, 0.7, 0.9]
+        run["eval"]["preview_rule"] = {**run["eval"]["fixed_1"], "return_mean": 0.8, "returns": [0.9, 0.6, 0.9]}
+    text = benchmark_table(summaries)
+    assert "| policy | return − preview_rule's on the same image [95% CI] | P(return > preview_rule's) [95% CI] |" in text
+    assert "| rollout | +0.0667 [+0.0000, +0.1000] | 0.833 [" in text  # +0.1, +0.1, 0 per seed; a tie counts 1/2
+    assert "return − class_table's" not in text  # no class table in these runs
