@@ -61,6 +61,8 @@ class BenchmarkConfig:
     seed: int = 0
     progress: bool = True  # print each repeat's figures to stderr
     compare_codec: str = "tiny-v0"  # single env on this codec too, side by side ("" to skip): -v0's codec
+    allocations: int = 32  # complete level allocations per measurement, scored by EpisodeCore.finish and by
+    # stepping them (cold memo each), side by side on the same image (0: skip)
     agent_episodes: int = 0  # also time `train_agent.py --algo reinforce` (this many episodes, its evaluation
     # included) on the codec and on --compare-codec, one after the other (0: skip; 1200 is the default run)
 
@@ -140,6 +142,39 @@ def _forward_only_run(benv: BatchedSemanticCodingEnv, steps: int, cached_spade: 
     return {"transitions": calls * n, "wall": wall, "cpu": cpu}
 
 
+def _allocation_run(parts: Any, count: int, rng: np.random.Generator, index: int) -> dict[str, float]:
+    """Seconds to score ``count`` random complete allocations of one image: EpisodeCore.finish (one decoder pass
+    each) and stepping them concept by concept, each from a fresh reset and a cold memo; and the largest return
+    difference between the two."""
+    from .env import EpisodeCore, load_items
+
+    core = EpisodeCore(parts, count, 1.0, 10.0)
+    batch, labels = load_items(parts.images, [index] * count)
+    slots = np.arange(count)
+
+    def fresh() -> None:
+        parts.memo.clear()
+        core.reset(slots, batch, labels, np.full(count, index))
+
+    fresh()
+    order = core.order[0, :core.count[0]]
+    sequences = rng.integers(0, core.Q, (count, len(order)))
+    levels = np.zeros((count, core.M), np.int64)
+    levels[:, order] = sequences
+    t0 = time.perf_counter()
+    finished = core.finish(slots, levels)[0]
+    finish_seconds = time.perf_counter() - t0
+    fresh()
+    stepped = np.zeros(count)
+    t0 = time.perf_counter()
+    for t in range(len(order)):
+        stepped += core.step(slots, sequences[:, t])[0]
+    step_seconds = time.perf_counter() - t0
+    parts.memo.clear()
+    return {"finish": finish_seconds, "step": step_seconds, "concepts": float(len(order)),
+            "max_return_difference": float(np.abs(finished - stepped).max())}
+
+
 def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     """Measure the four throughputs of DESIGN.md (plus extras) and return the JSON object."""
     if cfg.threads > 0:
@@ -185,6 +220,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
             rates = {k: v[-1]["transitions"] / v[-1]["wall"] for k, v in runs.items()}
             print(f"repeat {r + 1}/{cfg.repeats}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
                   + " steps/s", file=sys.stderr, flush=True)
+    allocation_runs = [_allocation_run(parts, cfg.allocations, np.random.default_rng(cfg.seed + r), r)
+                       for r in range(cfg.repeats)] if cfg.allocations > 0 else []
     load_after = os.getloadavg()[0]
 
     wall = {k: _median_rate(v) for k, v in runs.items()}
@@ -218,6 +255,15 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         "cpu_time_batched_vs_sync": cpu["batched"] / cpu["sync"],
         "cpu_time_batched_vs_forward_only": cpu["batched"] / cpu["forward"],
         "load_average": [load_before, load_after],
+        # scoring a complete allocation (rollouts, oracles): EpisodeCore.finish against stepping it, same images
+        "allocation_finish_ms": (float(np.median([1000 * a["finish"] / cfg.allocations for a in allocation_runs]))
+                                 if allocation_runs else None),
+        "allocation_step_ms": (float(np.median([1000 * a["step"] / cfg.allocations for a in allocation_runs]))
+                               if allocation_runs else None),
+        "allocation_step_vs_finish": (float(np.median([a["step"] / a["finish"] for a in allocation_runs]))
+                                      if allocation_runs else None),
+        "allocation_max_return_difference": (max(a["max_return_difference"] for a in allocation_runs)
+                                             if allocation_runs else None),
         "mean_episode_length": transitions / episodes if episodes else None,
         "steps": cfg.steps,
         "repeats": cfg.repeats,
@@ -275,6 +321,10 @@ def _summary(res: dict[str, Any]) -> str:
     lines.append(f"  batched / sync {res['batched_vs_sync']:.2f}x, batched / forward-only "
                  f"{100 * res['batched_vs_forward_only']:.0f}% (CPU time: {res['cpu_time_batched_vs_sync']:.2f}x, "
                  f"{100 * res['cpu_time_batched_vs_forward_only']:.0f}%); load average {res['load_average']}")
+    if res.get("allocation_finish_ms") is not None:
+        lines.append(f"  a complete allocation: finish {res['allocation_finish_ms']:.1f} ms, stepped "
+                     f"{res['allocation_step_ms']:.1f} ms ({res['allocation_step_vs_finish']:.2f}x; returns differ by "
+                     f"at most {res['allocation_max_return_difference']:.1e})")
     runs = res.get("agent_runs") or {}
     if len(runs) == 2:
         (a, ra), (b, rb) = runs.items()

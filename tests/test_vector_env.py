@@ -140,6 +140,9 @@ def test_benchmark_json(tmp_path, test_codec):
         assert key in res
     assert res["preset"] == "test" and res["batch_size"] == 2 and res["single_env_steps_per_s"] > 0
     assert res["compare_codec"] == str(path) and res["single_env_replay_ms_per_transition"] > 0
+    # scoring complete allocations: finish() and stepping agree, and both were timed
+    assert res["allocation_finish_ms"] > 0 and res["allocation_step_ms"] > 0
+    assert res["allocation_max_return_difference"] < 1e-5
 
 
 def test_benchmark_agent_runs_time_both_codecs(monkeypatch):
