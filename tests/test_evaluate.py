@@ -538,3 +538,14 @@ def test_cli_flags_parse():
     assert cfg.max_bpp is None and cfg.resolved().targets is None  # derived from the RL-ASC points at run time
     given = tyro.cli(EvalConfig, args=["--max-bpp", "0.5", "--targets", "0.1", "0.3", "--no-awgn-detection"])
     assert given.max_bpp == 0.5 and given.targets == (0.1, 0.3) and given.awgn_detection is False
+
+
+def test_report_names_files_under_the_working_directory_relatively(tmp_path, monkeypatch):
+    """report.md names the codec, task weights and policy files under the working directory by relative path (a
+    report committed to the repository names no machine's folders); other paths and values are left as they are."""
+    from agents.evaluate_codecs.report import _relative_to_cwd
+
+    monkeypatch.chdir(tmp_path)
+    assert _relative_to_cwd(str(tmp_path / "runs" / "policy.pt")) == "runs/policy.pt"
+    assert _relative_to_cwd("/elsewhere/codec.pt") == "/elsewhere/codec.pt"
+    assert _relative_to_cwd("tiny") == "tiny" and _relative_to_cwd(None) is None

@@ -14,6 +14,17 @@ POINT_COLUMNS = (("bpp", "bpp", 4), ("miou", "mIoU", 4), ("miou_dataset", "mIoU 
 METRIC_LABELS = {"miou": "mIoU", "miou_dataset": "mIoU (dataset)", "map50": "mAP@.5", "macro_ap": "macro AP"}
 
 
+def _relative_to_cwd(path: object) -> object:
+    """A file path inside the working directory as a relative path (a report that names no machine's folders);
+    anything else unchanged."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return path
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "n/a"
@@ -61,16 +72,17 @@ def render(result: Mapping[str, Any]) -> str:
         lines.append("")
     lines += ["## Networks and weights", ""]
     nets = result.get("networks") or {}
+    shown = _relative_to_cwd
     for name, info in (nets.get("codecs") or {}).items():
-        lines.append(f"- codec `{name}`: {info.get('source')} (Q = {info.get('levels')} levels, n = "
+        lines.append(f"- codec `{name}`: {shown(info.get('source'))} (Q = {info.get('levels')} levels, n = "
                      f"{info.get('code_channels')} channels, trained at {info.get('trained_size')})")
     for task in ("segmentation", "detection", "classification"):
         if task in nets:
             info = nets[task]
-            lines.append(f"- {task} task network H: {info['network']} ({info['weights']}), metric {info['metric']} "
+            lines.append(f"- {task} task network H: {info['network']} ({shown(info['weights'])}), metric {info['metric']} "
                          f"against the {info['reference'].replace('_', ' ')}")
     for pol in nets.get("policies") or []:
-        lines.append(f"- rlasc agent: {pol['path']} ({pol.get('algo') or 'policy'}, {pol.get('train_episodes')} training "
+        lines.append(f"- rlasc agent: {shown(pol['path'])} ({pol.get('algo') or 'policy'}, {pol.get('train_episodes')} training "
                      f"episodes, task {pol['task']}, lambda {pol['lam']:g}, eta {pol['eta']:g}, deterministic actions)")
     feat = nets.get("fid_kid_features")
     if feat:
