@@ -2,6 +2,7 @@
 its fit, and train_agent.py --algo rollout (files, reload, resume, refusals)."""
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -182,3 +183,32 @@ def test_rollout_is_refused_without_the_preview_and_with_steps(test_codec, test_
         RolloutConfig(images_per_chunk=50, slots=96)
     with pytest.raises(ValueError, match="deterministic"):
         CorrectedRulePolicy(preview_engine.observation_space, test_codec.num_levels, 1.1).act({}, deterministic=False)
+
+
+def test_shipped_rollout_policies_match_their_record_and_replay_its_returns():
+    """agents/weights/rollout-v4-<task>.pt: the files the record names (sha256), corrected preview rules for -v4's
+    observation; the segmentation policy replays its recorded returns on the first test images."""
+    from pathlib import Path
+
+    from agents.checkpoint import load_policy
+    from agents.runner import make_engine
+    from rlasc_env.versions import file_sha256
+
+    root = Path(__file__).resolve().parents[1]
+    record_path = root / "agents" / "weights" / "rollout-v4.json"
+    if not record_path.is_file():
+        pytest.skip("shipped rollout policies absent (agents/weights/rollout-v4.json)")
+    record = json.loads(record_path.read_text())
+    assert set(record["policies"]) == {"segmentation", "detection", "classification"}
+    for task, entry in record["policies"].items():
+        path = root / entry["file"]
+        assert file_sha256(path) == entry["sha256"], task
+        policy, meta = load_policy(path)
+        assert isinstance(policy, CorrectedRulePolicy) and meta["task"] == task and meta["algo"] == "rollout"
+        assert policy.rule_weight == entry["preview_rule_weight"]
+    entry = record["policies"]["segmentation"]
+    engine = make_engine(TrainAgentConfig(eval_images=2, train_images=1), "segmentation", "cpu")
+    policy, _ = load_policy(root / entry["file"])
+    records = run_episodes(engine.core("test", 2), engine.parts("test").images, [0, 1],
+                           lambda obs, slots: policy.act(obs), engine.metric_name)
+    np.testing.assert_allclose([r.episode_return for r in records], entry["first_test_image_returns"][:2], atol=1e-4)

@@ -79,11 +79,12 @@ def render(result: Mapping[str, Any]) -> str:
     for task in ("segmentation", "detection", "classification"):
         if task in nets:
             info = nets[task]
-            lines.append(f"- {task} task network H: {info['network']} ({shown(info['weights'])}), metric {info['metric']} "
-                         f"against the {info['reference'].replace('_', ' ')}")
+            lines.append(f"- {task} task network H: {info['network']} ({shown(info['weights'])}), "
+                         f"metric {info['metric']} against the {info['reference'].replace('_', ' ')}")
     for pol in nets.get("policies") or []:
-        lines.append(f"- rlasc agent: {shown(pol['path'])} ({pol.get('algo') or 'policy'}, {pol.get('train_episodes')} training "
-                     f"episodes, task {pol['task']}, lambda {pol['lam']:g}, eta {pol['eta']:g}, deterministic actions)")
+        lines.append(f"- rlasc agent: {shown(pol['path'])} ({pol.get('algo') or 'policy'}, "
+                     f"{pol.get('train_episodes')} training episodes, task {pol['task']}, lambda {pol['lam']:g}, "
+                     f"eta {pol['eta']:g}, deterministic actions)")
     feat = nets.get("fid_kid_features")
     if feat:
         kid = (f"; KID: {feat.get('kid_subsets')} random subsets of {feat['kid_subset_size']} images"
