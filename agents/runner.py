@@ -138,6 +138,15 @@ def describe_engine(engine: Engine) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- training
+def resume(trainer: Any, state_path: Path, log: Log, done: Callable[[Any], str]) -> None:
+    """--resume: load the training state the run folder holds into ``trainer`` (a clear error when it holds none);
+    ``done(trainer)`` says how far it had got."""
+    if not state_path.is_file():
+        raise FileNotFoundError(f"--resume: no training state {state_path} to continue")
+    trainer.load_state(state_path)
+    log(f"resumed from {state_path}: {done(trainer)} done")
+
+
 def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed: int, device: str, run_dir: Path,
                  log: Log, rule: PreviewRule | None = None) -> tuple[ActFn, dict[str, Any]]:
     """Train ``cfg.algo`` (or load it with --eval-only); returns its evaluation policy and facts. ``rule``: the
@@ -166,10 +175,7 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                 log(f"policy starts at {rcfg.preview_head_init} x the preview rule's score (weight {rule.weight})")
             state_path = run_dir / "checkpoint.pt"
             if cfg.resume:
-                if not state_path.is_file():
-                    raise FileNotFoundError(f"--resume: no training state {state_path} to continue")
-                trainer.load_state(state_path)
-                log(f"resumed from {state_path}: {trainer.stats.episodes} episodes done")
+                resume(trainer, state_path, log, lambda t: f"{t.stats.episodes} episodes")
             log(f"REINFORCE: budget {episodes if episodes is not None else steps} "
                 f"{'episodes' if episodes is not None else 'steps'}, lr {rcfg.learning_rate}, "
                 f"b = {rcfg.episodes_per_update}, return {rcfg.return_mode}, baseline {rcfg.baseline}")
@@ -228,10 +234,7 @@ def _train_rollout(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], se
     trainer = RolloutTrainer(engine, rcfg, rule.weight, seed=seed, device=device, tb_dir=run_dir / "tb" / "ROLLOUT_1")
     state_path = run_dir / "checkpoint.pt"
     if cfg.resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"--resume: no training state {state_path} to continue")
-        trainer.load_state(state_path)
-        log(f"resumed from {state_path}: {trainer.iteration} iterations done")
+        resume(trainer, state_path, log, lambda t: f"{t.iteration} iterations")
     log(f"rollout policy iteration: {rcfg.iterations} iterations x {rcfg.images_per_iteration} training images, "
         f"correcting the preview rule (weight {rule.weight}), {rcfg.members} networks of {rcfg.hidden}")
     t0 = time.perf_counter()

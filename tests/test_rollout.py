@@ -177,6 +177,9 @@ def test_rollout_is_refused_without_the_preview_and_with_steps(test_codec, test_
     with pytest.raises(ValueError, match="not in --steps"):
         run(_rollout_cfg(tmp_path, steps=100), log=lambda s: None,
             engine_factory=lambda c, task, device: preview_engine)
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        run(_rollout_cfg(tmp_path, run_dir=tmp_path / "never-trained", resume=True), log=lambda s: None,
+            engine_factory=lambda c, task, device: preview_engine)
     with pytest.raises(ValueError, match="reads the level preview"):
         CorrectedRulePolicy(without.observation_space, test_codec.num_levels, 1.1)
     with pytest.raises(ValueError, match="images_per_chunk"):
