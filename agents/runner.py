@@ -151,42 +151,43 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
                  log: Log, rule: PreviewRule | None = None) -> tuple[ActFn, dict[str, Any]]:
     """Train ``cfg.algo`` (or load it with --eval-only); returns its evaluation policy and facts. ``rule``: the
     fitted preview rule (-v4), where REINFORCE's ``preview_head_init`` starts the policy."""
-    if cfg.algo == "reinforce":
+    if cfg.eval_only is not None and cfg.algo in ("reinforce", "rollout"):  # run() checked it fits the env
         from .checkpoint import load_policy
+
+        policy, meta = load_policy(cfg.eval_only, device)
+        facts = {"train_episodes": int(meta.get("train_episodes", 0)), "train_steps": meta.get("train_steps"),
+                 "rollouts": meta.get("rollouts"), "policy_path": str(cfg.eval_only)}
+        return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
+    if cfg.algo == "reinforce":
         from .reinforce import ReinforceConfig, ReinforceTrainer
 
-        if cfg.eval_only is not None:  # run() checked that it fits the env (check_saved_policy)
-            policy, meta = load_policy(cfg.eval_only, device)
-            facts = {"train_episodes": int(meta.get("train_episodes", 0)), "train_steps": meta.get("train_steps"),
-                     "policy_path": str(cfg.eval_only)}
-        else:
-            budget = {k: hp.pop(k) for k in ("n_episodes", "n_timesteps") if k in hp}
-            episodes = cfg.episodes if cfg.episodes is not None else (None if cfg.steps is not None
-                                                                       else budget.get("n_episodes"))
-            steps = cfg.steps if cfg.steps is not None else (None if episodes is not None else budget.get("n_timesteps"))
-            rcfg = ReinforceConfig(**hp)
-            if rcfg.preview_head_init > 0 and rule is None:
-                raise ValueError("preview_head_init > 0 starts the policy at the preview rule fitted on training "
-                                 "images: use an id with the level preview (rlasc/SemanticCoding-v4) and "
-                                 "--preview-rule-images > 0")
-            trainer = ReinforceTrainer(engine, rcfg, seed=seed, device=device, tb_dir=run_dir / "tb" / "REINFORCE_1",
-                                       rule_weight=None if rule is None else rule.weight)
-            if rcfg.preview_head_init > 0:
-                log(f"policy starts at {rcfg.preview_head_init} x the preview rule's score (weight {rule.weight})")
-            state_path = run_dir / "checkpoint.pt"
-            if cfg.resume:
-                resume(trainer, state_path, log, lambda t: f"{t.stats.episodes} episodes")
-            log(f"REINFORCE: budget {episodes if episodes is not None else steps} "
-                f"{'episodes' if episodes is not None else 'steps'}, lr {rcfg.learning_rate}, "
-                f"b = {rcfg.episodes_per_update}, return {rcfg.return_mode}, baseline {rcfg.baseline}")
-            t0 = time.perf_counter()
-            trainer.train(episodes=episodes, steps=steps, progress=cfg.progress, checkpoint_path=state_path)
-            trainer.close()
-            policy_path = trainer.save_policy(run_dir / "policy.pt", {"task": str(engine.task.name), "seed": seed,
-                                                                      "train_steps": trainer.stats.steps})
-            policy = trainer.policy.eval()
-            facts = {"train_episodes": trainer.stats.episodes, "train_steps": trainer.stats.steps,
-                     "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
+        budget = {k: hp.pop(k) for k in ("n_episodes", "n_timesteps") if k in hp}
+        episodes = cfg.episodes if cfg.episodes is not None else (None if cfg.steps is not None
+                                                                   else budget.get("n_episodes"))
+        steps = cfg.steps if cfg.steps is not None else (None if episodes is not None else budget.get("n_timesteps"))
+        rcfg = ReinforceConfig(**hp)
+        if rcfg.preview_head_init > 0 and rule is None:
+            raise ValueError("preview_head_init > 0 starts the policy at the preview rule fitted on training "
+                             "images: use an id with the level preview (rlasc/SemanticCoding-v4) and "
+                             "--preview-rule-images > 0")
+        trainer = ReinforceTrainer(engine, rcfg, seed=seed, device=device, tb_dir=run_dir / "tb" / "REINFORCE_1",
+                                   rule_weight=None if rule is None else rule.weight)
+        if rcfg.preview_head_init > 0:
+            log(f"policy starts at {rcfg.preview_head_init} x the preview rule's score (weight {rule.weight})")
+        state_path = run_dir / "checkpoint.pt"
+        if cfg.resume:
+            resume(trainer, state_path, log, lambda t: f"{t.stats.episodes} episodes")
+        log(f"REINFORCE: budget {episodes if episodes is not None else steps} "
+            f"{'episodes' if episodes is not None else 'steps'}, lr {rcfg.learning_rate}, "
+            f"b = {rcfg.episodes_per_update}, return {rcfg.return_mode}, baseline {rcfg.baseline}")
+        t0 = time.perf_counter()
+        trainer.train(episodes=episodes, steps=steps, progress=cfg.progress, checkpoint_path=state_path)
+        trainer.close()
+        policy_path = trainer.save_policy(run_dir / "policy.pt", {"task": str(engine.task.name), "seed": seed,
+                                                                  "train_steps": trainer.stats.steps})
+        policy = trainer.policy.eval()
+        facts = {"train_episodes": trainer.stats.episodes, "train_steps": trainer.stats.steps,
+                 "train_seconds": time.perf_counter() - t0, "policy_path": str(policy_path)}
         return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
 
     if cfg.algo == "rollout":
@@ -212,14 +213,8 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
 def _train_rollout(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed: int, device: str, run_dir: Path,
                    log: Log, rule: PreviewRule | None) -> tuple[ActFn, dict[str, Any]]:
     """Rollout policy iteration (agents.rollout): the preview rule plus a correction fitted to rollout returns."""
-    from .checkpoint import load_policy
     from .rollout import RolloutConfig, RolloutTrainer
 
-    if cfg.eval_only is not None:  # run() checked that it fits the env (check_saved_policy)
-        policy, meta = load_policy(cfg.eval_only, device)
-        facts = {"train_episodes": int(meta.get("train_episodes", 0)), "train_steps": None,
-                 "rollouts": meta.get("rollouts"), "policy_path": str(cfg.eval_only)}
-        return (lambda obs, slots: policy.act(obs, deterministic=cfg.deterministic)), facts
     if rule is None:
         raise ValueError("--algo rollout improves the preview rule fitted on training images: use an id with the "
                          "level preview (rlasc/SemanticCoding-v4) and --preview-rule-images > 0")
