@@ -3,13 +3,13 @@
 
     python benchmark.py --preset tiny --batch-size 16 --device auto --json runs/benchmark.json
 
-Every flag is a field of rlasc_env.benchmark.BenchmarkConfig (python benchmark.py --help).
+Every flag is a field of rlasc_harness.throughput.BenchmarkConfig (python benchmark.py --help).
 """
 from __future__ import annotations
 
 import sys
 
-from rlasc_env.benchmark import main
+from rlasc_harness.throughput import main
 
 if __name__ == "__main__":
     sys.exit(main())

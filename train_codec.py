@@ -7,13 +7,26 @@
         --policy runs/agent/reinforce-segmentation-0/policy.pt --run-dir runs/codec/tiny-stage3   # stage III
     torchrun --nproc_per_node 4 train_codec.py --preset paper --dataset cityscapes --data-root /data/cityscapes
 
-Every flag is a field of codec_models.training.TrainCodecConfig; --preset picks its defaults.
+Every flag is a field of codec_models.training.TrainCodecConfig; --preset picks its defaults. Stage III trains the
+codec together with the agent, so it is dispatched here, at the script layer (rlasc_harness.stage3).
 """
 from __future__ import annotations
 
 import sys
 
-from codec_models.cli_train import main
+
+def main(argv: list[str] | None = None) -> int:
+    from codec_models.cli_train import parse_config, run_stage1
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg = parse_config(argv)
+    if cfg.stage3:
+        from rlasc_harness.stage3 import run_stage3
+
+        run_stage3(cfg, argv)
+        return 0
+    return run_stage1(cfg, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,21 +1,22 @@
-"""RL-ASC agents (stage II, Section II-C): the paper's policy network and REINFORCE (eq. 15-22),
-stable-baselines3 agents on the batched env, baseline policies and their evaluation.
+"""RL-ASC agents (stage II, Section II-C): policies, algorithms and baselines, nothing else.
 
-    from agents.policy import PaperPolicy, PaperFeaturesExtractor
-    from agents.reinforce import ReinforceConfig, ReinforceTrainer
-    from agents.evaluation import evaluate
+    from agents.policy import PaperPolicy, PaperFeaturesExtractor    # the paper's policy network (eq. 15)
+    from agents.reinforce import ReinforceConfig, ReinforceTrainer   # REINFORCE (eq. 15-22)
+    from agents.sb3 import train_sb3                                 # stable-baselines3 PPO / A2C / DQN / MaskablePPO
+    from agents.rollout import RolloutTrainer                        # rollout policy iteration on the preview rule
+    from agents.baselines import FixedPolicy, PreviewRule, greedy_episodes
 
-Submodules are imported on first use, so ``train_agent.py --help`` does not load torch.
+Agents drive the environment through ``rlasc_env.engine`` (the public engine API). Evaluation, scoring and training
+runs are in ``rlasc_harness``. Submodules are imported on first use, so ``train_agent.py --help`` does not load torch.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__all__ = ["ALGOS", "TrainAgentConfig", "PaperFeaturesExtractor", "PaperPolicy"]
+__all__ = ["PaperFeaturesExtractor", "PaperPolicy"]
 
-_LAZY = {"ALGOS": "config", "TrainAgentConfig": "config", "PaperFeaturesExtractor": "policy",
-         "PaperPolicy": "policy"}
+_LAZY = {"PaperFeaturesExtractor": "policy", "PaperPolicy": "policy"}
 
 
 def __getattr__(name: str) -> Any:

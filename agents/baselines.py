@@ -16,7 +16,7 @@
   and the oracle it peeks at every sequence's return.
 
 The look-ahead and the search run on a batched :class:`rlasc_env.env.EpisodeCore`, copying
-one slot's state into others (:func:`agents.episodes.copy_slot`, ``method="clone"``), or by
+one slot's state into others (:func:`rlasc_env.engine.copy_slot`, ``method="clone"``), or by
 replaying the episode prefix on freshly reset slots (``method="replay"``, slower, the
 reference the copy is tested against).
 """
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from rlasc_env.env import EpisodeCore
-from rlasc_env.preview import preview_entries
+from rlasc_env.engine import EpisodeCore
+from rlasc_env.engine import preview_entries
 
-from .episodes import ActFn, EpisodeRecord, copy_slot, record_from, reset_slots
+from rlasc_env.engine import ActFn, EpisodeRecord, copy_slot, record_from, reset_slots
 
 __all__ = ["RandomPolicy", "FixedPolicy", "PreviewRule", "fit_preview_rule", "greedy_episodes", "oracle_episodes", "OracleSkipped",
            "random_search_episodes"]
@@ -85,11 +85,11 @@ def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], met
                      weights: Sequence[float] = PREVIEW_RULE_WEIGHTS) -> tuple[float, dict[float, float]]:
     """The weight of :class:`PreviewRule` with the best mean return on ``indices`` (training images), and the mean
     return of every weight tried; ``core`` needs ``len(weights)`` slots per image played together."""
-    from .episodes import run_copies
+    from rlasc_env.engine import run_copies
 
     if not core.preview:
         raise ValueError("the preview rule reads the level preview: build the core on parts with preview=True "
-                         "(SemanticCoding-v4)")
+                         "(observation=\"preview\": SemanticCoding-v5 by default, or -v4)")
     records = run_copies(core, images, indices, [PreviewRule(w, core.Q) for w in weights], metric_name)
     returns = {float(w): float(np.mean([r.episode_return for r in recs])) for w, recs in zip(weights, records)}
     return max(returns, key=returns.get), returns

@@ -2,7 +2,7 @@
 
 A bit-allocation policy that needs no learning beyond counting: on training images, for every
 (class m, size bucket of s(m)) seen, the level whose immediate reward (eq. 14) fell least short
-of the best level's, on average over the greedy look-ahead's states (:mod:`agents.learnability`).
+of the best level's, on average over the greedy look-ahead's states (:mod:`rlasc_harness.learnability`).
 It reads only what the agent observes (Section II-C): the concept's one-hot and its pixel share
 (``stats[0]``). A (class, bucket) never seen falls back to the class's level, then to the best
 uniform level on the fitting steps.
@@ -22,7 +22,9 @@ import numpy as np
 
 __all__ = ["SIZE_EDGES", "size_bucket", "ClassTable", "fit_class_table", "load_class_table"]
 
-MATCHED_SETTINGS = ("task", "codec", "dataset", "preset", "lam", "eta", "reference")
+MATCHED_SETTINGS = ("task", "env_id", "preset", "lam", "eta")
+# Reports written before ids carried their options name the codec instead of the id (docs/gate/*.json: -v1).
+LEGACY_CODEC_IDS = {"tiny": "rlasc/SemanticCoding-v1", "tiny-v0": "rlasc/SemanticCoding-v0"}
 """Settings of a learnability report that must equal the run's for its class table to apply."""
 
 SIZE_EDGES = (0.02, 0.08, 0.25)
@@ -99,19 +101,21 @@ def fit_class_table(classes: np.ndarray, shares: np.ndarray, candidates: np.ndar
 
 def load_class_table(path: str | Path, settings: Mapping[str, Any],
                      weights: Mapping[str, str | None] | None = None) -> ClassTable:
-    """The class table of a ``python -m agents.learnability --json`` report (e.g. docs/gate/<task>.json),
-    checked against the run's ``settings`` (task, codec, data set, preset, lam, eta, reference) and, when given,
+    """The class table of a ``python -m rlasc_harness.learnability --json`` report (e.g. docs/gate/<task>.json),
+    checked against the run's ``settings`` (task, id, preset, lam, eta) and, when given,
     the sha256 of the codec and task-network files the run uses (``Engine.weight_hashes``): a table fitted on
     other weights under the same names is refused. A ``{task}`` in ``path`` is replaced by ``settings["task"]``."""
     path = Path(str(path).replace("{task}", str(settings.get("task", "{task}"))))
     if not path.is_file():
-        raise FileNotFoundError(f"no class table report at {path}: write one with python -m agents.learnability "
+        raise FileNotFoundError(f"no class table report at {path}: write one with python -m rlasc_harness.learnability "
                                 "--task TASK --json PATH")
     report = json.loads(path.read_text())
     if "class_table" not in report:
-        raise ValueError(f"{path} has no 'class_table': expected a report of python -m agents.learnability --json")
-    refit = "fit a table for this run with python -m agents.learnability"
+        raise ValueError(f"{path} has no 'class_table': expected a report of python -m rlasc_harness.learnability --json")
+    refit = "fit a table for this run with python -m rlasc_harness.learnability"
     made_with = {**report.get("config", {}), "task": report.get("task", report.get("config", {}).get("task"))}
+    if "env_id" not in made_with and made_with.get("codec") in LEGACY_CODEC_IDS:
+        made_with["env_id"] = LEGACY_CODEC_IDS[made_with["codec"]]
     differ = {k: (made_with.get(k), settings[k]) for k in MATCHED_SETTINGS
               if k in settings and str(made_with.get(k)) != str(settings[k])}
     if differ:

@@ -34,8 +34,8 @@ class CorrectedRulePolicy(nn.Module):
     def __init__(self, observation_space: spaces.Dict | Mapping[str, Any], num_levels: int, rule_weight: float,
                  hidden: int = 64, members: int = 3) -> None:
         super().__init__()
-        from rlasc_env.env import NUM_STATS
-        from rlasc_env.preview import preview_size
+        from rlasc_env.engine import NUM_STATS
+        from rlasc_env.engine import preview_size
 
         self.shapes: ObsShapes = obs_shapes(observation_space)
         self.num_levels = int(num_levels)
@@ -78,7 +78,7 @@ class CorrectedRulePolicy(nn.Module):
 
     def rule_score(self, obs: Mapping[str, Tensor]) -> Tensor:
         """-rate_q / s + w * perceptual_q / s (B, Q): the preview rule's score over the stake."""
-        from rlasc_env.preview import preview_entries
+        from rlasc_env.engine import preview_entries
 
         rate, perceptual = preview_entries(obs["stats"].flatten(1), self.num_levels)
         return -rate + self.rule_weight * perceptual

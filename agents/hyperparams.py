@@ -2,9 +2,11 @@
 
 Each file maps the env id to presets, and each preset to the algorithm's hyperparameters::
 
-    rlasc/SemanticCoding-v1:
+    rlasc/SemanticCoding-v5:
       tiny:  {learning_rate: ..., ...}
       paper: {...}
+    rlasc/SemanticCoding-v5 observation=paper:   # settings for one observation option of the id, when they differ
+      tiny:  {...}
 
 ``--hp key=value`` overrides any entry (values parsed as YAML, dotted keys reach nested
 mappings, e.g. ``policy_kwargs.dropout=0.1``); new keys are added and checked by the algorithm
@@ -22,16 +24,20 @@ import yaml
 __all__ = ["HYPERPARAMS_DIR", "ENV_ID", "load_hyperparams", "apply_overrides"]
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
-ENV_ID = "rlasc/SemanticCoding-v1"
+ENV_ID = "rlasc/SemanticCoding-v5"  # rlasc_env.CURRENT_ID (not imported: --help stays fast)
 
 
-def load_hyperparams(algo: str, preset: str, env_id: str = ENV_ID, directory: str | Path | None = None) -> dict[str, Any]:
-    """The hyperparameters of ``algo`` for ``env_id`` and ``preset`` (a fresh copy)."""
+def load_hyperparams(algo: str, preset: str, env_id: str = ENV_ID, directory: str | Path | None = None,
+                     observation: str | None = None) -> dict[str, Any]:
+    """The hyperparameters of ``algo`` for ``env_id`` (``"<id> observation=<observation>"`` when the file has that
+    entry) and ``preset`` (a fresh copy)."""
     path = Path(directory or HYPERPARAMS_DIR) / f"{algo}.yml"
     if not path.is_file():
         raise FileNotFoundError(f"no hyperparameter file {path} for algorithm {algo!r}")
     with path.open() as handle:
         data = yaml.safe_load(handle) or {}
+    if observation is not None and f"{env_id} observation={observation}" in data:
+        env_id = f"{env_id} observation={observation}"
     if env_id not in data:
         raise KeyError(f"{path} has no entry for env id {env_id!r} (found {sorted(data)})")
     presets = data[env_id]

@@ -152,8 +152,8 @@ class PaperPolicy(nn.Module):
             nn.init.zeros_(self.skip.weight)
         self.preview_head: nn.Linear | None = None
         if preview_head:
-            from rlasc_env.env import NUM_STATS
-            from rlasc_env.preview import preview_size
+            from rlasc_env.engine import NUM_STATS
+            from rlasc_env.engine import preview_size
 
             if self.shapes["stats"][0] != NUM_STATS + preview_size(self.num_levels):
                 raise ValueError(f"preview_head needs the level preview in the stats ({NUM_STATS} + "
@@ -187,7 +187,7 @@ class PaperPolicy(nn.Module):
         if self.skip is not None:
             logits = logits + self.skip(torch.cat([obs["concept"].flatten(1), obs["stats"].flatten(1)], dim=1))
         if self.preview_head is not None:
-            from rlasc_env.preview import preview_entries
+            from rlasc_env.engine import preview_entries
 
             concept = obs["concept"].flatten(1)
             rate, perceptual = preview_entries(obs["stats"].flatten(1), self.num_levels)

@@ -45,7 +45,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from .checkpoint import load_policy, load_training_state, save_policy, save_training_state
-from .episodes import Engine, EpisodeRecord, run_copies
+from rlasc_env.engine import Engine, EpisodeRecord, run_copies
 from .policy import PaperPolicy, obs_to_tensors
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer", "TrainStats", "discounted_return", "rewards_to_go", "step_weights",

@@ -1,9 +1,11 @@
-"""Command line of train_codec.py: preset defaults, then tyro-generated flags; --stage3 runs agents/stage3.py."""
+"""Command line of train_codec.py's stage I: preset defaults, then tyro-generated flags.
+
+``train_codec.py`` parses once (:func:`parse_config`) and dispatches: stage I runs here (:func:`run_stage1`),
+``--stage3`` runs ``rlasc_harness.stage3`` (the script layer imports it; codec_models knows nothing of RL)."""
 from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 import tyro
 
@@ -18,14 +20,10 @@ def parse_config(argv: list[str]) -> TrainCodecConfig:
     return tyro.cli(TrainCodecConfig, default=defaults, args=argv, description=__doc__)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = parse_config(argv)
+def run_stage1(cfg: TrainCodecConfig, argv: list[str]) -> int:
+    """Stage I (Algorithm 1): train, export ``codec.pt`` and its record (``--export`` too)."""
     if cfg.stage3:
-        from agents.stage3 import run_stage3  # lazy: codec_models knows nothing of RL at import time
-
-        run_stage3(cfg, argv)
-        return 0
+        raise ValueError("--stage3 is run by train_codec.py through rlasc_harness.stage3, not by stage I")
     stray = [flag for flag, value in (("--policy", cfg.policy), ("--codec", cfg.codec)) if value is not None]
     if stray:
         raise SystemExit(f"{' and '.join(stray)} only apply to stage III: add --stage3")

@@ -1,4 +1,4 @@
-"""Codec configuration (dataclass) and the presets ``tiny`` and ``paper`` (DESIGN.md)."""
+"""Codec configuration (dataclass) and the presets ``tiny`` and ``paper`` (docs/design.md)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace

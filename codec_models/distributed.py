@@ -45,14 +45,3 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def resolve_device(device: str = "auto", info: DistInfo | None = None) -> str:
-    """'auto' -> 'cuda' (this rank's GPU) when available, else 'cpu'."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and info is not None and info.enabled:
-        device = f"cuda:{info.local_rank}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA device is available")
-    return device

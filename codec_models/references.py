@@ -9,7 +9,7 @@ Both send the codec's own label map s (the same lossless payload r_s, eq. 27) an
 The decoder paints every pixel with the colour of its class (R0) or of its class inside its
 block (R1). The bytes are real and decode: ``varint(len(r_s)) | r_s | uint8 colours``, so the
 rate counts exactly what a receiver needs beyond the shape the codec already knows. A codec
-whose highest level reconstructs worse than R1 spends its feature bits on nothing (DESIGN.md).
+whose highest level reconstructs worse than R1 spends its feature bits on nothing (docs/design.md).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ Phases, each resumable from ``<run>/last.pt``:
    model, counted on training images, stored with the weights.
 
 Stage III (``--stage3``: E, decoder, D and the agent fine-tuned together) is run by
-``agents/stage3.py`` from the same :class:`TrainCodecConfig`; this module knows nothing of RL.
+``rlasc_harness/stage3.py`` from the same :class:`TrainCodecConfig`; this module knows nothing of RL.
 """
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ from .codec import SemanticCodec
 from .config import codec_preset
 from .datasets import load_dataset
 from .discriminator import discriminator_hinge_loss, generator_hinge_loss
-from .distributed import DistInfo, barrier, init_distributed, resolve_device, shutdown
+from .device import resolve_device
+from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .perceptual import perceptual_loss
 
 TRAIN_STATE_FORMAT = "rlasc-codec-training"
@@ -100,7 +101,7 @@ class TrainCodecConfig:
     checkpoint_every: int = 100
     resume: bool = False  # continue from <run_dir>/last.pt (stage III: <run_dir>/stage3_last.pt)
     progress: bool = True
-    # ---- stage III: joint fine-tuning of E, G_l, G_g, attention, D and the agent pi (agents/stage3.py)
+    # ---- stage III: joint fine-tuning of E, G_l, G_g, attention, D and the agent pi (rlasc_harness/stage3.py)
     stage3: bool = False  # run stage III instead of stage I (needs --policy)
     codec: str | None = None  # stage III: starting codec, shipped name or checkpoint (default: the shipped --preset one)
     policy: str | None = None  # stage III: REINFORCE policy.pt from train_agent.py (stage II)
@@ -257,7 +258,7 @@ class CodecTrainer:
     def __init__(self, cfg: TrainCodecConfig) -> None:
         self.cfg = cfg
         self.dist = init_distributed(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.device = resolve_device(cfg.device, self.dist)
+        self.device = str(resolve_device(cfg.device, self.dist.local_rank if self.dist.enabled else None))
         seed_everything(cfg.seed + self.dist.rank)
         self.run_dir = Path(cfg.run_dir)
         self.codec = SemanticCodec(codec_preset(cfg.preset, **parse_overrides(cfg.codec_overrides))).to(self.device)

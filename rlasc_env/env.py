@@ -24,6 +24,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
+from codec_models.device import resolve_device
 from gymnasium import spaces
 from torch import Tensor
 
@@ -37,6 +39,7 @@ from .memo import StepLosses, TransitionMemo, image_key, losses_array
 from .preview import level_preview, preview_size, preview_stats
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
+from .registration import check_weight
 from .versions import check_pins, with_pinned_weights
 
 __all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_lam", "lam_feature",
@@ -77,11 +80,6 @@ class EnvParts:
             self.preview_memo.watch = [self.codec]
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def build_parts(task: str | Task = "segmentation", split: str = "train", codec: str | os.PathLike | SemanticCodec = "tiny",
@@ -153,7 +151,12 @@ def check_actions(actions: Any, count: int, num_levels: int) -> np.ndarray:
 
 def check_lam(lam: Any, count: int) -> np.ndarray:
     """``lam`` (a number or ``count`` numbers) as a float64 array; each must be finite and >= 0."""
-    arr = np.asarray(lam, np.float64)
+    if isinstance(lam, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"lam must be a finite number >= 0 or {count} of them, got {lam!r}")
+    try:
+        arr = np.asarray(lam, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"lam must be a finite number >= 0 or {count} of them, got {lam!r}") from None
     if arr.ndim == 0:
         arr = np.full(count, float(arr))
     if arr.shape != (count,) or not np.isfinite(arr).all() or (arr < 0).any():
@@ -670,6 +673,14 @@ class EpisodeCore:
                               axis=1)
 
 
+def observation_flag(observation: Any) -> bool:
+    """``observation`` ("paper": the paper's concept observation; "preview": with the level preview of
+    :mod:`rlasc_env.preview`) -> whether the stats carry the preview; else ``ValueError``."""
+    if observation not in ("paper", "preview"):
+        raise ValueError(f"observation must be 'paper' or 'preview', got {observation!r}")
+    return observation == "preview"
+
+
 def pick_index(rng: np.random.Generator, size: int, index: Any = None) -> int:
     """The data set index of an episode: ``index`` when given (validated), else drawn from ``rng``."""
     if index is None:
@@ -736,16 +747,26 @@ class SemanticCodingEnv(gym.Env):
     Terminates after the last present concept (1 to M steps); never truncated.
 
     ## Arguments
-    ``task`` (registered name, or a ``Task`` instance, which keeps its own reference mode), ``split``, ``lam`` and ``eta`` (eq. 13, the
-    paper's 1 and 10), ``codec`` (shipped name, checkpoint path or a ``SemanticCodec`` with code
-    tables), ``dataset``, ``data_root``, ``preset`` (data set size preset), ``reference``
-    (``"ground_truth"`` or ``"original"``: what H's output is compared with), ``render_mode``
-    (``None`` or ``"rgb_array"``), ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``), ``images``
-    (a data set object used instead of loading one), ``task_kwargs`` (extra task factory args),
-    ``pins`` (set by the registered ids, see :mod:`rlasc_env.versions`: the codec, task-network and data
-    versions the id stands for; the env refuses other shipped files), ``preview`` (``SemanticCoding-v4`` sets it:
-    ``stats`` gains the level preview of :mod:`rlasc_env.preview`, 1 + 2Q entries after the 8 above: what each
-    level of the concept would add in rate and remove in perceptual loss, measured by the encoder).
+    Through a registered id (``gym.make("rlasc/SemanticCoding-v5", ...)``) the options are ``task``,
+    ``observation`` (``"preview"``, the default, or ``"paper"``), ``lam``, ``eta``, ``split``, ``render_mode`` and
+    ``device``, validated by :func:`rlasc_env.registration.resolve_env`; the id pins everything else. Built directly,
+    the class also takes ``codec`` (shipped name, checkpoint path or a ``SemanticCodec`` with code tables),
+    ``dataset``, ``data_root``, ``preset`` (data set size preset), ``reference`` (``"ground_truth"`` or
+    ``"original"``: what H's output is compared with), ``images`` (a data set object used instead of loading one),
+    ``task_kwargs`` (extra task factory args) and ``pins`` (the codec, task-network and data versions an id stands
+    for; the env refuses other shipped files). ``observation="preview"``: ``stats`` gains the level preview of
+    :mod:`rlasc_env.preview`, 1 + 2Q entries after the 8 above: what each level of the concept would add in rate and
+    remove in perceptual loss, measured by the encoder.
+
+    ## Render
+    ``render_mode="rgb_array"``: one (H, 4W + 6, 3) uint8 frame of four panels separated by white columns: the
+    original x | the decoded x_hat of the levels chosen so far (also :meth:`decoded_image`) | the label map s the
+    codec sends (Cityscapes colours) | one bar per concept in coding order, coloured by class, its height the level
+    chosen (dimmed: not coded yet; a white cap marks the concept coded next).
+
+    ## Pickling
+    An env built from names (every registered id) pickles as its configuration plus the episode (image, rate weight,
+    levels chosen, random generator); unpickling reloads the weights by name, checks the pins and replays the levels.
 
     ## Info (reset and every step)
     ``bits`` (int, equals ``len(codec.compress(image, levels)) * 8`` for ``levels``), ``bpp``
@@ -754,7 +775,17 @@ class SemanticCodingEnv(gym.Env):
     ``levels`` ({class id: level} of the concepts coded so far; the others are at 0),
     ``image_index``, ``lam`` (the episode's rate weight); on the last step also ``episode_return`` and ``normalized_score`` =
     (L(0) - L_final) / (L(0) - L_high), L_high being L with every concept at the highest level:
-    0 = all coarsest, 1 = all highest, > 1 better than all highest (NaN when L(0) == L_high).
+    0 = all coarsest, 1 = all highest, > 1 better than all highest (NaN when L(0) == L_high). The benchmark score
+    (:mod:`rlasc_env.score`) is another normalisation, over a policy's returns on the protocol's images.
+
+    ## Version History
+    - ``rlasc/SemanticCoding-v5``: the current id: codec v2 ``tiny`` + task networks v3 (-v3's rewards); the
+      observation is an option (``"preview"`` default, ``"paper"``); score references in ``rlasc_env/references/``.
+    - ``rlasc/SemanticCoding-v4``: -v1 with the level preview in the observation; frozen.
+    - ``rlasc/SemanticCoding-v3``: -v1 with the GPU-trained task networks v3; frozen.
+    - ``rlasc/SemanticCoding-v2``: -v1 with the CPU-trained task networks v2; frozen.
+    - ``rlasc/SemanticCoding-v1``: codec v2 ``tiny`` (levels matter), task networks v1; frozen.
+    - ``rlasc/SemanticCoding-v0``: the first codec ``tiny-v0``, 7 stats; frozen.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -764,9 +795,19 @@ class SemanticCodingEnv(gym.Env):
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
                  task_kwargs: dict[str, Any] | None = None, pins: dict[str, Any] | None = None,
-                 preview: bool = False) -> None:
+                 observation: str = "paper") -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
+        preview = observation_flag(observation)
+        lam, eta = check_weight("lam", lam), check_weight("eta", eta)
+        names_only = isinstance(codec, (str, os.PathLike)) and isinstance(task, str) and images is None
+        self._init_kwargs: dict[str, Any] | None = (
+            {"task": task, "split": split, "lam": lam, "eta": eta, "codec": str(codec), "dataset": dataset,
+             "data_root": None if data_root is None else str(data_root), "preset": preset, "reference": reference,
+             "render_mode": render_mode, "device": str(device), "task_kwargs": task_kwargs, "pins": pins,
+             "observation": observation} if names_only else None)
+        self.config: Any = None  # the id's rlasc_env.registration.EnvConfig when made through an id
+        self._actions: list[int] = []
         if pins is not None and images is None:
             check_pins(pins, codec, task, dataset, task_kwargs)
         if pins is not None:
@@ -787,20 +828,30 @@ class SemanticCodingEnv(gym.Env):
         return len(self.parts.images)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
         unknown = set(options) - {"index", "lam"}
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}; known: 'index', 'lam'")
-        lam = None if options.get("lam") is None else check_lam(options["lam"], 1)
+        lam = None if options.get("lam") is None else check_lam(options["lam"], 1)  # validated before any change
+        if options.get("index") is not None:
+            pick_index(self.np_random, self.num_images, options["index"])
+        super().reset(seed=seed)
         index = pick_index(self.np_random, self.num_images, options.get("index"))
         images, labels = load_items(self.parts.images, [index])
         info = self.core.reset(self._slot, images, labels, np.array([index]), lam=lam)
+        self._actions = []
         return self._obs(), self._single_info(info)
 
     def step(self, action: Any):
         level = check_action(action, self.codec.num_levels)
+        if not self.core.started[0]:
+            raise RuntimeError("call reset() before step()")
+        if self.core.t[0] >= self.core.count[0]:
+            raise RuntimeError("the episode has terminated: call reset() before step()")
         reward, terminated, info, final = self.core.step(self._slot, np.array([level], np.int64))
+        self._actions.append(level)
         done = bool(terminated[0])
         if done:
             info.update(final)
@@ -814,6 +865,42 @@ class SemanticCodingEnv(gym.Env):
         if not self.core.started[0]:
             raise RuntimeError("call reset() before render()")
         return self.core.render(0)
+
+    def decoded_image(self) -> np.ndarray:
+        """x_hat of the current levels: float32 (3, H, W) in [0, 1] (the second panel of ``render()``)."""
+        if not self.core.started[0]:
+            raise RuntimeError("call reset() before decoded_image()")
+        return self.core.x_hat[0].detach().clamp(0, 1).float().cpu().numpy()
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Configuration + episode (image, rate weight, levels chosen so far, random generator); the networks are
+        reloaded by name on unpickling and checked against the id's pins."""
+        if self._init_kwargs is None:
+            raise TypeError("only an env built from names pickles (gym.make(id, ...), or SemanticCodingEnv with a "
+                            "shipped codec name or path, a task name and no images=): in-process codecs, tasks and "
+                            "data sets are not serialized")
+        started = bool(self.core.started[0])
+        episode = ({"index": int(self.core.index[0]), "lam": float(self.core.lam_slot[0]),
+                    "actions": list(self._actions)} if started else None)
+        rng = self._np_random.bit_generator.state if self._np_random is not None else None
+        return {"init": self._init_kwargs, "config": self.config, "episode": episode, "rng": rng,
+                "rng_seed": self._np_random_seed}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["init"])
+        self.config = state["config"]
+        episode = state["episode"]
+        if episode is not None:
+            self.reset(options={"index": episode["index"], "lam": episode["lam"]})
+            for level in episode["actions"]:
+                self.step(level)
+        if state["rng"] is not None:
+            from gymnasium.utils import seeding
+
+            self._np_random, _ = seeding.np_random(0)
+            self._np_random.bit_generator.state = state["rng"]
+            self._np_random_seed = state["rng_seed"]
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.core.observation(self._slot).items()}

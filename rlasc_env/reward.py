@@ -6,7 +6,7 @@ At step m of an episode (Algorithm 2)::
     r(m) = L(m-1) - L(m)                                                                (eq. 14)
 
 ``psi`` is the length in bits of the real bitstream (label map included); the rate term is
-counted in bits per pixel (DESIGN.md), so lambda does not depend on the image size. All
+counted in bits per pixel (docs/design.md), so lambda does not depend on the image size. All
 functions work element-wise on Python floats or NumPy arrays (computed in float64), so the
 single and the batched environments share the same arithmetic.
 """
@@ -19,7 +19,7 @@ __all__ = ["rate_term", "rsp_loss", "step_reward", "normalized_score", "REWARD_P
 
 REWARD_PRESETS: dict[str, dict[str, float]] = {
     # Algorithm 2's weights; the env's defaults. With them the best uniform level of every task is an inner
-    # level (4 of 0..5) on -v1, measured by `python -m agents.learnability` (docs/env_v1.md, "Operating points").
+    # level (4 of 0..5) on -v1, measured by `python -m rlasc_harness.learnability` (docs/env_v1.md, "Operating points").
     "paper": {"lam": 1.0, "eta": 10.0},
 }
 

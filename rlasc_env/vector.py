@@ -27,7 +27,10 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from codec_models.codec import SemanticCodec
 
-from .env import EpisodeCore, build_parts, check_actions, check_lam, load_items, observation_space, pick_index
+from .env import (EpisodeCore, build_parts, check_actions, check_lam, load_items, observation_flag, observation_space,
+                  pick_index)
+from .registration import check_weight
+from .versions import check_pins, with_pinned_weights
 from .tasks import Task
 
 __all__ = ["BatchedSemanticCodingEnv", "SB3VecEnvAdapter"]
@@ -60,7 +63,8 @@ class BatchedSemanticCodingEnv(VectorEnv):
 
     Infos are dicts of arrays with ``"_key"`` masks (Gymnasium's vector layout); ``levels`` is an
     int array (num_envs, M) with -1 for classes not coded (absent or not reached yet).
-    ``reset(options={"indices": [i0, i1, ...]})`` picks the data set image of every env;
+    ``reset(options={"index": [i0, i1, ...]})`` picks the data set image of every env (the single env's
+    ``index`` option, one per env);
     ``reset(options={"lam": x})`` (a number, or one per env) sets the rate weight of eq. 13 of the reset
     envs, which keep it for their later episodes (autoresets included).
     """
@@ -71,10 +75,19 @@ class BatchedSemanticCodingEnv(VectorEnv):
                  eta: float = 10.0, codec: str | os.PathLike | SemanticCodec = "tiny", dataset: str = "streets",
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
-                 task_kwargs: dict[str, Any] | None = None, preview: bool = False,
-                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP) -> None:
-        if num_envs < 1:
-            raise ValueError("num_envs must be >= 1")
+                 task_kwargs: dict[str, Any] | None = None, observation: str = "paper",
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, pins: dict[str, Any] | None = None
+                 ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        preview = observation_flag(observation)
+        lam, eta = check_weight("lam", lam), check_weight("eta", eta)
+        if pins is not None and images is None:
+            check_pins(pins, codec, task, dataset, task_kwargs)
+        if pins is not None:
+            task_kwargs = with_pinned_weights(pins, task, task_kwargs)
+        self.pins = pins
+        self.config: Any = None  # the id's rlasc_env.registration.EnvConfig when made through an id
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
         self.autoreset_mode = autoreset_mode if isinstance(autoreset_mode, AutoresetMode) else AutoresetMode(autoreset_mode)
@@ -142,18 +155,21 @@ class BatchedSemanticCodingEnv(VectorEnv):
             if not mask.any():
                 raise ValueError("options['reset_mask'] selects no env")
             rows = np.flatnonzero(mask)
-        for i in rows.tolist():
-            if seeds[i] is not None:
-                self._rngs[i], self._seeds[i] = seeding.np_random(seeds[i])
-        indices = options.pop("indices", None)
-        if indices is not None and len(indices) != self.num_envs:
-            raise ValueError(f"options['indices'] needs one image index per env ({self.num_envs})")
+        indices = options.pop("index", None)
+        if indices is not None and (np.ndim(indices) != 1 or len(indices) != self.num_envs):
+            raise ValueError(f"options['index'] needs one image index per env ({self.num_envs}), got {indices!r}")
         lam = options.pop("lam", None)
         if lam is not None:
             lam = check_lam(lam, self.num_envs) if np.ndim(lam) else check_lam(lam, len(rows))
             lam = lam[rows] if len(lam) == self.num_envs and len(rows) < self.num_envs else lam
         if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; known: 'indices', 'reset_mask', 'lam'")
+            raise ValueError(f"unknown reset options {sorted(options)}; known: 'index', 'reset_mask', 'lam'")
+        if indices is not None:
+            for i in rows.tolist():
+                pick_index(None, len(self.parts.images), indices[i])  # validated before anything changes
+        for i in rows.tolist():
+            if seeds[i] is not None:
+                self._rngs[i], self._seeds[i] = seeding.np_random(seeds[i])
         info = self._start(rows, indices, lam)
         return self.core.observation(self._all), _scatter({}, info, rows, self.num_envs)
 
@@ -228,6 +244,15 @@ class SB3VecEnvAdapter(VecEnv):
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
         self._actions: np.ndarray | None = None
         self._t0 = time.time()
+
+    @classmethod
+    def from_id(cls, env_id: str, num_envs: int = 8, **options: Any) -> "SB3VecEnvAdapter":
+        """The adapter over ``gym.make_vec(env_id, num_envs, vectorization_mode="vector_entry_point", **options)``
+        with same-step autoreset: the id's pins checked and its options validated
+        (:func:`rlasc_env.registration.resolve_env`)."""
+        from .registration import make_batched_env
+
+        return cls(make_batched_env(env_id, num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **options))
 
     def reset(self):
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)

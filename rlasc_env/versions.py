@@ -65,6 +65,11 @@ ENV_PINS: dict[str, dict[str, Any]] = {
 # the next concept would add in rate and remove in perceptual loss, as the encoder measures it.
 ENV_PINS["rlasc/SemanticCoding-v4"] = {**ENV_PINS["rlasc/SemanticCoding-v1"], "observation": "preview"}
 
+# The current id: -v3's codec, task networks and data (its rewards), the image size and reference pinned explicitly;
+# the observation is a make-time option (rlasc_env.registration), not a pin.
+ENV_PINS["rlasc/SemanticCoding-v5"] = {**ENV_PINS["rlasc/SemanticCoding-v3"], "preset": "tiny", "image_size": [64, 128],
+                                       "reference": "ground_truth"}
+
 
 def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:
     """The weights file an id uses for a task built by name: ``rlasc_env/weights/{pins["task_weights"]}/{task}.pt``

@@ -44,6 +44,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from codec_models.device import resolve_device
 import tyro
 from torch import Tensor
 from tqdm import tqdm
@@ -86,11 +88,6 @@ def resolve_task_names(task: str) -> list[str]:
     return [task]
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_tasks(names: list[str], reference: str, device: torch.device, strict: bool, weights_dir: str = ""

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from codec_models.device import resolve_device
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
@@ -127,10 +129,6 @@ class TrainTasksConfig:
     """Segmentation only: trunk width of SegNetH (0 = its default, 40); a wider H is slower in the environment."""
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_split(cfg: TrainTasksConfig, split: str, size: int | None) -> tuple[Tensor, Tensor]:
