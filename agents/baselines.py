@@ -29,10 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rlasc_env.engine import EpisodeCore
-from rlasc_env.engine import preview_entries
-
-from rlasc_env.engine import ActFn, EpisodeRecord, copy_slot, record_from, reset_slots
+from rlasc_env.engine import ActFn, EpisodeCore, EpisodeRecord, copy_slot, preview_entries, record_from, reset_slots
 
 __all__ = ["RandomPolicy", "FixedPolicy", "PreviewRule", "fit_preview_rule", "greedy_episodes", "oracle_episodes", "OracleSkipped",
            "random_search_episodes"]

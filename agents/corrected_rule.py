@@ -34,8 +34,7 @@ class CorrectedRulePolicy(nn.Module):
     def __init__(self, observation_space: spaces.Dict | Mapping[str, Any], num_levels: int, rule_weight: float,
                  hidden: int = 64, members: int = 3) -> None:
         super().__init__()
-        from rlasc_env.engine import NUM_STATS
-        from rlasc_env.engine import preview_size
+        from rlasc_env.engine import NUM_STATS, preview_size
 
         self.shapes: ObsShapes = obs_shapes(observation_space)
         self.num_levels = int(num_levels)

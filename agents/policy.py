@@ -152,8 +152,7 @@ class PaperPolicy(nn.Module):
             nn.init.zeros_(self.skip.weight)
         self.preview_head: nn.Linear | None = None
         if preview_head:
-            from rlasc_env.engine import NUM_STATS
-            from rlasc_env.engine import preview_size
+            from rlasc_env.engine import NUM_STATS, preview_size
 
             if self.shapes["stats"][0] != NUM_STATS + preview_size(self.num_levels):
                 raise ValueError(f"preview_head needs the level preview in the stats ({NUM_STATS} + "

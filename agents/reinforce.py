@@ -44,8 +44,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from .checkpoint import load_policy, load_training_state, save_policy, save_training_state
 from rlasc_env.engine import Engine, EpisodeRecord, run_copies
+
+from .checkpoint import load_policy, load_training_state, save_policy, save_training_state
 from .policy import PaperPolicy, obs_to_tensors
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer", "TrainStats", "discounted_return", "rewards_to_go", "step_weights",
@@ -329,7 +330,7 @@ class ReinforceTrainer:
                 if self.stats.updates % cfg.log_interval == 0 or not remaining():
                     self._log(fps)
                     bar.set_postfix(ep_rew=f"{self.window_mean('ep_rew_mean'):.4f}",
-                                    score=f"{self.window_mean('normalized_score_mean'):.3f}",
+                                    norm_score=f"{self.window_mean('normalized_score_mean'):.3f}",
                                     level=f"{self.window_mean('level_mean'):.2f}", refresh=False)
                 if (checkpoint_path is not None and cfg.checkpoint_interval > 0
                         and self.stats.updates % cfg.checkpoint_interval == 0):

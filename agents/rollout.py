@@ -30,12 +30,10 @@ import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rlasc_env.engine import EpisodeCore
-from rlasc_env.engine import STAKE_FLOOR, level_preview
+from rlasc_env.engine import STAKE_FLOOR, ActFn, Engine, EpisodeCore, copy_slot, level_preview, reset_slots
 
 from .checkpoint import load_training_state, save_policy, save_training_state
 from .corrected_rule import CorrectedRulePolicy
-from rlasc_env.engine import ActFn, Engine, copy_slot, reset_slots
 
 __all__ = ["RolloutConfig", "RolloutSteps", "RolloutTrainer", "collect_rollouts", "fit_correction"]
 

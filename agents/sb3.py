@@ -25,8 +25,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from tqdm.auto import tqdm
 
 from rlasc_env import SB3VecEnvAdapter
-
 from rlasc_env.engine import ActFn, Engine
+
 from .policy import PaperFeaturesExtractor
 
 __all__ = ["SB3_ALGOS", "algo_class", "make_vec_env", "build_model", "train_sb3", "load_sb3", "sb3_act",

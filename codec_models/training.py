@@ -40,8 +40,8 @@ from .classifier import classification_loss
 from .codec import SemanticCodec
 from .config import codec_preset
 from .datasets import load_dataset
-from .discriminator import discriminator_hinge_loss, generator_hinge_loss
 from .device import resolve_device
+from .discriminator import discriminator_hinge_loss, generator_hinge_loss
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .perceptual import perceptual_loss
 

@@ -16,7 +16,8 @@ benchmark score. Downstream tasks (the semantic loss L_S) are plugins: see ``rla
 from __future__ import annotations
 
 from .env import SemanticCodingEnv
-from .registration import CARDS, CURRENT_ID, EnvConfig, make_batched_env, make_env, register_ids, resolve_env, version_history
+from .registration import (CARDS, CURRENT_ID, EnvConfig, make_batched_env, make_env, register_ids, resolve_env,
+                           version_history)
 from .tasks import make_task, register_task, registered_tasks
 from .vector import BatchedSemanticCodingEnv, SB3VecEnvAdapter
 from .versions import ENV_PINS, StaleWeightsError

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from codec_models.codec import Analysis
+
 from .env import NUM_STATS, EnvParts, EpisodeCore, build_parts, load_items, observation_space, stats_size
 from .preview import STAKE_FLOOR, level_preview, preview_entries, preview_size
 from .registration import CURRENT_ID, resolve_env

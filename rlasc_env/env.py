@@ -24,22 +24,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-
-from codec_models.device import resolve_device
 from gymnasium import spaces
 from torch import Tensor
 
 from codec_models.bitstream import section_sizes
 from codec_models.classes import TRAIN_COLORS, colorize
 from codec_models.codec import Analysis, SemanticCodec
+from codec_models.device import resolve_device
 from codec_models.generators import LocalGenerator
 from codec_models.perceptual import perceptual_loss
 
 from .memo import StepLosses, TransitionMemo, image_key, losses_array
 from .preview import level_preview, preview_size, preview_stats
+from .registration import check_weight
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
-from .registration import check_weight
 from .versions import check_pins, with_pinned_weights
 
 __all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_lam", "lam_feature",

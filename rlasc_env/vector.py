@@ -30,8 +30,8 @@ from codec_models.codec import SemanticCodec
 from .env import (EpisodeCore, build_parts, check_actions, check_lam, load_items, observation_flag, observation_space,
                   pick_index)
 from .registration import check_weight
-from .versions import check_pins, with_pinned_weights
 from .tasks import Task
+from .versions import check_pins, with_pinned_weights
 
 __all__ = ["BatchedSemanticCodingEnv", "SB3VecEnvAdapter"]
 

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from agents.baselines import (FixedPolicy, OracleSkipped, RandomPolicy, greedy_episodes, oracle_episodes,
-                        random_search_episodes)
+                              random_search_episodes)
 from rlasc_env.engine import ActFn, Engine, EpisodeRecord, run_copies
 
 __all__ = ["summarize", "evaluate", "baseline_policies", "aggregate", "mean_ci", "gap_closure", "results_table",

@@ -60,12 +60,12 @@ from tqdm.auto import tqdm
 
 from agents.baselines import FixedPolicy, greedy_episodes
 from agents.class_table import ClassTable, fit_class_table
-from .config import EnvFlags
-from rlasc_env.engine import Engine, EpisodeRecord
-from .evaluation import baseline_policies, evaluate, gap_closure, results_table
 from agents.policy import OBS_KEYS, PaperPolicy, obs_shapes, obs_to_tensors
 from codec_models.device import resolve_device
+from rlasc_env.engine import Engine, EpisodeRecord
 
+from .config import EnvFlags
+from .evaluation import baseline_policies, evaluate, gap_closure, results_table
 from .runner import make_engine, write_json
 
 __all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "cached_greedy_steps", "step_scores",

@@ -11,16 +11,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from codec_models.device import resolve_device
 import yaml
 
 from agents.baselines import PREVIEW_RULE_WEIGHTS, PreviewRule, fit_preview_rule
 from agents.class_table import load_class_table
-from .config import EnvFlags, TrainAgentConfig
-from rlasc_env.engine import ActFn, Engine
-from .evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
 from agents.hyperparams import apply_overrides, load_hyperparams
+from codec_models.device import resolve_device
+from rlasc_env.engine import ActFn, Engine
+
+from .config import EnvFlags, TrainAgentConfig
+from .evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
 
 __all__ = ["run", "run_one", "design_json", "DESIGN_EVAL_KEYS"]
 

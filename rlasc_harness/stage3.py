@@ -47,25 +47,24 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from agents.checkpoint import load_policy, save_policy
+from agents.hyperparams import apply_overrides, load_hyperparams
+from agents.policy import PaperPolicy, check_policy_fits
+from agents.reinforce import ReinforceConfig, ReinforceTrainer
 from codec_models.checkpoint import (CheckpointError, atomic_save, build_codec, check_format, codec_payload,
                                      resolve_codec_path, safe_load)
 from codec_models.classes import IGNORE_INDEX
 from codec_models.codec import SemanticCodec
 from codec_models.datasets import load_dataset
-from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
 from codec_models.device import resolve_device
+from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
 from codec_models.distributed import DistInfo
 from codec_models.perceptual import perceptual_loss
-from codec_models.training import (TRAIN_STATE_FORMAT, GeneratorObjective, TrainCodecConfig, environment_record,
-                                   data_preset_of, export_codec, fit_code_tables, infinite_batches, make_grid_image, seed_everything,
-                                   write_json)
-from rlasc_env.tasks import ClassificationTask, DetectionTask, SegmentationTask, Task, presence_vector
-
-from agents.checkpoint import load_policy, save_policy
+from codec_models.training import (TRAIN_STATE_FORMAT, GeneratorObjective, TrainCodecConfig, data_preset_of,
+                                   environment_record, export_codec, fit_code_tables, infinite_batches, make_grid_image,
+                                   seed_everything, write_json)
 from rlasc_env.engine import Engine, EnvSpec, EpisodeRecord, run_episodes
-from agents.hyperparams import apply_overrides, load_hyperparams
-from agents.policy import PaperPolicy, check_policy_fits
-from agents.reinforce import ReinforceConfig, ReinforceTrainer
+from rlasc_env.tasks import ClassificationTask, DetectionTask, SegmentationTask, Task, presence_vector
 
 __all__ = ["STAGE3_FORMAT", "STAGE3_VERSION", "STATE_FILE", "Stage3Trainer", "load_start_codec", "load_start_policy",
            "task_training_loss", "run_stage3"]

@@ -35,9 +35,8 @@ import numpy as np
 import torch
 import tyro
 
-from codec_models.perceptual import perceptual_loss
-
 from codec_models.device import resolve_device
+from codec_models.perceptual import perceptual_loss
 from rlasc_env.env import SemanticCodingEnv, build_parts
 from rlasc_env.vector import BatchedSemanticCodingEnv
 

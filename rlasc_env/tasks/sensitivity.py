@@ -44,13 +44,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
-from codec_models.device import resolve_device
 import tyro
 from torch import Tensor
 from tqdm import tqdm
 
 from codec_models.classes import NUM_TRAIN_CLASSES, TRAIN_NAMES
+from codec_models.device import resolve_device
 
 from .base import Task, make_task, registered_tasks
 

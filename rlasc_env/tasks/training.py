@@ -29,20 +29,18 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
-from codec_models.device import resolve_device
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from codec_models.checkpoint import atomic_save, safe_load
 from codec_models.classes import IGNORE_INDEX, NUM_TRAIN_CLASSES, TRAIN_NAMES
+from codec_models.device import resolve_device
 
 from .base import Task
 from .classification import ClassificationTask, dataset_average_precision, presence_vector
 from .detection import DetectionTask
-from .networks import (NUM_DET_CLASSES, THING_TRAIN_IDS, ClsNetH, SegNetH, task_payload,
-                       weight_bytes)
+from .networks import NUM_DET_CLASSES, THING_TRAIN_IDS, ClsNetH, SegNetH, task_payload, weight_bytes
 from .segmentation import SegmentationTask, dataset_iou
 
 AUX_WEIGHT = 0.5  # weight of ClsNetH's auxiliary coarse segmentation loss

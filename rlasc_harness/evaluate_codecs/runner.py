@@ -23,11 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
-from codec_models.device import resolve_device
 from torch import Tensor
 
 from codec_models.codec import SemanticCodec
+from codec_models.device import resolve_device
 from codec_models.references import REFERENCES
 from rlasc_env.tasks import Task
 

@@ -10,21 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engines import make_engine
 from gymnasium import spaces
+from tb_events import scalar_tags
 from torch import nn
 
 from agents.baselines import FixedPolicy, OracleSkipped, greedy_episodes, oracle_episodes, random_search_episodes
 from agents.checkpoint import CheckpointError, load_policy
-from rlasc_harness.config import TrainAgentConfig
-from rlasc_env.engine import Engine, run_copies, run_episodes
-from rlasc_harness.evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
 from agents.hyperparams import apply_overrides, load_hyperparams
 from agents.policy import PaperFeaturesExtractor, PaperPolicy, obs_shapes
-from agents.reinforce import (ReinforceConfig, ReinforceTrainer, discounted_return, episode_objective,
-                              leave_one_out, rewards_to_go, step_weights)
+from agents.reinforce import (ReinforceConfig, ReinforceTrainer, discounted_return, episode_objective, leave_one_out,
+                              rewards_to_go, step_weights)
+from rlasc_env.engine import Engine, run_copies, run_episodes
+from rlasc_harness.config import TrainAgentConfig
+from rlasc_harness.evaluation import aggregate, baseline_policies, evaluate, gap_closure, mean_ci, results_table
 from rlasc_harness.runner import DESIGN_EVAL_KEYS, run
-from engines import make_engine
-from tb_events import scalar_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_KEYS = {"algo", "task", "seed", "device", "train_episodes", "eval_images", "eval"}
@@ -450,9 +450,9 @@ def test_baseline_policies_cover_every_level(engine) -> None:
 def test_env_id_flag_picks_the_ids_task_networks(tmp_path) -> None:
     """--env-id rlasc/SemanticCoding-v2 scores with rlasc_env/weights/v2 (sha256-checked), -v1 with the default,
     -v5 (the default) with -v3's; all through rlasc_env.engine.make_engine, the path of gym.make."""
+    from rlasc_env.versions import StaleWeightsError
     from rlasc_harness.config import TrainAgentConfig
     from rlasc_harness.runner import make_engine
-    from rlasc_env.versions import StaleWeightsError
 
     assert TrainAgentConfig().env_id == "rlasc/SemanticCoding-v5"  # the default command's id
     small = {"eval_images": 1, "train_images": 1}

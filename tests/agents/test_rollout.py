@@ -7,18 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from tb_events import scalar_tags
 
 import rlasc_env
 from agents.baselines import PreviewRule
-from rlasc_harness.config import TrainAgentConfig
 from agents.corrected_rule import CorrectedRulePolicy
-from rlasc_env.engine import Engine, EnvSpec, copy_slot, reset_slots, run_episodes
 from agents.hyperparams import load_hyperparams
 from agents.rollout import RolloutConfig, collect_rollouts, fit_correction
-from rlasc_harness.runner import run
+from rlasc_env.engine import Engine, EnvSpec, copy_slot, reset_slots, run_episodes
 from rlasc_env.env import EnvParts, EpisodeCore
-
-from tb_events import scalar_tags
+from rlasc_harness.config import TrainAgentConfig
+from rlasc_harness.runner import run
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +193,8 @@ def test_shipped_rollout_policies_match_their_record_and_replay_its_returns():
     from pathlib import Path
 
     from agents.checkpoint import load_policy
-    from rlasc_harness.runner import make_engine
     from rlasc_env.versions import file_sha256
+    from rlasc_harness.runner import make_engine
 
     root = Path(__file__).resolve().parents[2]
     record_path = root / "agents" / "weights" / "rollout-v4.json"

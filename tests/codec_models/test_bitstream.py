@@ -7,16 +7,8 @@ import zlib
 import numpy as np
 import pytest
 
-from codec_models.bitstream import (
-    CONCEPT_CRC_BYTES,
-    FORMAT_VERSION,
-    BitstreamError,
-    ParsedStream,
-    StreamHeader,
-    pack,
-    section_sizes,
-    unpack,
-)
+from codec_models.bitstream import (CONCEPT_CRC_BYTES, FORMAT_VERSION, BitstreamError, ParsedStream, StreamHeader, pack,
+                                    section_sizes, unpack)
 
 CODEC_ID = b"\x01\x02\x03\x04"
 

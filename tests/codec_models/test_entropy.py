@@ -8,16 +8,8 @@ import pytest
 import torch
 
 from codec_models.bitstream import BitstreamError
-from codec_models.entropy import (
-    CODERS,
-    LabelMapModel,
-    SymbolTables,
-    decode_label_map,
-    decode_symbols,
-    encode_label_map,
-    encode_symbols,
-    encoded_bits,
-)
+from codec_models.entropy import (CODERS, LabelMapModel, SymbolTables, decode_label_map, decode_symbols,
+                                  encode_label_map, encode_symbols, encoded_bits)
 
 N_CHANNELS = 6
 SYMBOLS_PER_LEVEL = [2, 3, 5, 8, 16, 33]

@@ -9,18 +9,9 @@ import torch
 from scipy import ndimage
 
 from codec_models.classes import NUM_TRAIN_CLASSES, TRAIN_ID
-from codec_models.streets import (
-    DEFAULT_SIZES,
-    GENERATOR_VERSION,
-    INSTANCE_TRAIN_IDS,
-    INSTANCE_VERSION,
-    SPLIT_OFFSET,
-    StreetsDataset,
-    default_cache_dir,
-    instance_targets,
-    render_split,
-    render_street_scene,
-)
+from codec_models.streets import (DEFAULT_SIZES, GENERATOR_VERSION, INSTANCE_TRAIN_IDS, INSTANCE_VERSION, SPLIT_OFFSET,
+                                  StreetsDataset, default_cache_dir, instance_targets, render_split,
+                                  render_street_scene)
 from rlasc_env.tasks.networks import THING_TRAIN_IDS
 
 H, W = 64, 128

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tb_events import scalar_tags
 
 from codec_models import CheckpointError, load_codec
 from codec_models.checkpoint import atomic_save, safe_load
 from codec_models.training import CodecTrainer, train_config_for
-from tb_events import scalar_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 

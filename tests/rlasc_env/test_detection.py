@@ -44,8 +44,9 @@ def test_touching_cars_give_separate_reference_boxes() -> None:
 
 
 def test_touching_cars_in_the_streets_data_are_separate_references() -> None:
-    from codec_models.datasets import load_dataset
     from scipy import ndimage
+
+    from codec_models.datasets import load_dataset
 
     ds = load_dataset("streets", split="val", preset="tiny", size=64)
     task = DetectionTask(tiny_detector(), "ground_truth")
@@ -171,8 +172,8 @@ def test_env_references_use_the_data_sets_instance_maps() -> None:
     """EpisodeCore.reset hands the detection task the streets instance maps: one reference box per object."""
     from codec_models import load_codec
     from codec_models.datasets import load_dataset
-    from rlasc_env.env import EnvParts, EpisodeCore, load_items
     from codec_models.streets import instance_targets
+    from rlasc_env.env import EnvParts, EpisodeCore, load_items
 
     ds = load_dataset("streets", split="train", preset="tiny", size=4)
     codec = load_codec("tiny", device="cpu")
@@ -190,11 +191,12 @@ def test_shipped_detector_mostly_separates_touching_cars(weights_set: str) -> No
     """Touching cars (one 8-connected car region, two instances of >= 16 px): the shipped FCOS mostly finds each car
     as its own box (IoU >= 0.5 at the task's threshold). Measured on the first 200 val images: 146 / 182 pairs for
     -v1's detector, 149 / 182 for -v2's; here on the first 60."""
+    from scipy import ndimage
+    from torchvision.ops import box_iou
+
     from codec_models.datasets import load_dataset
     from rlasc_env.tasks import make_task
     from rlasc_env.tasks.networks import WEIGHTS_DIR
-    from scipy import ndimage
-    from torchvision.ops import box_iou
 
     task = make_task("detection", weights=WEIGHTS_DIR / weights_set / "detection.pt")
     ds = load_dataset("streets", split="val", preset="tiny", size=60)

@@ -5,10 +5,10 @@ import warnings
 from pathlib import Path
 
 import gymnasium as gym
-from gymnasium.utils.env_checker import check_env as gym_check_env
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import rlasc_env
 from rlasc_env import SemanticCodingEnv

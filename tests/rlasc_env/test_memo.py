@@ -10,8 +10,6 @@ from rlasc_env.env import lam_feature
 from rlasc_env.memo import StepLosses, TransitionMemo
 
 
-
-
 def play(env: SemanticCodingEnv, index: int, actions: list[int], lam: float | None = None):
     options = {"index": index} if lam is None else {"index": index, "lam": lam}
     _, info0 = env.reset(seed=0, options=options)

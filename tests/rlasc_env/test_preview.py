@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
-from gymnasium.utils.env_checker import check_env as gym_check_env
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import rlasc_env
 from codec_models.perceptual import perceptual_loss
@@ -151,7 +151,7 @@ def test_fixed_and_random_policies_are_not_given_the_observation(test_codec, tes
     """run_copies computes no observation (no preview) for policies that ignore it; their episodes are unchanged."""
     from agents.baselines import FixedPolicy, RandomPolicy
     from rlasc_env.engine import run_copies
-    from rlasc_env.env import EpisodeCore, EnvParts
+    from rlasc_env.env import EnvParts, EpisodeCore
 
     parts = EnvParts(test_codec, rlasc_env.make_task("pixel-test"), test_dataset, 32, 64, preview=True)
     core = EpisodeCore(parts, 4, 1.0, 10.0)
@@ -168,8 +168,8 @@ def test_reinforce_with_preview_head_and_the_preview_rule(test_codec, test_datas
     import json
 
     from agents.checkpoint import load_policy
-    from rlasc_harness.config import TrainAgentConfig
     from rlasc_env.engine import Engine, EnvSpec
+    from rlasc_harness.config import TrainAgentConfig
     from rlasc_harness.runner import run
 
     engine = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02, preview=True,
@@ -206,9 +206,9 @@ def test_policy_started_at_the_preview_rule_acts_like_it(test_codec, test_datase
     """PaperPolicy.start_at_preview_rule: with a scale that dwarfs the trunk's initial logits, the argmax policy
     picks the rule's level on every step of real episodes; ReinforceTrainer starts there only with the rule's weight."""
     from agents.baselines import PreviewRule
-    from rlasc_env.engine import Engine, EnvSpec, run_copies
     from agents.policy import PaperPolicy
     from agents.reinforce import ReinforceConfig, ReinforceTrainer
+    from rlasc_env.engine import Engine, EnvSpec, run_copies
 
     engine = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02, preview=True,
                             images={"train": test_dataset, "test": test_dataset}))
@@ -251,8 +251,8 @@ def test_train_agent_starts_reinforce_at_the_fitted_rule(test_codec, test_datase
     import json
 
     from agents.baselines import PREVIEW_RULE_WEIGHTS
-    from rlasc_harness.config import TrainAgentConfig
     from rlasc_env.engine import Engine, EnvSpec
+    from rlasc_harness.config import TrainAgentConfig
     from rlasc_harness.runner import run
 
     hp = ("episodes_per_update=4", "rollouts_per_image=2", "conv_channels=[4, 8]", "hidden=[16, 16]",
@@ -278,11 +278,11 @@ def test_train_agent_starts_reinforce_at_the_fitted_rule(test_codec, test_datase
 def test_sb3_trains_on_the_preview_and_evaluate_reads_it(test_codec, test_dataset, tmp_path):
     """PPO through the batched env with the level preview: its observation space has -v4's stats, it trains, it acts
     in the evaluation, and evaluate.py's loader sees a -v4 policy."""
-    from rlasc_harness.evaluate_codecs.rlasc import load_policy
-    from rlasc_env.engine import Engine, EnvSpec
-    from rlasc_harness.evaluation import evaluate
     from agents.hyperparams import load_hyperparams
     from agents.sb3 import sb3_act, train_sb3
+    from rlasc_env.engine import Engine, EnvSpec
+    from rlasc_harness.evaluate_codecs.rlasc import load_policy
+    from rlasc_harness.evaluation import evaluate
 
     engine = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02, preview=True,
                             images={"train": test_dataset, "test": test_dataset}))
@@ -310,9 +310,9 @@ def test_a_v1_policy_on_the_preview_env_is_refused_naming_the_env_id(test_codec,
     """--eval-only of a policy trained without the preview on an env with it (or the reverse) names --env-id,
     and train_agent's runner says so before it fits the preview rule."""
     from agents.checkpoint import save_policy
-    from rlasc_harness.config import TrainAgentConfig
-    from rlasc_env.engine import Engine, EnvSpec
     from agents.policy import PaperPolicy, check_policy_fits
+    from rlasc_env.engine import Engine, EnvSpec
+    from rlasc_harness.config import TrainAgentConfig
     from rlasc_harness.runner import run
 
     images = {"train": test_dataset, "test": test_dataset}

@@ -11,8 +11,6 @@ from gymnasium.vector import AutoresetMode
 from rlasc_env import BatchedSemanticCodingEnv, SB3VecEnvAdapter, SemanticCodingEnv
 
 
-
-
 @pytest.fixture()
 def kwargs(test_codec, test_dataset):
     return {"task": "pixel-test", "codec": test_codec, "images": test_dataset}

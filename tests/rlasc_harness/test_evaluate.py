@@ -11,7 +11,7 @@ import torch
 from rlasc_harness.evaluate_codecs.awgn import AwgnSubject, IsolatedDecoder, awgn_curve
 from rlasc_harness.evaluate_codecs.bd import bd_pair, pareto_front
 from rlasc_harness.evaluate_codecs.classic import (CLASSIC_CODECS, DecodeError, bits_per_pixel, get_codec, to_uint8,
-                                            unavailable_reason)
+                                                   unavailable_reason)
 
 H, W = 32, 64
 DESIGN_POINT_KEYS = {"bpp", "miou", "psnr", "ssim", "fid", "kid"}
@@ -29,8 +29,7 @@ def eval_images():
 @pytest.fixture(scope="module")
 def small_tasks():
     """Task networks H built in-process (small, untrained): the evaluation does not need shipped weights."""
-    from rlasc_env.tasks import (ClassificationTask, ClsNetH, DetectionTask, SegmentationTask, SegNetH,
-                                 build_detector)
+    from rlasc_env.tasks import ClassificationTask, ClsNetH, DetectionTask, SegmentationTask, SegNetH, build_detector
 
     torch.manual_seed(0)
     return {"segmentation": SegmentationTask(SegNetH(width=8, skip_width=4).eval(), network_name="SegNetH(test)"),
@@ -132,8 +131,8 @@ def test_detection_map50_from_instance_boxes_without_label_map_fallback(eval_set
     boxes gets mAP@0.5 = 1 and box IoU 1), never through the label-map fallback (which warns)."""
     import warnings
 
-    from rlasc_harness.evaluate_codecs.metrics import QualityMeter
     from rlasc_env.tasks.classification import dataset_average_precision, presence_vector
+    from rlasc_harness.evaluate_codecs.metrics import QualityMeter
 
     tasks = {"detection": oracle_task, "classification": small_tasks["classification"]}
     meter = QualityMeter(tasks, None, eval_set.count)
@@ -388,9 +387,9 @@ def test_awgn_classic_failures_score_zero(eval_images):
 
 # ------------------------------------------------------------------ end to end
 def _random_policy(codec):
-    from rlasc_harness.evaluate_codecs.rlasc import LoadedPolicy
     from agents.policy import PaperPolicy
     from rlasc_env.env import observation_space
+    from rlasc_harness.evaluate_codecs.rlasc import LoadedPolicy
 
     torch.manual_seed(0)
     net = PaperPolicy(observation_space(codec, H, W), codec.num_levels, conv_channels=(4, 4), hidden=(8, 8))
@@ -399,9 +398,9 @@ def _random_policy(codec):
 
 def test_policy_file_loads_with_its_env_settings(tmp_path, test_codec):
     from agents.checkpoint import save_policy
-    from rlasc_harness.evaluate_codecs.rlasc import load_policy
     from agents.policy import PaperPolicy
     from rlasc_env.env import observation_space
+    from rlasc_harness.evaluate_codecs.rlasc import load_policy
 
     space = observation_space(test_codec, H, W)
     net = PaperPolicy(space, test_codec.num_levels, conv_channels=(4, 4), hidden=(8, 8))
@@ -422,10 +421,10 @@ def test_policy_trained_on_v4_is_played_with_the_level_preview(tmp_path, test_co
     the preview rule plays the rule's levels; a stats width of neither id is refused."""
     from agents.baselines import PreviewRule
     from agents.checkpoint import save_policy
-    from rlasc_env.engine import run_episodes
-    from rlasc_harness.evaluate_codecs.rlasc import load_policy, policy_plan
     from agents.policy import PaperPolicy
+    from rlasc_env.engine import run_episodes
     from rlasc_env.env import EpisodeCore, build_parts, observation_space
+    from rlasc_harness.evaluate_codecs.rlasc import load_policy, policy_plan
 
     q = test_codec.num_levels
     net = PaperPolicy(observation_space(test_codec, H, W, True), q, conv_channels=(4, 4), hidden=(8, 8),

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engines import make_engine
 
 from agents.baselines import greedy_episodes
 from agents.class_table import ClassTable
 from rlasc_env.engine import reset_slots
-from rlasc_harness.learnability import (LEARNED_CHOOSERS, GreedySteps, LearnabilityConfig, class_table, collect_greedy_steps,
-                                 fit_policy, regret_share_ci, run, signal_gate, step_scores)
-from engines import make_engine
+from rlasc_harness.learnability import (LEARNED_CHOOSERS, GreedySteps, LearnabilityConfig, class_table,
+                                        collect_greedy_steps, fit_policy, regret_share_ci, run, signal_gate,
+                                        step_scores)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,17 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tb_events import scalar_tags
 
 from agents.checkpoint import load_policy, save_policy
-from rlasc_env.engine import reset_slots
 from agents.policy import PaperPolicy
-from rlasc_harness.stage3 import STATE_FILE, Stage3Trainer, task_training_loss
 from codec_models import CheckpointError, load_codec
 from codec_models.checkpoint import safe_load
 from codec_models.training import export_codec, fit_code_tables, train_config_for
+from rlasc_env.engine import reset_slots
 from rlasc_env.env import observation_space
 from rlasc_env.tasks import make_task
-from tb_events import scalar_tags
+from rlasc_harness.stage3 import STATE_FILE, Stage3Trainer, task_training_loss
 
 
 @pytest.fixture(scope="module")
