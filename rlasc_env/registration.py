@@ -157,7 +157,7 @@ def resolve_env(env_id: str = CURRENT_ID, **options: Any) -> EnvConfig:
     observation = options.get("observation", card.observation)
     if observation not in card.observations:
         other = [c.env_id for c in CARDS.values() if observation in c.observations and c.current]
-        raise ValueError(f"{env_id} has the observation {list(card.observations)}, not {observation!r}"
+        raise ValueError(f"{env_id} accepts the observation(s) {list(card.observations)}, not {observation!r}"
                          + (f": use {other[0]}" if other and isinstance(observation, str) else
                             f"; observations: {list(OBSERVATIONS)}"))
     render_mode = options.get("render_mode")

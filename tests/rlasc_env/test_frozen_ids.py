@@ -47,8 +47,14 @@ def test_v4_default_command_replays_its_documented_return(tmp_path):
     from rlasc_harness.config import TrainAgentConfig
     from rlasc_harness.runner import run
 
+    import torch
+
+    threads = torch.get_num_threads()
     cfg = TrainAgentConfig(algo="reinforce", env_id="rlasc/SemanticCoding-v4", eval_images=48, run_dir=tmp_path,
-                           progress=False, device="cpu")
-    result = run(cfg, log=lambda *a, **k: None)
+                           progress=False, device="cpu", threads=2)  # the documented run's (torch's default here)
+    try:
+        result = run(cfg, log=lambda *a, **k: None)
+    finally:
+        torch.set_num_threads(threads)
     assert result["eval"]["policy"]["return_mean"] == pytest.approx(doc["eval"]["policy"]["return_mean"], abs=1e-4)
     assert round(result["eval"]["policy"]["return_mean"], 4) == 2.2951

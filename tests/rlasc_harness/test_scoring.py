@@ -86,3 +86,20 @@ def _zip() -> str:
     path = Path(tempfile.mkdtemp()) / "model.zip"
     path.write_bytes(b"not a model")
     return str(path)
+
+
+def test_headline_table_reads_runs_and_refuses_runs_off_the_protocol(tmp_path):
+    _refs_or_skip()
+    from rlasc_harness.headline import headline_table
+
+    run = {"algo": "reinforce", "task": "segmentation", "seed": 0, "eval": {"policy": {"return_mean": 2.5}},
+           "benchmark_score": {"env_id": CURRENT_ID, "images": 200, "score": 0.5, "score_low": 0.4, "score_high": 0.6}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(run))
+    table = headline_table([path])
+    assert "| REINFORCE (the default command), seed 0 | **0.500** [0.400, 0.600] (2.500) | not run | not run |" in table
+    assert table.count("\n") == 2 + 5  # header, rule, best fixed, random, preview rule, REINFORCE, greedy
+    off = dict(run, benchmark_score={**run["benchmark_score"], "images": 48})
+    path.write_text(json.dumps(off))
+    with pytest.raises(ValueError, match="without a benchmark score"):
+        headline_table([path])
