@@ -39,22 +39,48 @@ def test_v1_and_v4_share_rewards_and_differ_only_in_the_observation():
     assert not engine_v1.spec.preview and engine_v4.spec.preview
 
 
+def test_v1_fixed_levels_replay_the_documented_means():
+    """docs/default_command_v1.json (the -v1 default command's baselines, 48 test images): every fixed level's mean."""
+    doc = _documented("default_command_v1.json")
+    engine = make_engine("rlasc/SemanticCoding-v1", task="segmentation", sizes={"test": 48, "train": 1})
+    from rlasc_harness.evaluation import baseline_policies, evaluate
+
+    fixed = {k: v for k, v in baseline_policies(6, 0).items() if k.startswith("fixed_")}
+    ev = evaluate(engine, fixed, 48, greedy=False)
+    for name in fixed:
+        assert ev[name]["return_mean"] == pytest.approx(doc["eval"][name]["return_mean"], abs=1e-4), name
+
+
+def _replay_default(tmp_path, env_id: str, doc: dict) -> float:
+    import torch
+
+    from rlasc_harness.config import TrainAgentConfig
+    from rlasc_harness.runner import run
+
+    threads = torch.get_num_threads()
+    cfg = TrainAgentConfig(algo="reinforce", env_id=env_id, eval_images=48, run_dir=tmp_path, progress=False,
+                           device="cpu", threads=2, greedy=False)  # the documented runs' threads (torch's default)
+    try:
+        result = run(cfg, log=lambda *a, **k: None)
+    finally:
+        torch.set_num_threads(threads)
+    return result["eval"]["policy"]["return_mean"]
+
+
+@pytest.mark.slow
+def test_v1_default_command_replays_its_documented_return(tmp_path):
+    """`python train_agent.py --algo reinforce --env-id rlasc/SemanticCoding-v1 --eval-images 48`: the -v1 default
+    figure 2.1087 (docs/default_command_v1.json). About 8 minutes on 2 cores."""
+    doc = _documented("default_command_v1.json")
+    assert _replay_default(tmp_path, "rlasc/SemanticCoding-v1", doc) == pytest.approx(
+        doc["eval"]["policy"]["return_mean"], abs=1e-4)
+
+
 @pytest.mark.slow
 def test_v4_default_command_replays_its_documented_return(tmp_path):
     """`python train_agent.py --algo reinforce --env-id rlasc/SemanticCoding-v4 --eval-images 48` gives the README's
     2.2951 (docs/default_command_v4.json), bit for bit up to float printing. About 5 minutes on 2 cores."""
     doc = _documented("default_command_v4.json")
-    from rlasc_harness.config import TrainAgentConfig
-    from rlasc_harness.runner import run
-
-    import torch
-
-    threads = torch.get_num_threads()
-    cfg = TrainAgentConfig(algo="reinforce", env_id="rlasc/SemanticCoding-v4", eval_images=48, run_dir=tmp_path,
-                           progress=False, device="cpu", threads=2)  # the documented run's (torch's default here)
-    try:
-        result = run(cfg, log=lambda *a, **k: None)
-    finally:
-        torch.set_num_threads(threads)
-    assert result["eval"]["policy"]["return_mean"] == pytest.approx(doc["eval"]["policy"]["return_mean"], abs=1e-4)
-    assert round(result["eval"]["policy"]["return_mean"], 4) == 2.2951
+    value = _replay_default(tmp_path, "rlasc/SemanticCoding-v4", doc)
+    assert value == pytest.approx(doc["eval"]["policy"]["return_mean"], abs=1e-4)
+    assert round(value, 4) == 2.2951
