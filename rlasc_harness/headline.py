@@ -21,7 +21,7 @@ from rlasc_env.score import PROTOCOL, benchmark_score, load_references
 
 __all__ = ["headline_table", "main"]
 
-AGENT_NAMES = {"reinforce": "REINFORCE (the default command)", "rollout": "rollout policy iteration",
+AGENT_NAMES = {"reinforce": "REINFORCE (`--algo reinforce`, the default)", "rollout": "rollout policy iteration (`--algo rollout`)",
                "ppo": "PPO", "a2c": "A2C", "dqn": "DQN", "maskable_ppo": "MaskablePPO"}
 
 
@@ -49,7 +49,9 @@ def headline_table(paths: Sequence[Path]) -> str:
     header = "| policy | " + " | ".join(TASKS) + " |\n|---|" + "---|" * len(TASKS)
     rows = []
     best = {t: refs[t].best_fixed for t in TASKS}
-    rows.append("| best fixed level (" + ", ".join(f"{t[:3]}: {best[t][-1]}" for t in TASKS) + ") | "
+    levels = sorted({best[t].split("_")[1] for t in TASKS})
+    named = (f"level {levels[0]}" if len(levels) == 1 else ", ".join(f"{t}: level {best[t].split('_')[1]}" for t in TASKS))
+    rows.append(f"| best fixed level ({named}) | "
                 + " | ".join(f"0.000 ({refs[t].returns[best[t]].mean():.3f})" for t in TASKS) + " |")
     for name, label in (("random", "random (seed 0)"), ("preview_rule", "preview rule (weight fitted on 16 training images)")):
         rows.append(f"| {label} | " + " | ".join(

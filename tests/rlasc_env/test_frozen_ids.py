@@ -39,6 +39,7 @@ def test_v1_and_v4_share_rewards_and_differ_only_in_the_observation():
     assert not engine_v1.spec.preview and engine_v4.spec.preview
 
 
+@pytest.mark.slow
 def test_v1_fixed_levels_replay_the_documented_means():
     """docs/default_command_v1.json (the -v1 default command's baselines, 48 test images): every fixed level's mean."""
     doc = _documented("default_command_v1.json")

@@ -97,7 +97,7 @@ def test_headline_table_reads_runs_and_refuses_runs_off_the_protocol(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(run))
     table = headline_table([path])
-    assert "| REINFORCE (the default command), seed 0 | **0.500** [0.400, 0.600] (2.500) | not run | not run |" in table
+    assert "| REINFORCE (`--algo reinforce`, the default), seed 0 | **0.500** [0.400, 0.600] (2.500) | not run | not run |" in table
     assert table.count("\n") == 2 + 5  # header, rule, best fixed, random, preview rule, REINFORCE, greedy
     off = dict(run, benchmark_score={**run["benchmark_score"], "images": 48})
     path.write_text(json.dumps(off))
