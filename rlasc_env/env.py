@@ -39,7 +39,7 @@ from .preview import level_preview, preview_size, preview_stats
 from .registration import check_weight
 from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
-from .versions import check_pins, with_pinned_weights
+from .versions import apply_pins
 
 __all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_lam", "lam_feature",
            "NUM_STATS"]
@@ -77,8 +77,6 @@ class EnvParts:
                                if isinstance(m, torch.nn.Module)]
         if not self.preview_memo.watch:
             self.preview_memo.watch = [self.codec]
-
-
 
 
 def build_parts(task: str | Task = "segmentation", split: str = "train", codec: str | os.PathLike | SemanticCodec = "tiny",
@@ -807,10 +805,7 @@ class SemanticCodingEnv(gym.Env):
              "observation": observation} if names_only else None)
         self.config: Any = None  # the id's rlasc_env.registration.EnvConfig when made through an id
         self._actions: list[int] = []
-        if pins is not None and images is None:
-            check_pins(pins, codec, task, dataset, task_kwargs)
-        if pins is not None:
-            task_kwargs = with_pinned_weights(pins, task, task_kwargs)  # the id's own H (-v2)
+        task_kwargs = apply_pins(pins, codec, task, dataset, task_kwargs, images)  # the id's files, checked
         self.render_mode = render_mode
         self.pins = pins
         self.parts = build_parts(task, split, codec, dataset, data_root, preset, reference, device, images, task_kwargs,

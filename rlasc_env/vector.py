@@ -31,7 +31,7 @@ from .env import (EpisodeCore, build_parts, check_actions, check_lam, load_items
                   pick_index)
 from .registration import check_weight
 from .tasks import Task
-from .versions import check_pins, with_pinned_weights
+from .versions import apply_pins
 
 __all__ = ["BatchedSemanticCodingEnv", "SB3VecEnvAdapter"]
 
@@ -82,10 +82,7 @@ class BatchedSemanticCodingEnv(VectorEnv):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         preview = observation_flag(observation)
         lam, eta = check_weight("lam", lam), check_weight("eta", eta)
-        if pins is not None and images is None:
-            check_pins(pins, codec, task, dataset, task_kwargs)
-        if pins is not None:
-            task_kwargs = with_pinned_weights(pins, task, task_kwargs)
+        task_kwargs = apply_pins(pins, codec, task, dataset, task_kwargs, images)  # the id's files, checked
         self.pins = pins
         self.config: Any = None  # the id's rlasc_env.registration.EnvConfig when made through an id
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

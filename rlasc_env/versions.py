@@ -16,7 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins", "pinned_task_weights", "with_pinned_weights"]
+__all__ = ["ENV_PINS", "StaleWeightsError", "file_sha256", "check_pins", "pinned_task_weights", "with_pinned_weights",
+           "apply_pins"]
 
 _DATA = {"dataset": "streets", "generator_version": 2, "instance_version": 1}
 
@@ -141,3 +142,15 @@ def check_pins(pins: dict[str, Any], codec: Any, task: Any, dataset: str, task_k
         if stale:
             raise StaleWeightsError(f"{env_id} pins the streets data {stale} (pinned, installed): this code "
                                     "generates other images than the id's")
+
+
+def apply_pins(pins: dict[str, Any] | None, codec: Any, task: Any, dataset: str, task_kwargs: dict[str, Any] | None,
+               images: Any = None) -> dict[str, Any] | None:
+    """What every env and engine built under an id does first: check the pinned files (:func:`check_pins`, skipped
+    for in-process images) and return ``task_kwargs`` with the id's own task weights (:func:`with_pinned_weights`).
+    No pins: ``task_kwargs`` unchanged."""
+    if pins is None:
+        return task_kwargs
+    if images is None:
+        check_pins(pins, codec, task, dataset, task_kwargs)
+    return with_pinned_weights(pins, task, task_kwargs)
