@@ -28,8 +28,6 @@ DESIGN_EVAL_KEYS = ("return_mean", "return_std", "bpp_mean", "semantic_loss_mean
 Log = Callable[[str], None]
 
 
-
-
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _jsonable(dataclasses.asdict(obj))
@@ -92,18 +90,27 @@ def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
                      sizes=sizes)
 
 
-def protocol_references(cfg: EnvFlags, engine: Engine) -> Any:
+def protocol_references(cfg: EnvFlags, engine: Engine, log: Log = print) -> Any:
     """The id's stored score references (rlasc_env.score) when this run evaluates on the protocol (a registered id
-    with references, the protocol's lam and eta, at most its images); else None (baselines are then played)."""
+    with references, the protocol's lam and eta, at most its images); else None, and a labelled line says why the
+    baselines are played instead."""
     from rlasc_env.score import PROTOCOL, load_references
 
-    if engine.spec.env_id is None or (cfg.lam, cfg.eta) != (PROTOCOL.lam, PROTOCOL.eta):
+    if engine.spec.env_id is None:
+        return None  # a custom environment: no id, no score
+    if (cfg.lam, cfg.eta) != (PROTOCOL.lam, PROTOCOL.eta):
+        log(f"baselines played, no benchmark score: lam {cfg.lam}, eta {cfg.eta} are not the protocol's")
         return None
     try:
         refs = load_references(str(engine.task.name), engine.spec.env_id)
-    except (FileNotFoundError, KeyError):
+    except (FileNotFoundError, KeyError) as exc:
+        log(f"baselines played, no benchmark score: {exc}")
         return None
-    return refs if cfg.eval_images <= refs.num_images else None
+    if cfg.eval_images > refs.num_images:
+        log(f"baselines played, no benchmark score: --eval-images {cfg.eval_images} > the {refs.num_images} "
+            "protocol images")
+        return None
+    return refs
 
 
 def reference_rows(refs: Any, num_images: int, names: Any) -> dict[str, dict[str, Any]]:
@@ -284,7 +291,7 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
         policies["class_table"] = table
     if rule is not None:
         policies["preview_rule"] = rule
-    refs = protocol_references(cfg, engine)
+    refs = protocol_references(cfg, engine, log)
     first = not cache  # deterministic baselines are evaluated once per task and shared by the seeds
     if refs is not None:  # the protocol's images: the baselines are the id's stored references (they replay: tests)
         stored = {n for n in refs.returns if n.startswith("fixed_") or n in ("greedy", "random")}

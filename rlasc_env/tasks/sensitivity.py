@@ -87,8 +87,6 @@ def resolve_task_names(task: str) -> list[str]:
     return [task]
 
 
-
-
 def load_tasks(names: list[str], reference: str, device: torch.device, strict: bool, weights_dir: str = ""
                ) -> tuple[dict[str, Task], dict[str, str]]:
     """Build each task (H from ``{weights_dir}/{name}.pt`` when a folder is given, else the shipped default);

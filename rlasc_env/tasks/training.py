@@ -127,8 +127,6 @@ class TrainTasksConfig:
     """Segmentation only: trunk width of SegNetH (0 = its default, 40); a wider H is slower in the environment."""
 
 
-
-
 def load_split(cfg: TrainTasksConfig, split: str, size: int | None) -> tuple[Tensor, Tensor]:
     """A whole split in memory: images (N,3,H,W) uint8 and labels (N,H,W) uint8."""
     from codec_models.datasets import load_dataset

@@ -147,8 +147,6 @@ class Inputs:
     skipped: dict[str, str] = field(default_factory=dict)  # things that could not be loaded, with the reason
 
 
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
