@@ -9,8 +9,10 @@ Layout (big-endian)::
     header_crc u16 (crc32 of all header bytes before it, & 0xFFFF)
     label payload (label_len bytes) | label_crc u16 (crc32 & 0xFFFF)
     K x (payload bytes | concept crc)
+        version 3 (codec v2 with the up-right label context): as version 2; the label payload is
+                              coded with contexts (left, up, up-right), entropy.LabelMapModel "wnne"
         version 2 (codec v2): crc u16 = crc32(payload) & 0xFFFF, lets through ~1 in 65536
-                              damaged payloads
+                              damaged payloads; label contexts (left, up)
         version 1 (codec v1): crc u8 = crc32(payload) & 0xFF, ~1 in 256; read and written only
                               for codec v1 (env -v0)
 
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2
-CONCEPT_CRC_BYTES = {1: 1, 2: 2}  # format version -> bytes of each concept payload's CRC
+CONCEPT_CRC_BYTES = {1: 1, 2: 2, 3: 2}  # format version -> bytes of each concept payload's CRC
 MAGIC = b"RA"
 CODER_IDS = {"huffman": 0, "range": 1}
 MIN_SIZE, MAX_SIZE = 8, 8192
@@ -285,7 +287,8 @@ def unpack(
     if version is not None and header.version != version:
         raise BitstreamError(
             f"bitstream format version {header.version}, but this codec reads version {version} "
-            f"(version 1 is written by codec v1, env -v0; version 2 by codec v2, env -v1): decode it with "
+            f"(version 1 is written by codec v1, env -v0; version 2 by codec v2, env -v1 to -v5; version 3 by "
+            f"codecs with the up-right label-map context): decode it with "
             f"the codec that wrote it"
         )
     if expected_codec_id is not None and header.codec_id != bytes(expected_codec_id):

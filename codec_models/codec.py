@@ -88,8 +88,11 @@ class SemanticCodec(nn.Module):
 
     @property
     def bitstream_version(self) -> int:
-        """Bitstream format this codec writes and reads (codec v2: 16-bit concept CRCs)."""
-        return 2 if self.config.architecture >= 2 else 1
+        """Bitstream format this codec writes and reads: 1 (codec v1), 2 (codec v2: 16-bit concept CRCs),
+        3 (codec v2 whose label model has the up-right context, ``entropy.LabelMapModel`` "wnne")."""
+        if self.config.architecture < 2:
+            return 1
+        return 3 if self.label_model is not None and self.label_model.neighbours == "wnne" else 2
 
     @property
     def device(self) -> torch.device:
@@ -106,6 +109,8 @@ class SemanticCodec(nn.Module):
             if self.tables is not None:
                 for name, tensor in sorted(self.tables.state_dict().items()):
                     digest.update(tensor.cpu().numpy().tobytes())
+            if self.label_model is not None and self.label_model.neighbours != "wn":  # ("wn" ids stay as they were)
+                digest.update(self.label_model.state_dict()["counts"].numpy().tobytes())
             self._codec_id = digest.digest()[:4]
         return self._codec_id
 

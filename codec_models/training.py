@@ -605,8 +605,12 @@ def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 4
 
 @torch.no_grad()
 def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_size: int = 16,
-                    progress: bool = True) -> None:
-    """Count quantization symbols per (level, channel) and label-map contexts on ``images`` images."""
+                    progress: bool = True, label_neighbours: str | None = None) -> None:
+    """Count quantization symbols per (level, channel) and label-map contexts on ``images`` images.
+    ``label_neighbours``: the label model's context set ("wn" or "wnne"; None: the codec's current one,
+    "wn" for a codec without one)."""
+    if label_neighbours is None:
+        label_neighbours = codec.label_model.neighbours if codec.label_model is not None else "wn"
     codec.eval()
     cfg = codec.config
     counts = [np.zeros((cfg.channels_at(q), k), np.int64) for q, k in enumerate(cfg.level_centers)]
@@ -625,7 +629,19 @@ def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_s
                 counts[q][ch] += np.bincount(values.cpu().numpy(), weights=weight[covered].cpu().numpy(),
                                              minlength=k).astype(np.int64)
     codec.tables = entropy.SymbolTables.from_counts(counts)
-    codec.label_model = entropy.LabelMapModel.from_label_maps(label_maps, cfg.num_classes)
+    codec.label_model = entropy.LabelMapModel.from_label_maps(label_maps, cfg.num_classes, label_neighbours)
+    codec.invalidate_id()
+
+
+@torch.no_grad()
+def fit_label_model(codec: SemanticCodec, dataset: Dataset, images: int, neighbours: str, batch_size: int = 32) -> None:
+    """Refit only the label-map model (eq. 27) on F's label maps of ``images`` training images, with the
+    context set ``neighbours``; the symbol tables (and so every concept's bits) stay as they are."""
+    codec.eval()
+    total = min(images, len(dataset))
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(total)), batch_size)
+    maps = [lab for x, _ in loader for lab in codec.segment(x.to(codec.device)).cpu().numpy().astype(np.uint8)]
+    codec.label_model = entropy.LabelMapModel.from_label_maps(maps, codec.num_classes, neighbours)
     codec.invalidate_id()
 
 

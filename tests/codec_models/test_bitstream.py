@@ -115,7 +115,7 @@ def test_not_a_bitstream():
     expect_error(b"", "empty input")
     expect_error(b"R", "bad magic")
     expect_error(b"\x89PNG\r\n\x1a\n" + bytes(40), r"not an RL-ASC bitstream \(bad magic\)")
-    expect_error(raw_stream(version=7), r"format version 7 not supported \(this reader: \[1, 2\]\)")
+    expect_error(raw_stream(version=7), r"format version 7 not supported \(this reader: \[1, 2, 3\]\)")
     with pytest.raises(BitstreamError):
         unpack("RA")  # type: ignore[arg-type]
 

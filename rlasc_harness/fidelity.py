@@ -1,0 +1,383 @@
+"""Semantic-fidelity fine-tuning of the decoder (issue 31): stage I's objective plus the paper's task loss L_S.
+
+    python train_codec.py fidelity --codec tiny --run-dir runs/codec/fidelity --minutes 95
+    python train_codec.py fidelity --run-dir runs/codec/fidelity --resume          # continue it
+
+The codec sends its label map losslessly, yet its decoder was trained on pixels (L1, L_P, a small L_G) only, so at
+level 0 it paints less of what the map says than a flat class-mean painting does (docs/semantic_fidelity.md). This
+trainer keeps F (the segmenter) and E (the block transform, whose symbols and code tables define the bits) fixed and
+trains G_l, G_g and the attention, with D, on
+
+    L = l1 * |x - x_hat| + lambda1 * L_P (eq. 11) + adv * L_G (eq. 33) + w * sum_t L_t(H_t(x_hat), y)
+
+where L_t is the training loss of task network H_t (segmentation cross-entropy, FCOS's per-pixel thing
+cross-entropy, classification BCE: :func:`rlasc_harness.stage3.task_training_loss`, the differentiable stand-in of
+eq. 4-9) for the three tasks together, and D takes its hinge step (eq. 32) first. Levels are random per concept
+(eq. 24): an image draws one level for all its concepts with probability ``uniform_share``, else each concept draws
+level 0 with probability ``level0_share`` and a uniform finer level otherwise, so every operating point trains.
+
+**Scoring integrity.** The task networks in the loss are the ``-v1`` ones (``rlasc_env/weights/*.pt``); the checkpoint
+is selected on *validation* images by those same networks, and the codec is scored elsewhere on *test* images by the
+``-v3`` networks and by an independently trained segmenter, none of which this trainer loads.
+
+The run resumes from ``<run_dir>/fidelity_last.pt`` (weights, D, optimizers, step, random states, best score); the
+best checkpoint by the selection score is ``best.pt`` and the final export ``codec.pt`` (``--export`` too). Because E
+and the code tables are unchanged, the bits of every (concept, level) are those of the starting codec.
+"""
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from codec_models.checkpoint import atomic_save, build_codec, check_format, codec_payload, safe_load
+from codec_models.codec import SemanticCodec
+from codec_models.datasets import load_dataset
+from codec_models.device import resolve_device
+from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
+from codec_models.perceptual import perceptual_loss
+from codec_models.training import data_preset_of, environment_record, export_codec, fit_label_model, make_grid_image, write_json
+from rlasc_env.tasks import Task, make_task
+from rlasc_harness.stage3 import load_start_codec, task_training_loss
+
+__all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "sample_levels",
+           "dataset_miou", "run_fidelity"]
+
+FIDELITY_FORMAT = "rlasc-fidelity-training"
+FIDELITY_VERSION = 1
+STATE_FILE = "fidelity_last.pt"
+TASKS = ("segmentation", "detection", "classification")
+
+
+@dataclass
+class FidelityConfig:
+    """Decoder fine-tuning for semantic fidelity (rlasc_harness/fidelity.py)."""
+
+    codec: str = "tiny"  # starting codec: shipped name, exported codec.pt, or a finished stage-I/III checkpoint
+    run_dir: str = "runs/codec/fidelity"  # fidelity_last.pt, best.pt, codec.pt, tensorboard logs (tb/)
+    export: str | None = None  # also write the selected codec here (e.g. codec_models/weights/tiny-sf.pt)
+    resume: bool = False  # continue from <run_dir>/fidelity_last.pt
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    steps: int = 4000  # generator steps; the cosine schedule spans them
+    minutes: float = 0.0  # stop after this many minutes of this process (0: run all steps); --resume continues
+    batch_size: int = 8
+    lr: float = 4e-5  # Adam learning rate of G_l, G_g, attention and D (cosine decay to 10%)
+    warmup: int = 50  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0  # max gradient norm of the generator step (0: off)
+    tasks: tuple[str, ...] = TASKS  # task losses L_t in the objective (the -v1 task networks)
+    task_weight: float = 1.0  # w: weight of each task loss
+    l1_weight: float = 1.0
+    perceptual_weight: float = 1.0  # lambda1 of eq. 33 (L_P, eq. 11)
+    adversarial_weight: float = 0.01  # weight of L_G (hinge, eq. 33); 0 disables D
+    uniform_share: float = 0.25  # share of images with one level for all concepts
+    level0_share: float = 0.5  # otherwise: probability that a concept is at level 0
+    train_images: int | None = None  # limit the training split (None: all of it)
+    val_images: int = 64  # validation images for the selection score (val split, never test)
+    eval_every: int = 250  # validation and best-checkpoint selection every N steps
+    log_every: int = 25
+    checkpoint_every: int = 100
+    progress: bool = True
+    label_neighbours: str = "wn"  # export: refit the label-map model with this context set (wn | wnne: bitstream v3)
+    label_images: int = 2000  # training images the export's label model is counted on
+    task_weights: dict[str, str] = field(default_factory=dict)  # task -> weights file of H (default: the -v1 ones)
+
+
+def sample_levels(present: Tensor, num_levels: int, uniform_share: float, level0_share: float,
+                  rng: np.random.Generator) -> Tensor:
+    """(B, M) levels: per image, one level for all concepts (probability ``uniform_share``), else per concept
+    level 0 with probability ``level0_share`` and a uniform level in 1..L-1 otherwise."""
+    batch, classes = present.shape
+    uniform = rng.random(batch) < uniform_share
+    one = rng.integers(0, num_levels, (batch, 1)).repeat(classes, 1)
+    zero = rng.random((batch, classes)) < level0_share
+    finer = rng.integers(1, num_levels, (batch, classes)) if num_levels > 1 else np.zeros((batch, classes), np.int64)
+    per_concept = np.where(zero, 0, finer)
+    levels = np.where(uniform[:, None], one, per_concept)
+    return torch.as_tensor(levels, dtype=torch.long, device=present.device)
+
+
+def dataset_miou(pred: Tensor, ref: Tensor, num_classes: int, inter: np.ndarray, union: np.ndarray) -> None:
+    """Accumulate per-class intersections and unions (data-set mIoU = mean over classes with a union)."""
+    valid = ref < num_classes
+    pred, ref = pred[valid], ref[valid]
+    inter += np.bincount(ref[pred == ref].cpu().numpy(), minlength=num_classes)[:num_classes]
+    pred_count = np.bincount(pred.cpu().numpy(), minlength=num_classes)[:num_classes]
+    ref_count = np.bincount(ref.cpu().numpy(), minlength=num_classes)[:num_classes]
+    union += pred_count + ref_count - np.bincount(ref[pred == ref].cpu().numpy(), minlength=num_classes)[:num_classes]
+
+
+def miou_of(inter: np.ndarray, union: np.ndarray) -> float:
+    present = union > 0
+    return float((inter[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+class FidelityTrainer:
+    """G_l, G_g, attention and D trained on L1 + L_P + L_G + the three tasks' losses at random levels."""
+
+    def __init__(self, cfg: FidelityConfig) -> None:
+        if cfg.steps < 0 or cfg.batch_size < 1 or cfg.val_images < 1 or cfg.eval_every < 1:
+            raise ValueError("need --steps >= 0, --batch-size >= 1, --val-images >= 1 and --eval-every >= 1")
+        if not 0 <= cfg.uniform_share <= 1 or not 0 <= cfg.level0_share <= 1:
+            raise ValueError("--uniform-share and --level0-share are probabilities in [0, 1]")
+        unknown = sorted(set(cfg.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"--tasks {unknown}: choose among {list(TASKS)}")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.cfg = cfg
+        self.device = str(resolve_device(cfg.device))
+        self.run_dir = Path(cfg.run_dir)
+        self.state_path = self.run_dir / STATE_FILE
+        self.step = 0
+        self.best = -math.inf
+        self.history: dict[str, float] = {}
+        self.seconds = 0.0
+        saved = None
+        if cfg.resume:
+            if not self.state_path.is_file():
+                raise FileNotFoundError(f"--resume: {self.state_path} does not exist (start without --resume)")
+            saved = safe_load(self.state_path)
+            check_format(saved, self.state_path, FIDELITY_FORMAT, FIDELITY_VERSION)
+        elif self.state_path.is_file():
+            raise FileExistsError(f"{self.state_path} exists: pass --resume to continue it or pick another --run-dir")
+        if saved is not None:
+            self.codec = build_codec(saved["codec"], self.state_path, self.device)
+            self.sources: dict[str, Any] = dict(saved["sources"])
+        else:
+            self.codec, has_d, path = load_start_codec(cfg.codec, self.device)
+            self.sources = {"codec": str(path), "discriminator": "loaded" if has_d else "fresh"}
+        codec = self.codec
+        for module in (codec.segmenter, codec.perceptual, codec.encoder, codec.classifier):
+            module.requires_grad_(False).eval()
+        self.trained = [codec.local, codec.global_, codec.attention]
+        self.opt_g = torch.optim.Adam([p for m in self.trained for p in m.parameters()], cfg.lr, (0.5, 0.999))
+        self.opt_d = torch.optim.Adam(codec.discriminator.parameters(), cfg.lr, (0.5, 0.999))
+        self.tasks: dict[str, Task] = {}
+        for name in cfg.tasks:
+            weights = cfg.task_weights.get(name)
+            task = make_task(name, weights=weights, device=self.device) if weights else make_task(name, device=self.device)
+            task.network.requires_grad_(False).eval()
+            self.tasks[name] = task
+        self.sources["task_networks"] = {name: str(task.describe().get("weights")) for name, task in self.tasks.items()}
+        preset = data_preset_of(codec.config.name)
+        self.train_set = load_dataset("streets", "train", preset=preset, size=cfg.train_images, progress=False)
+        val = load_dataset("streets", "val", preset=preset, size=cfg.val_images, progress=False)
+        self.val_x = torch.stack([val[i][0] for i in range(len(val))])
+        self.val_y = torch.stack([torch.as_tensor(val[i][1]).long() for i in range(len(val))])
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        if saved is not None:
+            self.step = int(saved["step"])
+            self.best = float(saved["best"])
+            self.history = dict(saved["history"])
+            self.seconds = float(saved.get("seconds", 0.0))
+            self.opt_g.load_state_dict(saved["optimizers"]["g"])
+            self.opt_d.load_state_dict(saved["optimizers"]["d"])
+            self.rng.bit_generator.state = saved["rng"]["numpy"]
+            torch.set_rng_state(saved["rng"]["torch"])
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(self.run_dir / "tb"))
+
+    # ---- checkpoints -----------------------------------------------------------
+    def save_state(self) -> Path:
+        state = {"format": FIDELITY_FORMAT, "version": FIDELITY_VERSION, "step": self.step, "best": self.best,
+                 "seconds": self.seconds, "config": asdict(self.cfg), "codec": codec_payload(self.codec),
+                 "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict()},
+                 "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
+                 "sources": self.sources, "history": self.history}
+        return atomic_save(state, self.state_path)
+
+    def meta(self, argv: Sequence[str]) -> dict[str, Any]:
+        from codec_models.streets import GENERATOR_VERSION
+
+        return {"command": "python train_codec.py fidelity " + shlex.join(list(argv)), "stage": "fidelity",
+                "seed": self.cfg.seed, "device": self.device,
+                "data": {"dataset": "streets", "generator_version": GENERATOR_VERSION},
+                "train_config": asdict(self.cfg), "sources": self.sources, "figures": dict(self.history),
+                "environment": environment_record()}
+
+    # ---- steps -------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+        cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / max(cfg.steps, 1)))
+        return cfg.lr * warm * cosine
+
+    def batch(self) -> tuple[Tensor, Tensor]:
+        idx = self.rng.integers(0, len(self.train_set), self.cfg.batch_size)
+        x = torch.stack([self.train_set[int(i)][0] for i in idx]).to(self.device)
+        y = torch.stack([torch.as_tensor(self.train_set[int(i)][1]).long() for i in idx]).to(self.device)
+        return x, y
+
+    def train_step(self) -> dict[str, float]:
+        cfg, codec = self.cfg, self.codec
+        lr = self.lr_at(self.step)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        x, y = self.batch()
+        for module in self.trained + [codec.discriminator]:
+            module.train()
+        with torch.no_grad():
+            analysis = codec.analyse(x)  # F's label map, as in the env
+        levels = sample_levels(analysis.present, codec.num_levels, cfg.uniform_share, cfg.level0_share, self.rng)
+        x_hat = codec.decode(analysis, levels)
+        terms: dict[str, Tensor] = {}
+        disc = codec.discriminator
+        if cfg.adversarial_weight > 0:
+            terms["loss_d"] = discriminator_hinge_loss(disc(x, analysis.onehot), disc(x_hat.detach(), analysis.onehot))
+            self.opt_d.zero_grad(set_to_none=True)
+            terms["loss_d"].backward()
+            self.opt_d.step()
+        disc.requires_grad_(False)
+        try:
+            total = cfg.l1_weight * (x_hat - x).abs().mean()
+            terms["loss_l1"] = total.detach() / max(cfg.l1_weight, 1e-12)
+            terms["loss_p"] = perceptual_loss(codec.perceptual, x, x_hat).mean()
+            total = total + cfg.perceptual_weight * terms["loss_p"]
+            if cfg.adversarial_weight > 0:
+                terms["loss_g"] = generator_hinge_loss(disc(x_hat, analysis.onehot))
+                total = total + cfg.adversarial_weight * terms["loss_g"]
+            for name, task in self.tasks.items():
+                terms[f"loss_{name}"] = task_training_loss(task, x_hat, x, y)
+                total = total + cfg.task_weight * terms[f"loss_{name}"]
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.grad_clip > 0:
+                terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    [p for m in self.trained for p in m.parameters()], cfg.grad_clip)
+            self.opt_g.step()
+        finally:
+            disc.requires_grad_(True)
+            codec.eval()
+            codec.invalidate_id()
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"step {self.step}: the loss is {total.item()} ({ {k: v.item() for k, v in terms.items()} })")
+        mse = F.mse_loss(x_hat.detach().clamp(0, 1), x).item()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out.update(loss_total=float(total.detach()), psnr=10 * math.log10(1 / max(mse, 1e-10)), lr=lr)
+        self._last = (x, x_hat.detach(), analysis.labels)
+        return out
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation images at level 0 and at the highest level: mIoU of the loss's segmenter, PSNR; the
+        selection score is the mean of the two mIoUs (never a test image, never a scoring network)."""
+        codec = self.codec
+        codec.eval()
+        seg = self.tasks.get("segmentation")
+        out: dict[str, float] = {}
+        for q in (0, codec.num_levels - 1):
+            inter, union = np.zeros(codec.num_classes), np.zeros(codec.num_classes)
+            sq = []
+            for i in range(0, len(self.val_x), 16):
+                x, y = self.val_x[i:i + 16].to(self.device), self.val_y[i:i + 16].to(self.device)
+                analysis = codec.analyse(x)
+                x_hat = codec.decode(analysis, torch.full_like(analysis.present, q, dtype=torch.long)).clamp(0, 1)
+                sq.append(((x_hat - x) ** 2).flatten(1).mean(1))
+                if seg is not None:
+                    dataset_miou(seg.network(x_hat).argmax(1), y, codec.num_classes, inter, union)
+            out[f"val/psnr_level{q}"] = float((10 * torch.log10(1 / torch.cat(sq).clamp_min(1e-10))).mean())
+            if seg is not None:
+                out[f"val/miou_level{q}"] = miou_of(inter, union)
+        if seg is not None:
+            out["val/selection"] = 0.5 * (out["val/miou_level0"] + out[f"val/miou_level{codec.num_levels - 1}"])
+        else:
+            out["val/selection"] = 0.5 * (out["val/psnr_level0"] + out[f"val/psnr_level{codec.num_levels - 1}"])
+        return out
+
+    def log(self, values: dict[str, float], prefix: str = "") -> None:
+        for tag, value in values.items():
+            self.history[prefix + tag] = float(value)
+            self.writer.add_scalar(prefix + tag, float(value), self.step)
+
+    def run(self, argv: Sequence[str] = ()) -> dict[str, float]:
+        cfg = self.cfg
+        if self.step == 0:
+            start = self.validate()
+            self.log(start)
+            self.best = start["val/selection"]
+            atomic_save(codec_payload(self.codec, self.meta(argv)), self.run_dir / "best.pt")
+            print(f"step 0: {start}", flush=True)
+        deadline = time.time() + 60 * cfg.minutes if cfg.minutes > 0 else math.inf
+        bar = tqdm(total=cfg.steps, initial=min(self.step, cfg.steps), desc="fidelity", unit="step",
+                   dynamic_ncols=True, disable=not cfg.progress)
+        t0 = time.time()
+        try:
+            while self.step < cfg.steps:
+                if time.time() > deadline:
+                    print(f"--minutes {cfg.minutes:g} reached at step {self.step}: --resume continues",
+                          file=sys.stderr)
+                    break
+                terms = self.train_step()
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0:
+                    self.log(terms, "train/")
+                    bar.set_postfix(psnr=f"{terms['psnr']:.2f}", seg=f"{terms.get('loss_segmentation', 0):.3f}")
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    values = self.validate()
+                    self.log(values)
+                    self.writer.add_image("samples", make_grid_image(*self._last), self.step)
+                    if values["val/selection"] > self.best:
+                        self.best = values["val/selection"]
+                        self.history["best_step"] = float(self.step)
+                        atomic_save(codec_payload(self.codec, self.meta(argv)), self.run_dir / "best.pt")
+                    print(f"step {self.step}: {values} best {self.best:.4f}", flush=True)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.seconds += time.time() - t0
+                    t0 = time.time()
+                    self.save_state()
+        finally:
+            bar.close()
+            self.seconds += time.time() - t0
+            self.history["train_seconds"] = self.seconds
+            self.save_state()
+            self.writer.flush()
+        return dict(self.history)
+
+    def export(self, argv: Sequence[str] = ()) -> dict[str, Path]:
+        """The best checkpoint by the validation score as ``codec.pt`` (and ``--export``), with its record."""
+        best = safe_load(self.run_dir / "best.pt")
+        codec = build_codec(best, self.run_dir / "best.pt", self.device)
+        if codec.label_model is None or codec.label_model.neighbours != self.cfg.label_neighbours:
+            fit_label_model(codec, self.train_set, self.cfg.label_images, self.cfg.label_neighbours)
+        meta = self.meta(argv)
+        meta["selected_step"] = int(self.history.get("best_step", 0))
+        paths = {"codec": export_codec(codec, self.run_dir / "codec.pt", meta)}
+        write_json(self.run_dir / "codec.json", meta)
+        if self.cfg.export:
+            paths["export"] = export_codec(codec, self.cfg.export, meta)
+            write_json(Path(self.cfg.export).with_suffix(".json"), meta)
+        return paths
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def run_fidelity(cfg: FidelityConfig, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """``train_codec.py fidelity``: train (or resume), export the selected codec, print where it went."""
+    trainer = FidelityTrainer(cfg)
+    try:
+        history = trainer.run(argv)
+        paths = trainer.export(argv)
+    finally:
+        trainer.close()
+    for name, path in paths.items():
+        print(f"{name} written to {path}")
+    return {"history": history, "paths": paths}

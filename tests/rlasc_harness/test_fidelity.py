@@ -1,0 +1,95 @@
+"""Semantic-fidelity decoder training (rlasc_harness/fidelity.py) and its report (rlasc_harness/fidelity_report.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codec_models import load_codec
+from codec_models.bitstream import BitstreamError
+from codec_models.training import export_codec
+from rlasc_harness.fidelity import STATE_FILE, FidelityConfig, FidelityTrainer, sample_levels
+from rlasc_harness.fidelity_report import FidelityReportConfig, fidelity_report
+
+
+def config(tmp_path, **kw) -> FidelityConfig:
+    base = dict(run_dir=str(tmp_path / "run"), steps=4, batch_size=2, train_images=8, val_images=2, eval_every=2,
+                log_every=1, checkpoint_every=100, progress=False, warmup=0, label_images=8)
+    base.update(kw)
+    return FidelityConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def codec_file(tmp_path_factory, test_codec):
+    return str(export_codec(test_codec, tmp_path_factory.mktemp("fid") / "codec.pt", {"command": "test"}))
+
+
+def test_sample_levels_draws_every_operating_point():
+    rng = np.random.default_rng(0)
+    present = torch.ones(4000, 19, dtype=torch.bool)
+    levels = sample_levels(present, 6, 0.25, 0.5, rng)
+    assert levels.shape == (4000, 19) and levels.dtype == torch.long
+    assert set(levels.unique().tolist()) == set(range(6))
+    uniform = (levels == levels[:, :1]).all(1).float().mean().item()
+    assert 0.2 < uniform < 0.3  # the images with one level for all concepts
+    per_concept = levels[~(levels == levels[:, :1]).all(1)]
+    assert 0.45 < (per_concept == 0).float().mean().item() < 0.55
+
+
+def test_resume_continues_the_same_run(tmp_path, codec_file):
+    straight = FidelityTrainer(config(tmp_path / "a", codec=codec_file))
+    straight.run()
+    straight.close()
+    first = FidelityTrainer(config(tmp_path / "b", codec=codec_file))
+    for _ in range(2):
+        first.train_step()
+        first.step += 1
+    first.save_state()
+    first.close()
+    with pytest.raises(FileExistsError, match="--resume"):
+        FidelityTrainer(config(tmp_path / "b", codec=codec_file))
+    resumed = FidelityTrainer(config(tmp_path / "b", codec=codec_file, resume=True))
+    assert resumed.step == 2
+    resumed.run()
+    resumed.close()
+    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
+    changed = [k for k in a if not torch.equal(a[k], load_codec(codec_file).state_dict()[k])]
+    assert any(k.startswith("local.") for k in changed), "training changed nothing"
+    assert not any(k.startswith(("encoder.", "segmenter.")) for k in changed), "E and F must stay fixed"
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert (tmp_path / "b" / "run" / STATE_FILE).is_file()
+
+
+def test_export_with_the_up_right_label_context(tmp_path, codec_file, test_dataset):
+    trainer = FidelityTrainer(config(tmp_path, codec=codec_file, steps=2, label_neighbours="wnne",
+                                     export=str(tmp_path / "sf.pt")))
+    trainer.run()
+    paths = trainer.export()
+    trainer.close()
+    new, old = load_codec(paths["export"]), load_codec(codec_file)
+    assert new.label_model.neighbours == "wnne" and new.bitstream_version == 3
+    assert old.bitstream_version == 2
+    image = test_dataset[0][0]
+    data = new.compress(image)
+    assert data[2] == 3  # format version byte
+    torch.testing.assert_close(new.decompress(data), new.decompress(new.compress(image)))
+    with pytest.raises(BitstreamError, match="format version 2, but this codec reads version 3"):
+        new.decompress(old.compress(image))
+
+
+def test_fidelity_report_counts_real_bytes(tmp_path):
+    report = fidelity_report(FidelityReportConfig(codecs=("tiny",), images=2, batch_size=2, independent=None,
+                                                  json=str(tmp_path / "r.json")))
+    row = report["codecs"]["tiny"]
+    codec = load_codec("tiny")
+    from codec_models.datasets import load_dataset
+
+    data = load_dataset("streets", "test", preset="tiny", size=2, progress=False)
+    sizes = [len(codec.compress((data[i][0] * 255).round() / 255, {m: 0 for m in range(codec.num_classes)}))
+             for i in range(2)]
+    assert row["level0"]["bpp"] == pytest.approx(8 * np.mean(sizes) / (64 * 128))
+    assert row["level5"]["bpp"] > row["level0"]["bpp"]
+    assert set(row["level0"]) >= {"miou_dataset", "map50", "macro_ap", "psnr"}
+    assert row["concepts"] > 0 and np.isfinite(row["concept_psnr_gain_db"])
+    assert (tmp_path / "r.json").is_file()
