@@ -74,11 +74,12 @@ class FidelityConfig:
     steps: int = 4000  # generator steps; the cosine schedule spans them
     minutes: float = 0.0  # stop after this many minutes of this process (0: run all steps); --resume continues
     batch_size: int = 8
-    lr: float = 4e-5  # Adam learning rate of G_l, G_g, attention and D (cosine decay to 10%)
+    lr: float = 2.5e-5  # Adam learning rate of G_l, G_g, attention and D (cosine decay to 10%)
+    beta1: float = 0.9  # Adam beta1 of the generator (D keeps Algorithm 1's 0.5)
     warmup: int = 50  # linear learning-rate warm-up steps
     grad_clip: float = 1.0  # max gradient norm of the generator step (0: off)
     tasks: tuple[str, ...] = TASKS  # task losses L_t in the objective (the -v1 task networks)
-    task_weight: float = 1.0  # w: weight of each task loss
+    task_weight: float = 0.5  # w: weight of each task loss
     l1_weight: float = 1.0
     perceptual_weight: float = 1.0  # lambda1 of eq. 33 (L_P, eq. 11)
     adversarial_weight: float = 0.01  # weight of L_G (hinge, eq. 33); 0 disables D
@@ -86,7 +87,9 @@ class FidelityConfig:
     level0_share: float = 0.5  # otherwise: probability that a concept is at level 0
     train_images: int | None = None  # limit the training split (None: all of it)
     val_images: int = 64  # validation images for the selection score (val split, never test)
-    eval_every: int = 250  # validation and best-checkpoint selection every N steps
+    eval_every: int = 125  # validation and best-checkpoint selection every N steps
+    rollback_db: float = 2.0  # a validation PSNR (level 0) this far below the start's rolls back to best.pt and halves
+    # the learning rate (the task losses can pull the decoder into a sharp region where its gradients explode)
     log_every: int = 25
     checkpoint_every: int = 100
     progress: bool = True
@@ -143,6 +146,8 @@ class FidelityTrainer:
         self.state_path = self.run_dir / STATE_FILE
         self.step = 0
         self.best = -math.inf
+        self.lr_scale = 1.0  # halved by every rollback
+        self.rollbacks = 0
         self.history: dict[str, float] = {}
         self.seconds = 0.0
         saved = None
@@ -163,7 +168,7 @@ class FidelityTrainer:
         for module in (codec.segmenter, codec.perceptual, codec.encoder, codec.classifier):
             module.requires_grad_(False).eval()
         self.trained = [codec.local, codec.global_, codec.attention]
-        self.opt_g = torch.optim.Adam([p for m in self.trained for p in m.parameters()], cfg.lr, (0.5, 0.999))
+        self.opt_g = torch.optim.Adam([p for m in self.trained for p in m.parameters()], cfg.lr, (cfg.beta1, 0.999))
         self.opt_d = torch.optim.Adam(codec.discriminator.parameters(), cfg.lr, (0.5, 0.999))
         self.tasks: dict[str, Task] = {}
         for name in cfg.tasks:
@@ -184,6 +189,8 @@ class FidelityTrainer:
             self.best = float(saved["best"])
             self.history = dict(saved["history"])
             self.seconds = float(saved.get("seconds", 0.0))
+            self.lr_scale = float(saved.get("lr_scale", 1.0))
+            self.rollbacks = int(saved.get("rollbacks", 0))
             self.opt_g.load_state_dict(saved["optimizers"]["g"])
             self.opt_d.load_state_dict(saved["optimizers"]["d"])
             self.rng.bit_generator.state = saved["rng"]["numpy"]
@@ -196,6 +203,7 @@ class FidelityTrainer:
     # ---- checkpoints -----------------------------------------------------------
     def save_state(self) -> Path:
         state = {"format": FIDELITY_FORMAT, "version": FIDELITY_VERSION, "step": self.step, "best": self.best,
+                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
                  "seconds": self.seconds, "config": asdict(self.cfg), "codec": codec_payload(self.codec),
                  "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict()},
                  "rng": {"numpy": self.rng.bit_generator.state, "torch": torch.get_rng_state()},
@@ -216,7 +224,19 @@ class FidelityTrainer:
         cfg = self.cfg
         warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
         cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / max(cfg.steps, 1)))
-        return cfg.lr * warm * cosine
+        return cfg.lr * warm * cosine * self.lr_scale
+
+    def rollback(self) -> None:
+        """Back to best.pt's decoder and D with fresh optimizer moments and half the learning rate."""
+        best = safe_load(self.run_dir / "best.pt")
+        state = {k: v for k, v in best["state"].items()}
+        self.codec.load_state_dict(state, strict=False)
+        self.codec.invalidate_id()
+        for opt in (self.opt_g, self.opt_d):
+            opt.state.clear()
+        self.lr_scale *= 0.5
+        self.rollbacks += 1
+        self.log({"rollbacks": self.rollbacks, "lr_scale": self.lr_scale})
 
     def batch(self) -> tuple[Tensor, Tensor]:
         idx = self.rng.integers(0, len(self.train_set), self.cfg.batch_size)
@@ -311,6 +331,7 @@ class FidelityTrainer:
         if self.step == 0:
             start = self.validate()
             self.log(start)
+            self.history["start/psnr_level0"] = start["val/psnr_level0"]
             self.best = start["val/selection"]
             atomic_save(codec_payload(self.codec, self.meta(argv)), self.run_dir / "best.pt")
             print(f"step 0: {start}", flush=True)
@@ -334,7 +355,12 @@ class FidelityTrainer:
                     values = self.validate()
                     self.log(values)
                     self.writer.add_image("samples", make_grid_image(*self._last), self.step)
-                    if values["val/selection"] > self.best:
+                    if values["val/psnr_level0"] < self.history.get("start/psnr_level0", -math.inf) - cfg.rollback_db:
+                        print(f"step {self.step}: validation PSNR {values['val/psnr_level0']:.2f} dB, more than "
+                              f"{cfg.rollback_db:g} dB below the start: back to best.pt, learning rate x0.5",
+                              file=sys.stderr, flush=True)
+                        self.rollback()
+                    elif values["val/selection"] > self.best:
                         self.best = values["val/selection"]
                         self.history["best_step"] = float(self.step)
                         atomic_save(codec_payload(self.codec, self.meta(argv)), self.run_dir / "best.pt")

@@ -93,3 +93,15 @@ def test_fidelity_report_counts_real_bytes(tmp_path):
     assert set(row["level0"]) >= {"miou_dataset", "map50", "macro_ap", "psnr"}
     assert row["concepts"] > 0 and np.isfinite(row["concept_psnr_gain_db"])
     assert (tmp_path / "r.json").is_file()
+
+
+def test_divergence_rolls_back_to_the_best_checkpoint(tmp_path, codec_file):
+    """A validation PSNR below the start's by more than --rollback-db restores best.pt and halves the lr."""
+    trainer = FidelityTrainer(config(tmp_path, codec=codec_file, rollback_db=-100.0))  # every check "diverged"
+    trainer.run()
+    trainer.close()
+    assert trainer.rollbacks == 2 and trainer.lr_scale == 0.25
+    best = load_codec(str(tmp_path / "run" / "best.pt")).state_dict()
+    for key, value in trainer.codec.state_dict().items():
+        if key.startswith("local."):
+            torch.testing.assert_close(value, best[key], rtol=0, atol=0)
