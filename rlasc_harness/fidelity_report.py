@@ -60,6 +60,9 @@ class FidelityReportConfig:
     batch_size: int = 20
     threads: int = 1
     json: str | None = None  # write the report here
+    figure: str | None = None  # also draw originals, level 0 and the highest level of every codec, with what the -v3
+    # segmenter sees on each, for the first --figure-images images (PNG)
+    figure_images: int = 4
 
 
 def load_scorers(cfg: FidelityReportConfig) -> tuple[dict[str, Task], Task | None]:
@@ -124,6 +127,36 @@ def score_images(batches: list[tuple[list[int], torch.Tensor, torch.Tensor, torc
     return keep
 
 
+@torch.no_grad()
+def draw_figure(path: str, columns: list[tuple[str, torch.Tensor]], segmenter: Task, labels: torch.Tensor) -> str:
+    """One row pair per image: the pictures of every column, then the segmenter's label maps of them (the first
+    column's second row is the ground truth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from codec_models.classes import colorize
+
+    count = labels.shape[0]
+    fig, axes = plt.subplots(2 * count, len(columns), figsize=(2.2 * len(columns), 2.3 * count), squeeze=False)
+    for c, (title, images) in enumerate(columns):
+        seen = segmenter.network(images).argmax(1) if c else labels
+        for i in range(count):
+            axes[2 * i, c].imshow(images[i].permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[2 * i + 1, c].imshow(colorize(seen[i].numpy().astype(np.int64).clip(0, 255)))
+            if i == 0:
+                axes[0, c].set_title(title, fontsize=7)
+        for ax in axes[:, c]:
+            ax.set_axis_off()
+    axes[1, 0].set_title("ground truth", fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fidelity_report(cfg: FidelityReportConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     started = time.time()
@@ -137,6 +170,8 @@ def fidelity_report(cfg: FidelityReportConfig) -> dict[str, Any]:
     for idx, images, labels in data.batches(cfg.batch_size):
         batches.append((idx, images, images, labels, None, data.instance_batch(idx)))
     report["originals"] = score_images(batches, tasks, independent, data.count)
+    shown = min(cfg.figure_images, data.count)
+    columns: list[tuple[str, torch.Tensor]] = [("original", data.images[:shown].float() / 255.0)]
     for name in cfg.codecs:
         codec = load_codec(name).eval()
         top = codec.num_levels - 1
@@ -149,6 +184,8 @@ def fidelity_report(cfg: FidelityReportConfig) -> dict[str, Any]:
                 bits = torch.tensor([8.0 * len(f) for f in files])
                 batches.append((idx, images, x_hat, labels, bits, data.instance_batch(idx)))
             row[f"level{level}"] = score_images(batches, tasks, independent, data.count)
+            pictures = torch.cat([b[2] for b in batches])[:shown]
+            columns.append((f"{Path(name).stem} level {level}\n{row[f'level{level}']['bpp']:.3f} bpp", pictures))
             print(f"{name} level {level}: {row[f'level{level}']}", file=sys.stderr, flush=True)
         gains = concept_psnr_gain(codec, data.images.float() / 255.0)
         row["concept_psnr_gain_db"] = float(np.mean(gains)) if gains else math.nan
@@ -158,6 +195,8 @@ def fidelity_report(cfg: FidelityReportConfig) -> dict[str, Any]:
                                        ("miou_dataset", "map50", "macro_ap", "miou_dataset_independent")
                                        if row[f"level{top}"].get(k) is not None and orig.get(k)}
         report["codecs"][name] = row
+    if cfg.figure:
+        report["figure"] = draw_figure(cfg.figure, columns, tasks["segmentation"], data.labels[:shown])
     report["seconds"] = time.time() - started
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
