@@ -38,13 +38,12 @@ from codec_models.codec import Analysis, SemanticCodec
 from codec_models.datasets import load_dataset
 from rlasc_env.tasks import Task, make_task
 from rlasc_env.tasks.networks import WEIGHTS_DIR
-from rlasc_harness.evaluate_codecs.metrics import QualityMeter
+from rlasc_harness.evaluate_codecs.metrics import INDEPENDENT_SEGMENTER, QualityMeter
 from rlasc_harness.evaluate_codecs.rlasc import compress_levels
 from rlasc_harness.evaluate_codecs.sweep import EvalSet
 
 __all__ = ["FidelityReportConfig", "INDEPENDENT_SEGMENTER", "concept_psnr_gain", "fidelity_report", "main"]
 
-INDEPENDENT_SEGMENTER = Path(__file__).resolve().parent / "weights" / "independent_segmentation.pt"
 TASKS = ("segmentation", "detection", "classification")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,15 +39,22 @@ from rlasc_env.tasks.detection import DetectionTask, detection_loss
 from rlasc_env.tasks.detection_training import mean_average_precision, targets_from_instances
 from rlasc_env.tasks.segmentation import batch_miou
 
-__all__ = ["DATASET_KEYS", "DATASET_METRICS", "PooledFeatures", "QualityMeter", "TASK_KEYS", "instance_targets_of",
+__all__ = ["DATASET_KEYS", "DATASET_METRICS", "INDEPENDENT_KEY", "INDEPENDENT_SEGMENTER", "PooledFeatures", "QualityMeter", "TASK_KEYS", "instance_targets_of",
            "kid_subset_size", "per_image_miou"]
 
 # task name -> key of its per-image metric in a point's record (v0's figures, the env's per-step metric)
 TASK_KEYS = {"segmentation": "miou", "detection": "box_iou", "classification": "accuracy"}
 # task name -> key of its data-set metric (task networks v2), the metric of its per-task BD deltas
 DATASET_KEYS = {"segmentation": "miou_dataset", "detection": "map50", "classification": "macro_ap"}
+# the independent segmenter (issue 31): a segmentation scorer no codec trainer loads
+INDEPENDENT_SEGMENTER = Path(__file__).resolve().parents[1] / "weights" / "independent_segmentation.pt"
+# the independent segmenter's data-set metric (issue 31: a scorer no codec trainer loads), when one is given
+INDEPENDENT_KEY = "miou_dataset_independent"
 # data-set metric key -> what it is (report and JSON)
 DATASET_METRICS = {
+    INDEPENDENT_KEY: "segmentation data-set mIoU of the independent segmenter (rlasc_harness/weights/"
+                     "independent_segmentation.pt: trained from scratch with its own seed and width, never seen by a "
+                     "codec), same definition as miou_dataset",
     "miou_dataset": "segmentation data-set mIoU: torchmetrics MulticlassJaccardIndex (macro over the classes present, "
                     "ignore 255) over all pixels of all images",
     "map50": "detection mAP@0.5 against the data set's instance boxes (one box per object), torchmetrics "
@@ -106,8 +114,10 @@ class QualityMeter:
     """
 
     def __init__(self, tasks: dict[str, Task], feature_net: PooledFeatures | None, num_images: int,
-                 device: torch.device | str = "cpu", kid_subsets: int = 100, seed: int = 0) -> None:
+                 device: torch.device | str = "cpu", kid_subsets: int = 100, seed: int = 0,
+                 independent: Task | None = None) -> None:
         self.tasks = dict(tasks)
+        self.independent = independent  # a second segmenter: its data-set mIoU as INDEPENDENT_KEY
         self.device = torch.device(device)
         self.seed = seed
         self.feature_net = feature_net
@@ -121,6 +131,7 @@ class QualityMeter:
                     self.kid = KernelInceptionDistance(feature=feature_net, subsets=kid_subsets, subset_size=self.kid_subset,
                                                        reset_real_features=False, normalize=True).to(self.device)
         self.jaccard = MulticlassJaccardIndex(NUM_TRAIN_CLASSES, average="macro", ignore_index=IGNORE_INDEX)
+        self.jaccard_independent = MulticlassJaccardIndex(NUM_TRAIN_CLASSES, average="macro", ignore_index=IGNORE_INDEX)
         self.real_count = 0
         self.reset()
 
@@ -143,6 +154,7 @@ class QualityMeter:
         if self.kid is not None and len(self.kid.fake_features) > 0:
             self.kid.reset()
         self.jaccard.reset()
+        self.jaccard_independent.reset()
         self.detections: list[dict[str, Tensor]] = []  # H's raw detections, every image of the point
         self.box_targets: list[dict[str, Tensor]] | None = []  # None once a batch came without instance maps
         self.probabilities: list[Tensor] = []  # classification H's presence probabilities (B, M)
@@ -196,6 +208,8 @@ class QualityMeter:
                 self.presence.append(presence_vector(labels, value.shape[1]))
             else:
                 self._add(key, value)
+        if self.independent is not None:
+            self.jaccard_independent.update(self.independent.network(x_hat).argmax(1).cpu(), labels.cpu())
         self._add("psnr", peak_signal_noise_ratio(x_hat, images, data_range=1.0, reduction="none", dim=(1, 2, 3)))
         self._add("ssim", structural_similarity_index_measure(x_hat, images, data_range=1.0, reduction="none"))
         if self.fid is not None:
@@ -239,6 +253,8 @@ class QualityMeter:
             out[f"{key}_std"] = float(finite.std(unbiased=False)) if finite.numel() else None
         if "segmentation" in self.tasks and self.count:
             out["miou_dataset"] = float(self.jaccard.compute())
+        if self.independent is not None and self.count:
+            out[INDEPENDENT_KEY] = float(self.jaccard_independent.compute())
         out.update(self.dataset_metrics())
         torch.manual_seed(self.seed)  # KID draws its subsets with torch's global generator
         out["fid"] = _finite(self.fid.compute()) if self.fid is not None and self.count >= 2 else None

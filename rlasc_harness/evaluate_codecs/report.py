@@ -11,7 +11,8 @@ POINT_COLUMNS = (("bpp", "bpp", 4), ("miou", "mIoU", 4), ("miou_dataset", "mIoU 
                  ("map50", "mAP@.5", 4), ("map", "mAP", 4), ("macro_ap", "macro AP", 4),
                  ("box_iou", "box IoU", 4), ("accuracy", "cls acc", 4), ("psnr", "PSNR", 2), ("ssim", "SSIM", 4),
                  ("fid", "FID", 3), ("kid", "KID", 4))
-METRIC_LABELS = {"miou": "mIoU", "miou_dataset": "mIoU (dataset)", "map50": "mAP@.5", "macro_ap": "macro AP"}
+METRIC_LABELS = {"miou": "mIoU", "miou_dataset": "mIoU (dataset)", "map50": "mAP@.5", "macro_ap": "macro AP",
+                 "miou_dataset_independent": "mIoU (independent segmenter)"}
 
 
 def _relative_to_cwd(path: object) -> object:

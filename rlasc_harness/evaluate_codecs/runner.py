@@ -34,7 +34,7 @@ from . import plots, report
 from .awgn import AwgnSettings, run_awgn
 from .bd import BD_METHOD, bd_table
 from .classic import ClassicCodec, available_codecs
-from .metrics import DATASET_KEYS, DATASET_METRICS, TASK_KEYS, PooledFeatures, QualityMeter
+from .metrics import DATASET_KEYS, DATASET_METRICS, INDEPENDENT_KEY, INDEPENDENT_SEGMENTER, TASK_KEYS, PooledFeatures, QualityMeter
 from .rlasc import LevelPlan, LoadedPolicy, fixed_plan, load_policy, offset_plan, policy_plan
 from .sweep import (EvalSet, PointResult, calibrate, derived_targets, encode_plans, evaluate_classic, evaluate_plan,
                     evaluate_reference, refine_candidates, select_settings)
@@ -59,6 +59,9 @@ class EvalConfig:
     """Trained policy file(s) of train_agent.py (run with the first codec). None given: rlasc is skipped."""
     task_weights: str | None = None
     """Folder with {segmentation,detection,classification}.pt of a custom comparison (default: the id's)."""
+    independent_segmenter: str | None = str(INDEPENDENT_SEGMENTER)
+    """A second segmentation scorer that no codec trainer loads (issue 31): its data-set mIoU per point and its BD
+    deltas (``bd_by_task.segmentation_independent``); None to skip."""
     dataset: Literal["streets", "cityscapes"] | None = None
     """Data set of a custom comparison (default: the id's, streets)."""
     data_root: str | None = None
@@ -145,6 +148,7 @@ class Inputs:
     dataset: Any = None
     policies: list[LoadedPolicy] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # things that could not be loaded, with the reason
+    independent: Task | None = None  # the independent segmenter (a second scorer of segmentation), when loaded
 
 
 def log(message: str) -> None:
@@ -179,6 +183,13 @@ def load_inputs(cfg: EvalConfig, device: torch.device) -> Inputs:
         except (FileNotFoundError, ValueError) as exc:
             inputs.skipped[f"task {task}"] = str(exc)
     inputs.tasks = tasks
+    if cfg.independent_segmenter:
+        try:
+            inputs.independent = make_task("segmentation", reference="ground_truth", device=device,
+                                           weights=cfg.independent_segmenter)
+            inputs.independent.network.eval()
+        except (FileNotFoundError, ValueError) as exc:
+            inputs.skipped["independent segmenter"] = str(exc)
     extra = {} if cfg.data_root is None else {"root": cfg.data_root}
     inputs.dataset = load_dataset(cfg.dataset, split=cfg.split, preset=cfg.preset, **extra)
     if inputs.codecs:
@@ -385,6 +396,9 @@ def bd_by_task(codecs_json: dict[str, list[dict[str, Any]]], tasks: dict[str, Ta
             continue
         table = bd_table(curves, list(BD_TESTS), anchors, metric, cfg.bd_method, cfg.bd_min_overlap)
         out[task] = {pair: task_bd_entry(entry, metric) for pair, entry in table.items()}
+    if any(p.get(INDEPENDENT_KEY) is not None for pts in curves.values() for p in pts):
+        table = bd_table(curves, list(BD_TESTS), anchors, INDEPENDENT_KEY, cfg.bd_method, cfg.bd_min_overlap)
+        out["segmentation_independent"] = {pair: task_bd_entry(e, INDEPENDENT_KEY) for pair, e in table.items()}
     return out
 
 
@@ -481,7 +495,7 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
     features = PooledFeatures(primary.perceptual, f"the codec's perceptual network phi "
                               f"({getattr(primary.perceptual, 'name', 'phi')} of codec '{primary_name}', "
                               f"stage activations global-average-pooled)")
-    meter = QualityMeter(tasks, features, data.count, device, seed=cfg.seed)
+    meter = QualityMeter(tasks, features, data.count, device, seed=cfg.seed, independent=inputs.independent)
     if meter.kid is None:
         skipped["kid"] = f"KID needs at least 4 images, got {data.count}"
     instance_notes(data, tasks, notes, skipped)
@@ -531,7 +545,8 @@ def run(cfg: EvalConfig, inputs: Inputs | None = None, command: str = "") -> dic
         "bd": bd,
         "bd_by_task": task_bd,
         "bd_by_task_metrics": {task: {"metric": metric, "definition": DATASET_METRICS[metric]}
-                               for task, metric in DATASET_KEYS.items() if task in task_bd},
+                               for task, metric in {**DATASET_KEYS, "segmentation_independent": INDEPENDENT_KEY}.items()
+                               if task in task_bd},
         "rate_range": rates,
         "awgn": awgn,
         "awgn_meta": awgn_meta,
@@ -627,7 +642,8 @@ def header_overhead(classic: Sequence[ClassicCodec], codec: SemanticCodec, shape
     return out
 
 
-POINT_KEYS = ("bpp", "miou", "psnr", "ssim", "fid", "kid", *TASK_KEYS.values(), *DATASET_KEYS.values(), "map")
+POINT_KEYS = ("bpp", "miou", "psnr", "ssim", "fid", "kid", *TASK_KEYS.values(), *DATASET_KEYS.values(), "map",
+              INDEPENDENT_KEY)
 
 
 def clean_record(record: dict[str, Any]) -> dict[str, Any]:

@@ -451,9 +451,17 @@ def test_quick_end_to_end_writes_design_json_report_and_plots(tmp_path, test_cod
     cfg = EvalConfig(quick=True, out_dir=str(tmp_path / "eval"), json=str(tmp_path / "eval.json"), device="cpu",
                      progress=False)
     run(cfg, Inputs(codecs=[("test", test_codec)], tasks=small_tasks, dataset=eval_images,
-                    policies=[_random_policy(test_codec)]))
+                    policies=[_random_policy(test_codec)], independent=small_tasks["segmentation"]))
     result = json.loads((tmp_path / "eval.json").read_text())
     assert {"dataset", "images", "codecs", "bd", "awgn"} <= set(result)
+    # the independent scorer (here the same network as H, so it must read exactly H's data-set mIoU)
+    for points in result["codecs"].values():
+        for p in points:
+            assert p["miou_dataset_independent"] == pytest.approx(p["miou_dataset"], abs=1e-6)
+    independent = result["bd_by_task"].pop("segmentation_independent")
+    assert set(independent) == set(result["bd"])
+    assert all(e["metric"] == "miou_dataset_independent" for e in independent.values())
+    assert result["bd_by_task_metrics"].pop("segmentation_independent")["metric"] == "miou_dataset_independent"
     assert result["images"] == 6
     assert DESIGN_CODECS <= set(result["codecs"])
     for name in DESIGN_CODECS - {n for n in DESIGN_CODECS if unavailable_reason(n)}:
