@@ -328,6 +328,9 @@ class FidelityTrainer:
 
     def run(self, argv: Sequence[str] = ()) -> dict[str, float]:
         cfg = self.cfg
+        commands = self.sources.setdefault("commands", [] if self.step == 0 else
+                                           ["(the invocations before this one were not recorded by this trainer version)"])
+        commands.append(f"python train_codec.py fidelity {shlex.join(list(argv))}  # from step {self.step}")
         if self.step == 0:
             start = self.validate()
             self.log(start)

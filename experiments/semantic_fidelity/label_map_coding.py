@@ -72,9 +72,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--codec", default="tiny", help="codec whose F makes the maps (name or codec.pt)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    codec = load_codec("tiny")
+    codec = load_codec(args.codec)
     v3 = make_task("segmentation", weights=str(WEIGHTS_DIR / "v3" / "segmentation.pt")).network.eval()
 
     def images(split, n):

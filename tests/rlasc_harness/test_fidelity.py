@@ -105,3 +105,31 @@ def test_divergence_rolls_back_to_the_best_checkpoint(tmp_path, codec_file):
     for key, value in trainer.codec.state_dict().items():
         if key.startswith("local."):
             torch.testing.assert_close(value, best[key], rtol=0, atol=0)
+
+
+def test_shipped_tiny_sf_keeps_the_bits_of_every_concept_and_codes_the_map_with_three_neighbours():
+    """tiny-sf is tiny's F, E and code tables with a retrained decoder: every concept section is byte for byte
+    tiny's; only the label map (up-right context, bitstream version 3) and the pictures differ."""
+    import json
+    from pathlib import Path
+
+    from codec_models.datasets import load_dataset
+
+    tiny, sf = load_codec("tiny"), load_codec("tiny-sf")
+    assert sf.bitstream_version == 3 and sf.label_model.neighbours == "wnne" and tiny.bitstream_version == 2
+    record = json.loads((Path(sf.source).with_suffix(".json")).read_text())
+    assert record["seed"] == 0 and record["sources"]["task_networks"]["segmentation"].endswith("segmentation.pt")
+    assert "/v3/" not in json.dumps(record["sources"]["task_networks"])  # never the scoring networks
+    data = load_dataset("streets", "test", preset="tiny", size=3, progress=False)
+    label_bytes = [0, 0]
+    for i in range(3):
+        x = data[i][0][None]
+        a, b = tiny.analyse(x), sf.analyse(x)
+        assert torch.equal(a.labels, b.labels)
+        for m in a.present[0].nonzero().flatten().tolist():
+            for level in (0, 5):
+                assert tiny.encode_concept(a, 0, m, level) == sf.encode_concept(b, 0, m, level)
+        label_bytes[0] += len(tiny.encode_labels(a.labels[0]))
+        label_bytes[1] += len(sf.encode_labels(b.labels[0]))
+        assert sf.decompress(sf.compress(data[i][0])).shape == (3, 64, 128)
+    assert label_bytes[1] < label_bytes[0]
