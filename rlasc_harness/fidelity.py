@@ -47,7 +47,8 @@ from codec_models.datasets import load_dataset
 from codec_models.device import resolve_device
 from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
 from codec_models.perceptual import perceptual_loss
-from codec_models.training import data_preset_of, environment_record, export_codec, fit_label_model, make_grid_image, write_json
+from codec_models.training import (data_preset_of, environment_record, export_codec, fit_code_tables,
+                                   fit_label_model, make_grid_image, write_json)
 from rlasc_env.tasks import Task, make_task
 from rlasc_harness.stage3 import load_start_codec, task_training_loss
 
@@ -68,6 +69,8 @@ class FidelityConfig:
     run_dir: str = "runs/codec/fidelity"  # fidelity_last.pt, best.pt, codec.pt, tensorboard logs (tb/)
     export: str | None = None  # also write the selected codec here (e.g. codec_models/weights/tiny-sf.pt)
     resume: bool = False  # continue from <run_dir>/fidelity_last.pt
+    segmenter_from: str | None = None  # start with F taken from this codec (name or codec.pt) and the code tables
+    # refitted on its label maps (--label-images images, --label-neighbours contexts); E and the decoder stay --codec's
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0: torch's default)
@@ -165,6 +168,11 @@ class FidelityTrainer:
             self.codec, has_d, path = load_start_codec(cfg.codec, self.device)
             self.sources = {"codec": str(path), "discriminator": "loaded" if has_d else "fresh"}
         codec = self.codec
+        refit = saved is None and cfg.segmenter_from is not None
+        if refit:
+            donor, _, donor_path = load_start_codec(cfg.segmenter_from, self.device)
+            codec.segmenter.load_state_dict(donor.segmenter.state_dict())
+            self.sources["segmenter"] = str(donor_path)
         for module in (codec.segmenter, codec.perceptual, codec.encoder, codec.classifier):
             module.requires_grad_(False).eval()
         self.trained = [codec.local, codec.global_, codec.attention]
@@ -182,6 +190,9 @@ class FidelityTrainer:
         val = load_dataset("streets", "val", preset=preset, size=cfg.val_images, progress=False)
         self.val_x = torch.stack([val[i][0] for i in range(len(val))])
         self.val_y = torch.stack([torch.as_tensor(val[i][1]).long() for i in range(len(val))])
+        if refit:  # new label maps: new symbol statistics and label model
+            fit_code_tables(codec, self.train_set, cfg.label_images, progress=False,
+                            label_neighbours=cfg.label_neighbours)
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         if saved is not None:

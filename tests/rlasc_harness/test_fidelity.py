@@ -133,3 +133,18 @@ def test_shipped_tiny_sf_keeps_the_bits_of_every_concept_and_codes_the_map_with_
         label_bytes[1] += len(sf.encode_labels(b.labels[0]))
         assert sf.decompress(sf.compress(data[i][0])).shape == (3, 64, 128)
     assert label_bytes[1] < label_bytes[0]
+
+
+def test_segmenter_from_another_codec_refits_the_tables(tmp_path, codec_file):
+    donor = load_codec(codec_file)
+    with torch.no_grad():
+        for p in donor.segmenter.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    donor_file = str(export_codec(donor, tmp_path / "donor.pt", {"command": "test"}))
+    trainer = FidelityTrainer(config(tmp_path, codec=codec_file, segmenter_from=donor_file, label_neighbours="wnne"))
+    trainer.close()
+    for key, value in trainer.codec.segmenter.state_dict().items():
+        torch.testing.assert_close(value, donor.segmenter.state_dict()[key], rtol=0, atol=0)
+    start = load_codec(codec_file)
+    torch.testing.assert_close(trainer.codec.local.state_dict()["head_weight"], start.local.state_dict()["head_weight"])
+    assert trainer.codec.label_model.neighbours == "wnne" and trainer.sources["segmenter"] == donor_file
