@@ -39,10 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics.classification import MulticlassJaccardIndex
 from tqdm import tqdm
 
+from codec_models.classes import IGNORE_INDEX, NUM_TRAIN_CLASSES
 from codec_models.checkpoint import atomic_save, build_codec, check_format, codec_payload, safe_load
-from codec_models.codec import SemanticCodec
 from codec_models.datasets import load_dataset
 from codec_models.device import resolve_device
 from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
@@ -50,10 +51,10 @@ from codec_models.perceptual import perceptual_loss
 from codec_models.training import (data_preset_of, environment_record, export_codec, fit_code_tables,
                                    fit_label_model, make_grid_image, write_json)
 from rlasc_env.tasks import Task, make_task
-from rlasc_harness.stage3 import load_start_codec, task_training_loss
+from rlasc_harness.stage3 import load_start_codec, task_training_loss, train_and_export
 
 __all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "sample_levels",
-           "dataset_miou", "run_fidelity"]
+           "run_fidelity"]
 
 FIDELITY_FORMAT = "rlasc-fidelity-training"
 FIDELITY_VERSION = 1
@@ -113,21 +114,6 @@ def sample_levels(present: Tensor, num_levels: int, uniform_share: float, level0
     per_concept = np.where(zero, 0, finer)
     levels = np.where(uniform[:, None], one, per_concept)
     return torch.as_tensor(levels, dtype=torch.long, device=present.device)
-
-
-def dataset_miou(pred: Tensor, ref: Tensor, num_classes: int, inter: np.ndarray, union: np.ndarray) -> None:
-    """Accumulate per-class intersections and unions (data-set mIoU = mean over classes with a union)."""
-    valid = ref < num_classes
-    pred, ref = pred[valid], ref[valid]
-    inter += np.bincount(ref[pred == ref].cpu().numpy(), minlength=num_classes)[:num_classes]
-    pred_count = np.bincount(pred.cpu().numpy(), minlength=num_classes)[:num_classes]
-    ref_count = np.bincount(ref.cpu().numpy(), minlength=num_classes)[:num_classes]
-    union += pred_count + ref_count - np.bincount(ref[pred == ref].cpu().numpy(), minlength=num_classes)[:num_classes]
-
-
-def miou_of(inter: np.ndarray, union: np.ndarray) -> float:
-    present = union > 0
-    return float((inter[present] / union[present]).mean()) if present.any() else float("nan")
 
 
 class FidelityTrainer:
@@ -313,8 +299,9 @@ class FidelityTrainer:
         codec.eval()
         seg = self.tasks.get("segmentation")
         out: dict[str, float] = {}
+        jaccard = MulticlassJaccardIndex(NUM_TRAIN_CLASSES, average="macro", ignore_index=IGNORE_INDEX)
         for q in (0, codec.num_levels - 1):
-            inter, union = np.zeros(codec.num_classes), np.zeros(codec.num_classes)
+            jaccard.reset()
             sq = []
             for i in range(0, len(self.val_x), 16):
                 x, y = self.val_x[i:i + 16].to(self.device), self.val_y[i:i + 16].to(self.device)
@@ -322,10 +309,10 @@ class FidelityTrainer:
                 x_hat = codec.decode(analysis, torch.full_like(analysis.present, q, dtype=torch.long)).clamp(0, 1)
                 sq.append(((x_hat - x) ** 2).flatten(1).mean(1))
                 if seg is not None:
-                    dataset_miou(seg.network(x_hat).argmax(1), y, codec.num_classes, inter, union)
+                    jaccard.update(seg.network(x_hat).argmax(1).cpu(), y.cpu())
             out[f"val/psnr_level{q}"] = float((10 * torch.log10(1 / torch.cat(sq).clamp_min(1e-10))).mean())
             if seg is not None:
-                out[f"val/miou_level{q}"] = miou_of(inter, union)
+                out[f"val/miou_level{q}"] = float(jaccard.compute())
         if seg is not None:
             out["val/selection"] = 0.5 * (out["val/miou_level0"] + out[f"val/miou_level{codec.num_levels - 1}"])
         else:
@@ -412,12 +399,4 @@ class FidelityTrainer:
 
 def run_fidelity(cfg: FidelityConfig, argv: Sequence[str] = ()) -> dict[str, Any]:
     """``train_codec.py fidelity``: train (or resume), export the selected codec, print where it went."""
-    trainer = FidelityTrainer(cfg)
-    try:
-        history = trainer.run(argv)
-        paths = trainer.export(argv)
-    finally:
-        trainer.close()
-    for name, path in paths.items():
-        print(f"{name} written to {path}")
-    return {"history": history, "paths": paths}
+    return train_and_export(FidelityTrainer(cfg), argv, argv)

@@ -67,7 +67,7 @@ from rlasc_env.engine import Engine, EnvSpec, EpisodeRecord, run_episodes
 from rlasc_env.tasks import ClassificationTask, DetectionTask, SegmentationTask, Task, presence_vector
 
 __all__ = ["STAGE3_FORMAT", "STAGE3_VERSION", "STATE_FILE", "Stage3Trainer", "load_start_codec", "load_start_policy",
-           "task_training_loss", "run_stage3"]
+           "task_training_loss", "run_stage3", "train_and_export"]
 
 STAGE3_FORMAT = "rlasc-stage3-training"
 STAGE3_VERSION = 1
@@ -446,14 +446,18 @@ class Stage3Trainer:
         self.writer.close()
 
 
-def run_stage3(cfg: TrainCodecConfig, argv: Sequence[str] = ()) -> dict[str, Any]:
-    """``train_codec.py --stage3``: train, export, print where everything went; returns history and paths."""
-    trainer = Stage3Trainer(cfg)
+def train_and_export(trainer: Any, argv: Sequence[str] = (), *run_args: Any) -> dict[str, Any]:
+    """Run a codec trainer (``run``, ``export``, ``close``), print where everything went; returns history and paths."""
     try:
-        history = trainer.run()
+        history = trainer.run(*run_args)
         paths = trainer.export(argv)
     finally:
         trainer.close()
     for name, path in paths.items():
         print(f"{name} written to {path}")
     return {"history": history, "paths": paths}
+
+
+def run_stage3(cfg: TrainCodecConfig, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """``train_codec.py --stage3``: train, export, print where everything went; returns history and paths."""
+    return train_and_export(Stage3Trainer(cfg), argv)

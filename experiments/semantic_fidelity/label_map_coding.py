@@ -23,7 +23,7 @@ from codec_models.checkpoint import load_codec
 from codec_models.datasets import load_dataset
 from rlasc_env.tasks import make_task
 from rlasc_env.tasks.networks import WEIGHTS_DIR
-from rlasc_harness.fidelity import dataset_miou, miou_of
+from torchmetrics.classification import MulticlassJaccardIndex
 
 M = 19
 SETS = (("W", "N"), ("W", "N", "NE"), ("W", "N", "NW", "NE"), ("W", "N", "NW", "NE", "WW"),
@@ -102,16 +102,16 @@ def main() -> None:
         coded_test, full_test = transform(f_test)
         bits = code_length(coded_train.numpy(), coded_test.numpy(), ("W", "N", "NE"), 0.1)
         bits *= coded_test[0].numel() / full_test[0].numel()
-        inter, union = np.zeros(M), np.zeros(M)
-        dataset_miou(full_test, y_test, M, inter, union)
-        dec_i, dec_u = np.zeros(M), np.zeros(M)
+        map_jaccard = MulticlassJaccardIndex(M, average="macro", ignore_index=255)
+        map_jaccard.update(full_test, y_test)
+        decoded_jaccard = MulticlassJaccardIndex(M, average="macro", ignore_index=255)
         with torch.no_grad():
             for i in range(0, len(x_test), 20):
                 analysis = codec.analyse(x_test[i:i + 20], full_test[i:i + 20])
                 x_hat = codec.decode(analysis, torch.zeros_like(analysis.present, dtype=torch.long)).clamp(0, 1)
-                dataset_miou(v3(x_hat).argmax(1), y_test[i:i + 20], M, dec_i, dec_u)
-        out["cleaned"].append({"map": name, "label_bpp_wnne": bits, "map_miou": miou_of(inter, union),
-                               "decoded_level0_miou_v3": miou_of(dec_i, dec_u)})
+                decoded_jaccard.update(v3(x_hat).argmax(1), y_test[i:i + 20])
+        out["cleaned"].append({"map": name, "label_bpp_wnne": bits, "map_miou": float(map_jaccard.compute()),
+                               "decoded_level0_miou_v3": float(decoded_jaccard.compute())})
         print(out["cleaned"][-1], flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
