@@ -148,3 +148,22 @@ def test_segmenter_from_another_codec_refits_the_tables(tmp_path, codec_file):
     start = load_codec(codec_file)
     torch.testing.assert_close(trainer.codec.local.state_dict()["head_weight"], start.local.state_dict()["head_weight"])
     assert trainer.codec.label_model.neighbours == "wnne" and trainer.sources["segmenter"] == donor_file
+
+
+def test_shipped_tiny_sf_f6k_records_both_runs_and_round_trips():
+    import json
+    from pathlib import Path
+
+    from codec_models.datasets import load_dataset
+
+    codec, sf = load_codec("tiny-sf-f6k"), load_codec("tiny-sf")
+    assert codec.bitstream_version == 3
+    record = json.loads(Path(codec.source).with_suffix(".json").read_text())
+    assert record["segmenter_record"]["command"].startswith("python train_codec.py --preset tiny")
+    assert "/v3/" not in json.dumps(record["sources"]["task_networks"])
+    for key, value in sf.local.state_dict().items():  # the decoder is tiny-sf's (the run's start)
+        torch.testing.assert_close(codec.local.state_dict()[key], value, rtol=0, atol=0)
+    assert not torch.equal(codec.segmenter.state_dict()["head.weight"], sf.segmenter.state_dict()["head.weight"])
+    image = load_dataset("streets", "test", preset="tiny", size=1, progress=False)[0][0]
+    data = codec.compress(image)
+    assert data[2] == 3 and codec.decompress(data).shape == (3, 64, 128)
