@@ -6,6 +6,7 @@
     python train_codec.py --stage3 --preset tiny --codec tiny --task segmentation \
         --policy runs/agent/reinforce-segmentation-0/policy.pt --run-dir runs/codec/tiny-stage3   # stage III
     python train_codec.py fidelity --codec tiny --run-dir runs/codec/fidelity --minutes 95   # semantic fidelity
+    python train_codec.py repack --codec tiny-sf-f6k --export codec_models/weights/tiny-sf2.pt   # bitstream format 4
     torchrun --nproc_per_node 4 train_codec.py --preset paper --dataset cityscapes --data-root /data/cityscapes
 
 Every flag is a field of codec_models.training.TrainCodecConfig; --preset picks its defaults. Stage III trains the
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     from codec_models.cli_train import parse_config, run_stage1
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["repack"]:
+        from codec_models.repack import main as repack_main
+
+        return repack_main(argv[1:])
     if argv[:1] == ["fidelity"]:
         import tyro
 

@@ -9,6 +9,16 @@ Layout (big-endian)::
     header_crc u16 (crc32 of all header bytes before it, & 0xFFFF)
     label payload (label_len bytes) | label_crc u16 (crc32 & 0xFFFF)
     K x (payload bytes | concept crc)
+    version 4 only: base payload | base_crc u16, to the end of the stream
+        version 4 (codecs with a shared base section, ``CodecConfig.base_section``): as version 3, but the
+                              header lists only the concepts coded above level 0. The concepts at level 0
+                              (those of the label map without an entry) carry no entry, length or CRC of
+                              their own: their level-0 symbols, coded with the order-2 extended Huffman code
+                              of the level-0 table (pairs of consecutive symbols of a channel; an odd last
+                              one with the order-1 code; entropy.encode_base), follow one another bit by bit
+                              in class order in one base section padded to a byte, with one CRC; the decoder
+                              knows every concept's symbol count from the label map. Saves about 5 bytes,
+                              the padding and a third of the code bits per level-0 concept
         version 3 (codec v2 with the up-right label context): as version 2; the label payload is
                               coded with contexts (left, up, up-right), entropy.LabelMapModel "wnne"
         version 2 (codec v2): crc u16 = crc32(payload) & 0xFFFF, lets through ~1 in 65536
@@ -40,7 +50,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 2
-CONCEPT_CRC_BYTES = {1: 1, 2: 2, 3: 2}  # format version -> bytes of each concept payload's CRC
+CONCEPT_CRC_BYTES = {1: 1, 2: 2, 3: 2, 4: 2}  # format version -> bytes of each concept payload's CRC
+BASE_SECTION_VERSION = 4  # first format version with the shared base section
 MAGIC = b"RA"
 CODER_IDS = {"huffman": 0, "range": 1}
 MIN_SIZE, MAX_SIZE = 8, 8192
@@ -72,6 +83,11 @@ class StreamHeader:
     def concept_crc_bytes(self) -> int:
         return CONCEPT_CRC_BYTES[self.version]
 
+    @property
+    def has_base(self) -> bool:
+        """Format 4: level-0 concepts share one base section at the end of the stream."""
+        return self.version >= BASE_SECTION_VERSION
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that the format cannot hold."""
         problem = _header_problem(self)
@@ -89,10 +105,12 @@ class ParsedStream:
     label_ok: bool
     concept_payloads: list[bytes]
     concept_ok: list[bool]
+    base_payload: bytes = b""  # format 4: the level-0 concepts' code words
+    base_ok: bool = True
 
     @property
     def ok(self) -> bool:
-        return self.label_ok and all(self.concept_ok)
+        return self.label_ok and all(self.concept_ok) and self.base_ok
 
 
 # ------------------------------------------------------------------------ varints
@@ -162,6 +180,8 @@ def _header_problem(h: StreamHeader) -> str | None:
             return f"class ids must be strictly increasing ints in [0, {h.num_classes}), got {cls!r}"
         if not _is_int(level) or not 0 <= level < h.num_levels:
             return f"level {level!r} of class {cls} outside [0, {h.num_levels})"
+        if h.version >= BASE_SECTION_VERSION and level == 0:
+            return f"class {cls} has an entry at level 0: format {h.version} codes level 0 in the base section"
         previous = cls
     return None
 
@@ -178,24 +198,34 @@ def _header_bytes(h: StreamHeader, label_len: int, payload_lens: list[int]) -> b
     return body + struct.pack(">H", _crc(body) & 0xFFFF)
 
 
-def section_sizes(header: StreamHeader, label_len: int, payload_lens: list[int]) -> int:
-    """Total byte length of ``pack(header, label, payloads)`` without building the bytes.
+def section_sizes(header: StreamHeader, label_len: int, payload_lens: list[int], base_bits: int = 0) -> int:
+    """Total byte length of ``pack(header, label, payloads, base)`` without building the bytes.
 
     Fixed 16 bytes + varints + 2 bytes per concept entry + header CRC (2) + label and its
-    CRC (2) + every payload and its CRC (2 in format 2, 1 in format 1); ``8 *`` this is the
-    rate ``psi`` of eq. 27.
+    CRC (2) + every payload and its CRC (2 in formats 2-4, 1 in format 1); format 4 adds the
+    base section, ``ceil(base_bits / 8)`` bytes, and its CRC (2). ``8 *`` this is the rate
+    ``psi`` of eq. 27.
     """
     if len(payload_lens) != len(header.concepts):
         raise ValueError(f"{len(payload_lens)} payload lengths for {len(header.concepts)} concepts")
+    if base_bits and not header.has_base:
+        raise ValueError(f"format {header.version} has no base section")
     total = _FIXED.size + varint_size(label_len) + 2 + label_len + 2
     for n in payload_lens:
         total += 2 + varint_size(n) + n + header.concept_crc_bytes
+    if header.has_base:
+        total += -(-int(base_bits) // 8) + 2
     return total
 
 
-def pack(header: StreamHeader, label_payload: bytes, concept_payloads: list[bytes]) -> bytes:
-    """Assemble the bitstream: header, label map ``r_s``, concept payloads ``r^(m)``."""
+def pack(header: StreamHeader, label_payload: bytes, concept_payloads: list[bytes],
+         base_payload: bytes | None = None) -> bytes:
+    """Assemble the bitstream: header, label map ``r_s``, concept payloads ``r^(m)`` and, in format 4, the base
+    section (the level-0 concepts' code words, required there, ``b""`` when no concept is at level 0)."""
     header.validate()
+    if header.has_base != (base_payload is not None):
+        raise ValueError(f"format {header.version} " + ("needs a base payload" if header.has_base
+                                                         else "has no base section"))
     if len(concept_payloads) != len(header.concepts):
         raise ValueError(
             f"{len(concept_payloads)} concept payloads for {len(header.concepts)} concepts"
@@ -212,6 +242,8 @@ def pack(header: StreamHeader, label_payload: bytes, concept_payloads: list[byte
     crc_bytes = header.concept_crc_bytes
     for p in concept_payloads:
         parts += [bytes(p), (_crc(p) & ((1 << (8 * crc_bytes)) - 1)).to_bytes(crc_bytes, "big")]
+    if base_payload is not None:
+        parts += [bytes(base_payload), struct.pack(">H", _crc(base_payload) & 0xFFFF)]
     return b"".join(parts)
 
 
@@ -288,7 +320,8 @@ def unpack(
         raise BitstreamError(
             f"bitstream format version {header.version}, but this codec reads version {version} "
             f"(version 1 is written by codec v1, env -v0; version 2 by codec v2, env -v1 to -v5; version 3 by "
-            f"codecs with the up-right label-map context): decode it with "
+            f"codecs with the up-right label-map context; version 4 by codecs with a shared base section): "
+            f"decode it with "
             f"the codec that wrote it"
         )
     if expected_codec_id is not None and header.codec_id != bytes(expected_codec_id):
@@ -299,9 +332,13 @@ def unpack(
         _check_shape(header, expected_shape)
     crc_bytes = header.concept_crc_bytes
     declared = pos + label_len + 2 + sum(n + crc_bytes for n in lens)
-    if strict and len(data) < declared:
+    if header.has_base:  # the base section runs to the end: at least its CRC
+        declared += 2
+        if strict and len(data) < declared:
+            raise BitstreamError(f"truncated: stream has {len(data)} bytes, header declares at least {declared}")
+    elif strict and len(data) < declared:
         raise BitstreamError(f"truncated: stream has {len(data)} bytes, header declares {declared}")
-    if strict and len(data) > declared:
+    if strict and len(data) > declared and not header.has_base:
         raise BitstreamError(f"trailing garbage: {len(data) - declared} bytes after the last section")
     label, label_ok, pos = _section(data, pos, label_len, 2)
     if strict and not label_ok:
@@ -313,7 +350,12 @@ def unpack(
             raise BitstreamError(f"payload CRC mismatch for concept class {cls}")
         payloads.append(payload)
         oks.append(ok)
-    return ParsedStream(header, label, label_ok, payloads, oks)
+    if not header.has_base:
+        return ParsedStream(header, label, label_ok, payloads, oks)
+    base, base_ok, _ = _section(data, pos, max(0, len(data) - pos - 2), 2)
+    if strict and not base_ok:
+        raise BitstreamError("base section CRC mismatch (level-0 concepts damaged)")
+    return ParsedStream(header, label, label_ok, payloads, oks, base, base_ok)
 
 
 def _check_shape(header: StreamHeader, expected: tuple[int, int, int]) -> None:

@@ -8,7 +8,7 @@ Both paths give the same reconstruction for the same levels.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,20 +89,46 @@ class SemanticCodec(nn.Module):
     @property
     def bitstream_version(self) -> int:
         """Bitstream format this codec writes and reads: 1 (codec v1), 2 (codec v2: 16-bit concept CRCs),
-        3 (codec v2 whose label model has the up-right context, ``entropy.LabelMapModel`` "wnne")."""
+        3 (codec v2 whose label model has the up-right context, ``entropy.LabelMapModel`` "wnne"), 4 (codec v2
+        with the shared base section of the level-0 concepts, ``CodecConfig.base_section``)."""
         if self.config.architecture < 2:
             return 1
+        if self.config.base_section:
+            return 4
         return 3 if self.label_model is not None and self.label_model.neighbours == "wnne" else 2
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _split_base(self, parsed: bitstream.ParsedStream, level0: list[int], mask: Tensor, strict: bool
+                    ) -> dict[int, tuple[int, np.ndarray | bytes, bool]]:
+        """Format 4: decode the base section into the level-0 symbols of the concepts ``level0`` (class order);
+        a damaged base leaves them all to the fallback."""
+        tables, _ = self._require_tables()
+        counts = [int((mask[m] > 0).sum()) for m in level0]
+        damaged = {m: (0, b"", False) for m in level0}
+        if not parsed.base_ok:
+            return damaged
+        try:
+            symbols = entropy.decode_base(parsed.base_payload, 0, counts, tables)
+        except BitstreamError:
+            if strict:
+                raise
+            return damaged
+        used = -(-sum(entropy.base_code_length(s, 0, tables) for s in symbols) // 8)
+        if used != len(parsed.base_payload):
+            if strict:
+                raise BitstreamError(f"base section holds {len(parsed.base_payload)} bytes, its concepts' code "
+                                     f"words fill {used}")
+            return damaged
+        return {m: (0, sym, True) for m, sym in zip(level0, symbols)}
+
     @property
     def codec_id(self) -> bytes:
         """4-byte fingerprint of weights and code tables, written in every bitstream header."""
         if self._codec_id is None:
-            digest = hashlib.sha256(repr(self.config.to_dict()).encode())
+            digest = hashlib.sha256(repr(self.config.id_dict()).encode())
             for name, tensor in sorted(self.inference_state().items()):
                 digest.update(name.encode())
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -250,6 +276,40 @@ class SemanticCodec(nn.Module):
         return entropy.encode_symbols(self.concept_symbols(analysis, index, class_id, level), level, tables,
                                       self.config.coder)
 
+    def concept_bits(self, analysis: Analysis, index: int, class_id: int, level: int) -> int:
+        """Bits that concept ``class_id`` at ``level`` adds to the file (eq. 27): its entry, payload and CRC; in
+        format 4 at level 0, its pair-code words in the base section (the base's final padding is the file's:
+        :meth:`file_bits`)."""
+        if self.bitstream_version >= bitstream.BASE_SECTION_VERSION and level == 0:
+            tables, _ = self._require_tables()
+            return entropy.base_code_length(self.concept_symbols(analysis, index, class_id, 0), 0, tables)
+        n = len(self.encode_concept(analysis, index, class_id, level))
+        return 8 * (2 + bitstream.varint_size(n) + n + bitstream.CONCEPT_CRC_BYTES[self.bitstream_version])
+
+    def base_bits(self, height: int, width: int, label_len: int) -> int:
+        """Bits of a file without any concept: header, label map, their CRCs (and format 4's base CRC)."""
+        return 8 * bitstream.section_sizes(self.stream_header(height, width, []), label_len, [])
+
+    def file_bits(self, base_bits: int, concept_bits: int, level0_bits: int) -> int:
+        """Bits of the whole file from :meth:`base_bits`, the sum of :meth:`concept_bits` over its concepts, and
+        the part of that sum at level 0: format 4 pads the base section to a byte."""
+        pad = (-level0_bits) % 8 if self.bitstream_version >= bitstream.BASE_SECTION_VERSION else 0
+        return base_bits + concept_bits + pad
+
+    def assemble(self, height: int, width: int, label_payload: bytes, concepts: list[tuple[int, int]],
+                 payload: Callable[[int, int], bytes], symbols: Callable[[int], np.ndarray]) -> bytes:
+        """Pack a file: ``concepts`` (class id, level) in class order, ``payload(m, q)`` the section of a concept
+        and, in format 4, ``symbols(m)`` the level-0 symbols of a concept at level 0 (its code words go to the
+        base section)."""
+        if self.bitstream_version < bitstream.BASE_SECTION_VERSION:
+            header = self.stream_header(height, width, concepts)
+            return bitstream.pack(header, label_payload, [payload(m, q) for m, q in concepts])
+        tables, _ = self._require_tables()
+        coded = [(m, q) for m, q in concepts if q > 0]
+        base = entropy.encode_base([symbols(m) for m, q in concepts if q == 0], 0, tables)
+        header = self.stream_header(height, width, coded)
+        return bitstream.pack(header, label_payload, [payload(m, q) for m, q in coded], base)
+
     def encode_labels(self, labels: Tensor) -> bytes:
         """r_s: the label map coded losslessly (eq. 27)."""
         _, model = self._require_tables()
@@ -272,9 +332,9 @@ class SemanticCodec(nn.Module):
         analysis = self.analyse(images, None if labels is None else labels.view(1, *labels.shape[-2:]))
         present = analysis.present[0].nonzero().flatten().tolist()
         concepts = [(m, level_of[m]) for m in present]
-        payloads = [self.encode_concept(analysis, 0, m, q) for m, q in concepts]
-        header = self.stream_header(images.shape[-2], images.shape[-1], concepts)
-        return bitstream.pack(header, self.encode_labels(analysis.labels[0]), payloads)
+        return self.assemble(images.shape[-2], images.shape[-1], self.encode_labels(analysis.labels[0]), concepts,
+                             lambda m, q: self.encode_concept(analysis, 0, m, q),
+                             lambda m: self.concept_symbols(analysis, 0, m, 0))
 
     @torch.no_grad()
     def decompress(self, data: bytes, strict: bool = True) -> Tensor:
@@ -306,7 +366,8 @@ class SemanticCodec(nn.Module):
         mask, area = concept_masks(labels, self.num_classes)
         present = set((mask[0].flatten(1).amax(1) > 0).nonzero().flatten().tolist())
         coded = {m for m, _ in head.concepts}
-        if strict and coded != present:
+        base_levels = head.has_base
+        if strict and (not coded <= present if base_levels else coded != present):
             raise BitstreamError("concept list in the header does not match the decoded label map")
         n, h, w = cfg.code_channels, head.height // 8, head.width // 8
         levels = torch.zeros(1, self.num_classes, dtype=torch.long, device=self.device)
@@ -314,12 +375,16 @@ class SemanticCodec(nn.Module):
         damaged: list[int] = []
         sections = {m: (q, payload, ok) for (m, q), payload, ok in
                     zip(head.concepts, parsed.concept_payloads, parsed.concept_ok)}
+        if base_levels:
+            sections.update(self._split_base(parsed, sorted(present - coded), mask[0], strict))
         for m in sorted(present):
             positions = mask[0, m] > 0
             count = int(positions.sum())
             q, payload, ok = sections.get(m, (0, b"", False))
             symbols = None
-            if ok:
+            if isinstance(payload, np.ndarray):  # format 4: decoded with the base section
+                symbols = payload
+            elif ok:
                 try:
                     symbols = entropy.decode_symbols(payload, q, count, tables, head.coder)
                 except BitstreamError:

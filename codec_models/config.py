@@ -49,6 +49,9 @@ class CodecConfig:
     # step size in the transform domain and low-energy channels cost few bits (classic transform coding)
     local_output: str = "sigmoid"  # how G_l turns logits into pixels: "sigmoid", or "linear" (clamp(logit/4 + 1/2),
     # identity gradient: the block synthesis is then exactly linear, as a block transform's inverse is)
+    base_section: bool = False  # bitstream format 4: concepts at level 0 share one base section (no entry, length,
+    # CRC or padding of their own; codec_models/bitstream.py). Needs the Huffman coder. Not an architecture change:
+    # the same weights code either way, only the container and so the rate differ
 
     @property
     def num_levels(self) -> int:
@@ -108,7 +111,18 @@ class CodecConfig:
             raise ValueError(f"local_output must be 'sigmoid' or 'linear', not {self.local_output!r}")
         if self.coder not in ("huffman", "range"):
             raise ValueError(f"coder must be 'huffman' or 'range', not {self.coder!r}")
+        if self.base_section and (self.coder != "huffman" or self.architecture < 2):
+            raise ValueError("base_section (bitstream format 4) needs codec v2 (architecture 2) and the Huffman coder: "
+                             "its code words are concatenated bit by bit")
         return self
+
+    def id_dict(self) -> dict[str, Any]:
+        """What the codec id hashes: ``to_dict`` without the fields added after ids were published, while they
+        hold their default (so that every older codec keeps its id)."""
+        out = self.to_dict()
+        if not out["base_section"]:
+            del out["base_section"]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

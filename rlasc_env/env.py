@@ -27,7 +27,6 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from codec_models.bitstream import section_sizes
 from codec_models.classes import TRAIN_COLORS, colorize
 from codec_models.codec import Analysis, SemanticCodec
 from codec_models.device import resolve_device
@@ -230,8 +229,9 @@ class EpisodeCore:
         self.t = np.zeros(s, np.int64)  # concepts coded so far
         self.levels_np = np.zeros((s, m), np.int64)
         self.coded = np.zeros((s, m), bool)
-        self.cost = np.full((s, m, q), -1, np.int64)  # bytes of concept m's section at level q (lazy)
-        self.base_bytes = np.zeros(s, np.int64)  # header + label map, no concept
+        self.cost = np.full((s, m, q), -1, np.int64)  # bits concept m adds to the file at level q (lazy)
+        self.base_bits = np.zeros(s, np.int64)  # header + label map, no concept
+        self.level0_bits = np.zeros(s, np.int64)  # what the concepts at level 0 add (format 4 pads it to a byte)
         self.label_len = np.zeros(s, np.int64)  # bytes of the label map payload r_s
         self.share = np.zeros((s, m), np.float64)  # pixel share of each class
         self.bits = np.zeros(s, np.int64)
@@ -273,15 +273,21 @@ class EpisodeCore:
             return slice(None)
         return torch.as_tensor(slots, device=self.device)
 
-    def _section_bytes(self, slot: int, class_id: int, level: int) -> int:
-        """Bytes that concept ``class_id`` at ``level`` adds to the bitstream (payload + its entry)."""
+    def _concept_bits(self, slot: int, class_id: int, level: int) -> int:
+        """Bits that concept ``class_id`` at ``level`` adds to the bitstream (``SemanticCodec.concept_bits``)."""
         c = self.cost[slot, class_id, level]
         if c < 0:
-            payload = len(self.codec.encode_concept(self.store, slot, class_id, level))
-            header = self.codec.stream_header(self.height, self.width, [(class_id, level)])
-            c = section_sizes(header, int(self.label_len[slot]), [payload]) - self.base_bytes[slot]
+            c = self.codec.concept_bits(self.store, slot, class_id, level)
             self.cost[slot, class_id, level] = c
         return int(c)
+
+    def _recode(self, slot: int, class_id: int, level: int) -> int:
+        """Code concept ``class_id`` (at level 0 so far) at ``level``: returns the change of the file's bits."""
+        old0 = self.level0_bits[slot]
+        new0 = old0 - (self.cost[slot, class_id, 0] if level else 0)
+        self.level0_bits[slot] = new0
+        pad = self.codec.file_bits(0, 0, int(new0)) - self.codec.file_bits(0, 0, int(old0))
+        return int(self.cost[slot, class_id, level] - self.cost[slot, class_id, 0] + pad)
 
     def _references(self, images: Tensor, labels: Tensor, indices: np.ndarray) -> list[Any]:
         """The task's references; a task that uses instances gets the data set's instance maps of ``indices``
@@ -373,11 +379,10 @@ class EpisodeCore:
 
         # real bitstream sizes: label map, and every concept at the coarsest / highest level
         self.cost[slots] = -1
-        empty = codec.stream_header(self.height, self.width, [])
         for j, slot in enumerate(slots.tolist()):
             self.refs[slot] = refs[j]
             self.label_len[slot] = len(codec.encode_labels(an.labels[j]))
-            self.base_bytes[slot] = section_sizes(empty, int(self.label_len[slot]), [])
+            self.base_bits[slot] = codec.base_bits(self.height, self.width, int(self.label_len[slot]))
             classes = np.flatnonzero(present_np[j])
             self.order[slot] = -1
             self.order[slot, :len(classes)] = classes
@@ -386,8 +391,11 @@ class EpisodeCore:
         bits_high = np.zeros(k, np.int64)
         for j, slot in enumerate(slots.tolist()):
             classes = self.order[slot, :self.count[slot]].tolist()
-            bits0[j] = 8 * (self.base_bytes[slot] + sum(self._section_bytes(slot, c, 0) for c in classes))
-            bits_high[j] = 8 * (self.base_bytes[slot] + sum(self._section_bytes(slot, c, self.Q - 1) for c in classes))
+            level0 = sum(self._concept_bits(slot, c, 0) for c in classes)
+            self.level0_bits[slot] = level0
+            bits0[j] = codec.file_bits(int(self.base_bits[slot]), level0, level0)
+            bits_high[j] = codec.file_bits(int(self.base_bits[slot]),
+                                           sum(self._concept_bits(slot, c, self.Q - 1) for c in classes), 0)
 
         self.t[slots], self.levels_np[slots], self.coded[slots] = 0, 0, False
         self.bits[slots], self.bits0[slots], self.bits_high[slots] = bits0, bits0, bits_high
@@ -427,8 +435,8 @@ class EpisodeCore:
 
         # rate of the real bitstream, eq. 13 and eq. 14
         for j in np.flatnonzero(self.cost[slots, cls, actions] < 0).tolist():
-            self._section_bytes(int(slots[j]), int(cls[j]), int(actions[j]))  # encode r(m) at the new level
-        self.bits[slots] += 8 * (self.cost[slots, cls, actions] - self.cost[slots, cls, 0])
+            self._concept_bits(int(slots[j]), int(cls[j]), int(actions[j]))  # encode r(m) at the new level
+        self.bits[slots] += [self._recode(int(sl), int(c), int(a)) for sl, c, a in zip(slots, cls, actions)]
         loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam_slot[slots],
                         self.eta)
         reward = step_reward(self.loss_prev[slots], loss)
@@ -470,8 +478,8 @@ class EpisodeCore:
         for j, slot in enumerate(slots.tolist()):
             for m in left_of[j].tolist():
                 level = int(levels[j, m])
-                self._section_bytes(slot, m, level)
-                self.bits[slot] += 8 * (self.cost[slot, m, level] - self.cost[slot, m, 0])
+                self._concept_bits(slot, m, level)
+                self.bits[slot] += self._recode(slot, m, level)
                 self.levels_np[slot, m] = level
                 self.coded[slot, m] = True
             self.levels[slot] = torch.as_tensor(self.levels_np[slot], device=self.device)
@@ -621,15 +629,15 @@ class EpisodeCore:
         concept[np.flatnonzero(live), cls[live]] = 1.0
         stats = np.zeros((k, self.num_stats), np.float64)
         count = np.maximum(self.count[slots], 1)
-        high_total = np.maximum(self.bits_high[slots] // 8, 1)
+        high_total = np.maximum(self.bits_high[slots] // 8, 1)  # bytes
         span = self.bits_high[slots] - self.bits0[slots]
         score = normalized_score(self.loss0[slots], self.loss_prev[slots], self.loss_high[slots])
         stats[:, 0] = self.share[slots, cls]
         stats[:, 1] = self.t[slots] / count
         stats[:, 2] = self.count[slots] / self.M
         stats[:, 3] = np.clip((self.bits[slots] - self.bits0[slots]) / np.maximum(span, 1), 0.0, 1.0)
-        stats[:, 4] = np.clip(self.cost[slots, cls, 0] / high_total, 0.0, 1.0)
-        stats[:, 5] = np.clip(self.cost[slots, cls, self.Q - 1] / high_total, 0.0, 1.0)
+        stats[:, 4] = np.clip(self.cost[slots, cls, 0] / 8 / high_total, 0.0, 1.0)
+        stats[:, 5] = np.clip(self.cost[slots, cls, self.Q - 1] / 8 / high_total, 0.0, 1.0)
         stats[:, 6] = np.clip(np.nan_to_num(score, nan=0.0), -1.0, 1.0)
         if self.codec.level_aware:
             stats[:, 7] = lam_feature(self.lam_slot[slots])
@@ -744,7 +752,7 @@ class SemanticCodingEnv(gym.Env):
     Terminates after the last present concept (1 to M steps); never truncated.
 
     ## Arguments
-    Through a registered id (``gym.make("rlasc/SemanticCoding-v5", ...)``) the options are ``task``,
+    Through a registered id (``gym.make("rlasc/SemanticCoding-v6", ...)``) the options are ``task``,
     ``observation`` (``"preview"``, the default, or ``"paper"``), ``lam``, ``eta``, ``split``, ``render_mode`` and
     ``device``, validated by :func:`rlasc_env.registration.resolve_env`; the id pins everything else. Built directly,
     the class also takes ``codec`` (shipped name, checkpoint path or a ``SemanticCodec`` with code tables),
@@ -776,8 +784,10 @@ class SemanticCodingEnv(gym.Env):
     (:mod:`rlasc_env.score`) is another normalisation, over a policy's returns on the protocol's images.
 
     ## Version History
-    - ``rlasc/SemanticCoding-v5``: the current id: codec v2 ``tiny`` + task networks v3 (-v3's rewards); the
-      observation is an option (``"preview"`` default, ``"paper"``); score references in ``rlasc_env/references/``.
+    - ``rlasc/SemanticCoding-v6``: the current id: -v5 with the semantic-fidelity codec ``tiny-sf2`` (bitstream
+      format 4); score references in ``rlasc_env/references/``.
+    - ``rlasc/SemanticCoding-v5``: codec v2 ``tiny`` + task networks v3 (-v3's rewards); the observation is an
+      option (``"preview"`` default, ``"paper"``); frozen.
     - ``rlasc/SemanticCoding-v4``: -v1 with the level preview in the observation; frozen.
     - ``rlasc/SemanticCoding-v3``: -v1 with the GPU-trained task networks v3; frozen.
     - ``rlasc/SemanticCoding-v2``: -v1 with the CPU-trained task networks v2; frozen.

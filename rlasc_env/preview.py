@@ -93,8 +93,8 @@ def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cls = core.order[slots, core.t[slots]]
     bpp = np.zeros((k, q))
     for i, (s, m) in enumerate(zip(slots.tolist(), cls.tolist())):
-        section = np.array([core._section_bytes(s, m, lv) for lv in range(q)], np.float64)
-        bpp[i] = rate_term(8 * section, 8 * section[0], core.pixels)
+        bits = np.array([core._concept_bits(s, m, lv) for lv in range(q)], np.float64)
+        bpp[i] = rate_term(bits, bits[0], core.pixels)
     slot_t, cls_t = torch.as_tensor(slots, device=dev), torch.as_tensor(cls, device=dev)
     s_t, m_t = slot_t.repeat_interleave(q), cls_t.repeat_interleave(q)
     q_t = torch.arange(q, device=dev).repeat(k)

@@ -71,6 +71,12 @@ ENV_PINS["rlasc/SemanticCoding-v4"] = {**ENV_PINS["rlasc/SemanticCoding-v1"], "o
 ENV_PINS["rlasc/SemanticCoding-v5"] = {**ENV_PINS["rlasc/SemanticCoding-v3"], "preset": "tiny", "image_size": [64, 128],
                                        "reference": "ground_truth"}
 
+# The current id: -v5 with the semantic-fidelity codec `tiny-sf2` (docs/semantic_fidelity.md): a decoder trained with the
+# -v1 task networks' losses (never the -v3 networks that score it), a longer-trained F, the up-right label context and
+# bitstream format 4 (level-0 concepts in one shared base section).
+ENV_PINS["rlasc/SemanticCoding-v6"] = {**ENV_PINS["rlasc/SemanticCoding-v5"], "codec": "tiny-sf2",
+                                       "codec_sha256": "bd334f3493c92e94a0f4336ab72f94090b66a7fb78a2efbbd38dd8b0cafa5cc8"}
+
 
 def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:
     """The weights file an id uses for a task built by name: ``rlasc_env/weights/{pins["task_weights"]}/{task}.pt``

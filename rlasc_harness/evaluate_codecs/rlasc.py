@@ -58,8 +58,6 @@ def compress_levels(codec: SemanticCodec, image: torch.Tensor, level_sets: Seque
                     ) -> list[bytes]:
     """``[codec.compress(image, levels) for levels in level_sets]``, byte for byte, with the encoder
     (F, E, all levels) run once: the same steps as :meth:`SemanticCodec.compress` (checked by the tests)."""
-    from codec_models import bitstream
-
     images = codec.check_images(image)
     if images.shape[0] != 1:
         raise ValueError("compress_levels takes one image (3,H,W)")
@@ -67,17 +65,23 @@ def compress_levels(codec: SemanticCodec, image: torch.Tensor, level_sets: Seque
     present = analysis.present[0].nonzero().flatten().tolist()
     label_payload = codec.encode_labels(analysis.labels[0])
     cache: dict[tuple[int, int], bytes] = {}
+    symbols: dict[int, np.ndarray] = {}
+
+    def payload(m: int, q: int) -> bytes:
+        if (m, q) not in cache:
+            cache[(m, q)] = codec.encode_concept(analysis, 0, m, q)
+        return cache[(m, q)]
+
+    def level0(m: int) -> np.ndarray:
+        if m not in symbols:
+            symbols[m] = codec.concept_symbols(analysis, 0, m, 0)
+        return symbols[m]
+
     out = []
     for levels in level_sets:
         level_of = codec.level_map(levels)
         concepts = [(m, level_of[m]) for m in present]
-        payloads = []
-        for m, q in concepts:
-            if (m, q) not in cache:
-                cache[(m, q)] = codec.encode_concept(analysis, 0, m, q)
-            payloads.append(cache[(m, q)])
-        header = codec.stream_header(images.shape[-2], images.shape[-1], concepts)
-        out.append(bitstream.pack(header, label_payload, payloads))
+        out.append(codec.assemble(images.shape[-2], images.shape[-1], label_payload, concepts, payload, level0))
     return out
 
 

@@ -115,7 +115,7 @@ def test_not_a_bitstream():
     expect_error(b"", "empty input")
     expect_error(b"R", "bad magic")
     expect_error(b"\x89PNG\r\n\x1a\n" + bytes(40), r"not an RL-ASC bitstream \(bad magic\)")
-    expect_error(raw_stream(version=7), r"format version 7 not supported \(this reader: \[1, 2, 3\]\)")
+    expect_error(raw_stream(version=7), r"format version 7 not supported \(this reader: \[1, 2, 3, 4\]\)")
     with pytest.raises(BitstreamError):
         unpack("RA")  # type: ignore[arg-type]
 
@@ -264,3 +264,36 @@ def test_fuzz(seed):
         except BitstreamError:
             pass
     assert accepted < 40  # only mutations that happen to keep every CRC valid (~1/256 each)
+
+
+# ------------------------------------------------------------------- format 4: the base section
+
+
+def test_format4_layout_round_trip_and_sizes():
+    header = make_header([(3, 1)], version=4)
+    base = b"\x5a\x01"
+    data = pack(header, b"xyz", [b"ab"], base)
+    assert data == raw_stream(version=4) + base + struct.pack(">H", zlib.crc32(base) & 0xFFFF)
+    parsed = unpack(data)
+    assert parsed.base_payload == base and parsed.base_ok and parsed.concept_payloads == [b"ab"]
+    assert section_sizes(header, 3, [2], base_bits=9) == len(data)  # 9 bits pad to the 2 bytes
+    assert section_sizes(header, 3, [2], base_bits=16) == len(data)
+    empty = pack(make_header([], version=4), b"xyz", [], b"")
+    assert unpack(empty).base_payload == b"" and len(empty) == section_sizes(make_header([], version=4), 3, [])
+
+
+def test_format4_errors():
+    with pytest.raises(ValueError, match="base section"):
+        pack(make_header([(3, 0)], version=4), b"", [b""], b"")  # level 0 has no entry in format 4
+    with pytest.raises(ValueError, match="needs a base payload"):
+        pack(make_header([(3, 1)], version=4), b"", [b""])
+    with pytest.raises(ValueError, match="has no base section"):
+        pack(make_header([(3, 1)]), b"", [b""], b"")
+    data = pack(make_header([(3, 1)], version=4), b"xyz", [b"ab"], b"\x07\x08")
+    damaged = data[:-3] + bytes((data[-3] ^ 0x10,)) + data[-2:]
+    expect_error(damaged, "base section CRC mismatch")
+    soft = unpack(damaged, strict=False)
+    assert not soft.base_ok and soft.concept_ok == [True] and soft.label_ok
+    for cut in range(len(data)):
+        with pytest.raises(BitstreamError):
+            unpack(data[:cut])

@@ -171,3 +171,41 @@ def test_concept_crc16_catches_damaged_payloads(test_codec, test_dataset):
         loose = unpack(bytes(buf), strict=False)
         passed += all(loose.concept_ok)
     assert passed == 0
+
+
+@pytest.fixture(scope="module")
+def base_codec(test_codec):
+    """The test codec with bitstream format 4 (its level-0 concepts in one shared base section)."""
+    from codec_models.checkpoint import build_codec, codec_payload
+
+    out = build_codec(codec_payload(test_codec), "test-v2")
+    out.config = dataclasses.replace(out.config, base_section=True).validate()
+    out.invalidate_id()
+    return out
+
+
+def test_base_section_decodes_as_format3_and_costs_less(test_codec, base_codec, test_dataset):
+    assert base_codec.bitstream_version == 4 and base_codec.codec_id != test_codec.codec_id
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image, _ = test_dataset[i]
+        levels = {m: (0 if i < 2 else int(rng.integers(test_codec.num_levels))) for m in range(test_codec.num_classes)}
+        old, new = test_codec.compress(image, levels), base_codec.compress(image, levels)
+        assert torch.equal(test_codec.decompress(old), base_codec.decompress(new))
+        if i < 2:  # every concept at level 0: about 5 bytes and the padding saved per concept
+            assert len(new) < len(old)
+        with pytest.raises(BitstreamError, match="version 3, but this codec reads version 4|version 2, but"):
+            base_codec.decompress(old)
+
+
+def test_base_section_damage_is_caught_or_degrades(base_codec, test_dataset):
+    image, _ = test_dataset[5]
+    data = base_codec.compress(image, {m: 0 for m in range(base_codec.num_classes)})
+    with pytest.raises(BitstreamError):
+        base_codec.decompress(data + b"\x00")  # a byte more than the code words fill: CRC or length check
+    broken = bytearray(data)
+    broken[-3] ^= 0x40  # a base-section byte
+    with pytest.raises(BitstreamError, match="base section"):
+        base_codec.decompress(bytes(broken))
+    x_hat, info = base_codec.decompress_with_info(bytes(broken), strict=False)
+    assert torch.isfinite(x_hat).all() and info["damaged"] and info["label_ok"]

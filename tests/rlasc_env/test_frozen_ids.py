@@ -39,6 +39,23 @@ def test_v1_and_v4_share_rewards_and_differ_only_in_the_observation():
     assert not engine_v1.spec.preview and engine_v4.spec.preview
 
 
+@pytest.mark.parametrize("level", [0, 4])
+def test_v5_fixed_levels_replay_its_score_references(level):
+    """-v5, the current id until v6, is frozen: its fixed levels replay rlasc_env/references/SemanticCoding-v5.json,
+    and -v6 (another codec, the same task networks) gives other returns on the same images."""
+    from rlasc_env.score import load_references
+
+    stored = load_references("segmentation", "rlasc/SemanticCoding-v5").returns[f"fixed_{level}"][:3]
+    got = {}
+    for env_id in ("rlasc/SemanticCoding-v5", "rlasc/SemanticCoding-v6"):
+        engine = make_engine(env_id, task="segmentation", sizes={"test": 3, "train": 1})
+        got[env_id] = [r.episode_return for r in run_episodes(engine.core("test", 3), engine.parts("test").images,
+                                                              range(3), FixedPolicy(level, 6), "miou")]
+    np.testing.assert_allclose(got["rlasc/SemanticCoding-v5"], stored, atol=1e-4)
+    if level:
+        assert np.abs(np.subtract(got["rlasc/SemanticCoding-v6"], stored)).max() > 1e-2
+
+
 @pytest.mark.slow
 def test_v1_fixed_levels_replay_the_documented_means():
     """docs/default_command_v1.json (the -v1 default command's baselines, 48 test images): every fixed level's mean."""
