@@ -16,6 +16,7 @@ terms are a function of the image and the levels chosen so far, so they are memo
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,8 +41,8 @@ from .reward import normalized_score, rsp_loss, step_reward
 from .tasks import Task, make_task
 from .versions import apply_pins
 
-__all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_lam", "lam_feature",
-           "NUM_STATS"]
+__all__ = ["EpisodeCore", "SemanticCodingEnv", "EnvParts", "build_parts", "check_action", "check_budget", "check_lam",
+           "lam_feature", "NUM_STATS"]
 
 NUM_STATS = 8  # length of the "stats" observation, see SemanticCodingEnv
 NUM_STATS_V0 = 7  # SemanticCoding-v0 (the first codec): no operating-point entry
@@ -160,6 +161,27 @@ def check_lam(lam: Any, count: int) -> np.ndarray:
     return arr
 
 
+def check_budget(budget: Any, count: int) -> np.ndarray:
+    """Rate budgets in bpp, one per slot (NaN: no budget): None, a number, or ``count`` of them, each finite and
+    > 0 (or None / NaN for no budget); else ``ValueError``."""
+    if budget is None:
+        return np.full(count, np.nan)
+    values = np.asarray([np.nan if b is None else b for b in np.ravel(np.asarray(budget, dtype=object))], dtype=object)
+    if values.size == 1:
+        values = np.repeat(values, count)
+    if values.size != count:
+        raise ValueError(f"bpp_budget needs one value per env ({count}), got {values.size}")
+    out = np.empty(count)
+    for i, v in enumerate(values.tolist()):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ValueError(f"bpp_budget must be a number > 0 (bits per pixel) or None, got {v!r}")
+        v = float(v)
+        if not (math.isnan(v) or (math.isfinite(v) and v > 0)):
+            raise ValueError(f"bpp_budget must be a finite number > 0 (bits per pixel) or None, got {v!r}")
+        out[i] = v
+    return out
+
+
 def lam_feature(lam: np.ndarray) -> np.ndarray:
     """The operating point as the agent sees it (``stats[7]``): lam / (1 + lam), in [0, 1)."""
     lam = np.asarray(lam, np.float64)
@@ -243,6 +265,8 @@ class EpisodeCore:
         self.returns = np.zeros(s, np.float64)
         self.index = np.full(s, -1, np.int64)  # data set index of each slot's image
         self.lam_slot = np.full(s, self.lam)  # rate weight (eq. 13) of each slot's episodes (reset(lam=...))
+        self.budget_bits = np.full(s, -1, np.int64)  # rate-budget mode: the episode's bits may not exceed this (-1: off)
+        self.budget_bpp = np.full(s, np.nan)  # the budget as given (bpp), NaN: off
         self.image_key = np.zeros(s, np.int64)  # memo key of each slot's image (rlasc_env.memo.image_key)
         self.started = np.zeros(s, bool)
         self.y_ready = np.zeros((s, m, q), bool)  # y(m, q) present in y_levels[slot, q]
@@ -289,6 +313,46 @@ class EpisodeCore:
         pad = self.codec.file_bits(0, 0, int(new0)) - self.codec.file_bits(0, 0, int(old0))
         return int(self.cost[slot, class_id, level] - self.cost[slot, class_id, 0] + pad)
 
+    def _rate_weight(self, slots: np.ndarray) -> np.ndarray:
+        """lam of eq. 13 per slot: 0 in rate-budget mode (the reward drops the rate term), else the slot's lam."""
+        return np.where(self.budget_bits[slots] >= 0, 0.0, self.lam_slot[slots])
+
+    def _allocation_bits(self, slot: int, classes: np.ndarray, levels: np.ndarray) -> int:
+        """Change of the file's bits when ``classes`` (at level 0 so far) are coded at ``levels``, nothing kept."""
+        old0 = int(self.level0_bits[slot])
+        new0, delta = old0, 0
+        for m, q in zip(np.asarray(classes).tolist(), np.asarray(levels).tolist()):
+            delta += self._concept_bits(slot, m, q) - self._concept_bits(slot, m, 0)
+            new0 -= self._concept_bits(slot, m, 0) if q else 0
+        return delta + self.codec.file_bits(0, 0, new0) - self.codec.file_bits(0, 0, old0)
+
+    @torch.inference_mode()
+    def action_mask(self, slots: np.ndarray) -> np.ndarray:
+        """(k, Q) bool: the levels of each slot's next concept that keep the image within its rate budget, the
+        concepts not coded yet counted at level 0 (level 0 is always allowed, so every episode can finish within
+        its budget); all True outside rate-budget mode and for slots whose episode is over."""
+        slots = np.asarray(slots, np.int64)
+        mask = np.ones((len(slots), self.Q), bool)
+        for j, slot in enumerate(slots.tolist()):
+            if self.budget_bits[slot] < 0 or not self.started[slot] or self.t[slot] >= self.count[slot]:
+                continue
+            m = np.array([self.order[slot, self.t[slot]]])
+            for q in range(1, self.Q):
+                mask[j, q] = self.bits[slot] + self._allocation_bits(slot, m, np.array([q])) <= self.budget_bits[slot]
+        return mask
+
+    def _check_budget(self, slots: np.ndarray, actions: np.ndarray) -> None:
+        if not (self.budget_bits[slots] >= 0).any():
+            return
+        mask = self.action_mask(slots)
+        bad = ~mask[np.arange(len(slots)), np.asarray(actions, np.int64)]
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            allowed = np.flatnonzero(mask[j]).tolist()
+            raise ValueError(f"level {int(actions[j])} would take env {int(slots[j])}'s image over its rate budget "
+                             f"({self.budget_bits[slots[j]] / self.pixels:.4f} bpp): allowed levels {allowed} "
+                             "(info['action_mask'], env.action_masks())")
+
     def _references(self, images: Tensor, labels: Tensor, indices: np.ndarray) -> list[Any]:
         """The task's references; a task that uses instances gets the data set's instance maps of ``indices``
         (a data set without ``instance_map`` leaves the task to its label-map fallback, which warns)."""
@@ -312,20 +376,27 @@ class EpisodeCore:
     def _info(self, slots: np.ndarray, semantic: np.ndarray, metric: np.ndarray, perceptual: np.ndarray,
               concept: np.ndarray, level: np.ndarray) -> dict[str, np.ndarray]:
         levels = np.where(self.coded[slots], self.levels_np[slots], -1)
-        return {"bits": self.bits[slots].copy(), "bpp": self.bits[slots] / self.pixels, "semantic_loss": semantic,
+        info = {"bits": self.bits[slots].copy(), "bpp": self.bits[slots] / self.pixels, "semantic_loss": semantic,
                 "perceptual_loss": perceptual, "loss": self.loss_prev[slots].copy(), "concept": concept,
                 "level": level, self.metric_name: metric, "levels": levels, "image_index": self.index[slots].copy(),
                 "lam": self.lam_slot[slots].copy()}
+        if (self.budget_bits[slots] >= 0).any():  # rate-budget mode (NaN: a slot without a budget)
+            info["bpp_budget"] = self.budget_bpp[slots].copy()
+        return info
 
     # ---------------------------------------------------------------- reset
     @torch.inference_mode()
     def reset(self, slots: np.ndarray, images: Tensor, labels: Tensor, indices: np.ndarray,
-              lam: float | np.ndarray | None = None) -> dict[str, np.ndarray]:
+              lam: float | np.ndarray | None = None, bpp_budget: Any = None) -> dict[str, np.ndarray]:
         """Start episodes in ``slots`` with images (k,3,H,W) and data labels (k,H,W) (Algorithm 2, line 3).
         ``lam``: the rate weight of eq. 13 for these slots, a number or one per slot; it stays with the slot
-        for its later episodes (default: the slot keeps its current one, at first the core's ``lam``)."""
+        for its later episodes (default: the slot keeps its current one, at first the core's ``lam``).
+        ``bpp_budget`` (a number or one per slot, NaN or None: off): rate-budget mode for these episodes, see
+        :meth:`action_mask`; an image whose every concept at level 0 already exceeds its budget raises
+        ``ValueError``."""
         slots = np.asarray(slots, np.int64)
         k = len(slots)
+        budget = check_budget(bpp_budget, k)
         if lam is not None:
             self.lam_slot[slots] = check_lam(lam, k)
         if tuple(images.shape) != (k, 3, self.height, self.width):
@@ -399,7 +470,15 @@ class EpisodeCore:
 
         self.t[slots], self.levels_np[slots], self.coded[slots] = 0, 0, False
         self.bits[slots], self.bits0[slots], self.bits_high[slots] = bits0, bits0, bits_high
-        lam_k = self.lam_slot[slots]
+        self.budget_bits[slots] = np.where(np.isnan(budget), -1, np.floor(np.nan_to_num(budget) * self.pixels))
+        self.budget_bpp[slots] = budget
+        over = (self.budget_bits[slots] >= 0) & (bits0 > self.budget_bits[slots])
+        if over.any():
+            self.started[slots] = False
+            j = int(np.flatnonzero(over)[0])
+            raise ValueError(f"image {int(indices[j])}: every concept at level 0 already takes "
+                             f"{bits0[j] / self.pixels:.4f} bpp, above its budget {budget[j]:.4f} bpp")
+        lam_k = self._rate_weight(slots)
         self.loss0[slots] = rsp_loss(bits0, bits0, self.pixels, semantic[:k], perceptual[:k], lam_k, self.eta)
         self.loss_high[slots] = rsp_loss(bits_high, bits0, self.pixels, semantic[k:], perceptual[k:], lam_k, self.eta)
         self.loss_prev[slots] = self.loss0[slots]
@@ -423,6 +502,7 @@ class EpisodeCore:
         if over.any():
             raise RuntimeError(f"episode of env(s) {slots[over].tolist()} is over (or never started): call reset() "
                                "before step()")
+        self._check_budget(slots, actions)
         sel, dev = self._sel(slots), self.device
         cls = self.order[slots, self.t[slots]]
         self.levels_np[slots, cls] = actions
@@ -437,8 +517,8 @@ class EpisodeCore:
         for j in np.flatnonzero(self.cost[slots, cls, actions] < 0).tolist():
             self._concept_bits(int(slots[j]), int(cls[j]), int(actions[j]))  # encode r(m) at the new level
         self.bits[slots] += [self._recode(int(sl), int(c), int(a)) for sl, c, a in zip(slots, cls, actions)]
-        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam_slot[slots],
-                        self.eta)
+        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual,
+                        self._rate_weight(slots), self.eta)
         reward = step_reward(self.loss_prev[slots], loss)
         self.loss_prev[slots] = loss
         self.returns[slots] += reward
@@ -475,6 +555,12 @@ class EpisodeCore:
         left_of = [self.order[slot, self.t[slot]:self.count[slot]] for slot in slots.tolist()]
         for j, left in enumerate(left_of):  # every slot checked before any is changed
             check_actions(levels[j, left], len(left), self.Q)
+            slot = int(slots[j])
+            if self.budget_bits[slot] >= 0:
+                bits = self.bits[slot] + self._allocation_bits(slot, left, levels[j, left])
+                if bits > self.budget_bits[slot]:
+                    raise ValueError(f"these levels take env {slot}'s image to {bits / self.pixels:.4f} bpp, above "
+                                     f"its budget {self.budget_bits[slot] / self.pixels:.4f} bpp")
         for j, slot in enumerate(slots.tolist()):
             for m in left_of[j].tolist():
                 level = int(levels[j, m])
@@ -506,8 +592,8 @@ class EpisodeCore:
                 self.memo.put(self._prefix_key_done(int(slots[j])), out[j])
         self.net_prev[slots] = np.asarray(out, np.float64)
         semantic, metric, perceptual = losses_array(out)  # type: ignore[arg-type]
-        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual, self.lam_slot[slots],
-                        self.eta)
+        loss = rsp_loss(self.bits[slots], self.bits0[slots], self.pixels, semantic, perceptual,
+                        self._rate_weight(slots), self.eta)
         self.returns[slots] += step_reward(self.loss_prev[slots], loss)
         self.loss_prev[slots] = loss
         minus = np.full(k, -1, np.int64)
@@ -640,7 +726,9 @@ class EpisodeCore:
         stats[:, 5] = np.clip(self.cost[slots, cls, self.Q - 1] / 8 / high_total, 0.0, 1.0)
         stats[:, 6] = np.clip(np.nan_to_num(score, nan=0.0), -1.0, 1.0)
         if self.codec.level_aware:
-            stats[:, 7] = lam_feature(self.lam_slot[slots])
+            budget = self.budget_bits[slots]
+            left = np.clip((budget - self.bits[slots]) / np.maximum(span, 1), 0.0, 1.0)  # rate-budget mode
+            stats[:, 7] = np.where(budget >= 0, left, lam_feature(self.lam_slot[slots]))
         if self.preview and live.any():
             rows = np.flatnonzero(live)
             stats[rows, NUM_STATS:] = preview_stats(*level_preview(self, slots[rows]))
@@ -802,17 +890,18 @@ class SemanticCodingEnv(gym.Env):
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
                  task_kwargs: dict[str, Any] | None = None, pins: dict[str, Any] | None = None,
-                 observation: str = "paper") -> None:
+                 observation: str = "paper", bpp_budget: float | None = None) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, not {render_mode!r}")
         preview = observation_flag(observation)
         lam, eta = check_weight("lam", lam), check_weight("eta", eta)
+        self.bpp_budget = None if bpp_budget is None else float(check_budget(bpp_budget, 1)[0])
         names_only = isinstance(codec, (str, os.PathLike)) and isinstance(task, str) and images is None
         self._init_kwargs: dict[str, Any] | None = (
             {"task": task, "split": split, "lam": lam, "eta": eta, "codec": str(codec), "dataset": dataset,
              "data_root": None if data_root is None else str(data_root), "preset": preset, "reference": reference,
              "render_mode": render_mode, "device": str(device), "task_kwargs": task_kwargs, "pins": pins,
-             "observation": observation} if names_only else None)
+             "observation": observation, "bpp_budget": self.bpp_budget} if names_only else None)
         self.config: Any = None  # the id's rlasc_env.registration.EnvConfig when made through an id
         self._actions: list[int] = []
         task_kwargs = apply_pins(pins, codec, task, dataset, task_kwargs, images)  # the id's files, checked
@@ -835,18 +924,30 @@ class SemanticCodingEnv(gym.Env):
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"options must be a dict, got {type(options).__name__}")
         options = dict(options or {})
-        unknown = set(options) - {"index", "lam"}
+        unknown = set(options) - {"index", "lam", "bpp_budget"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; known: 'index', 'lam'")
+            raise ValueError(f"unknown reset options {sorted(unknown)}; known: 'index', 'lam', 'bpp_budget'")
         lam = None if options.get("lam") is None else check_lam(options["lam"], 1)  # validated before any change
+        budget = check_budget(options.get("bpp_budget", self.bpp_budget), 1)
         if options.get("index") is not None:
             pick_index(self.np_random, self.num_images, options["index"])
         super().reset(seed=seed)
         index = pick_index(self.np_random, self.num_images, options.get("index"))
         images, labels = load_items(self.parts.images, [index])
-        info = self.core.reset(self._slot, images, labels, np.array([index]), lam=lam)
+        info = self.core.reset(self._slot, images, labels, np.array([index]), lam=lam, bpp_budget=budget)
         self._actions = []
-        return self._obs(), self._single_info(info)
+        return self._obs(), self._with_mask(self._single_info(info))
+
+    def action_masks(self) -> np.ndarray:
+        """The levels the next concept may take (bool (Q,)): all of them, except in rate-budget mode
+        (``bpp_budget``), where a level that would take the image over its budget is masked. sb3-contrib's
+        MaskablePPO reads this method."""
+        return self.core.action_mask(self._slot)[0]
+
+    def _with_mask(self, info: dict[str, Any]) -> dict[str, Any]:
+        if self.core.budget_bits[0] >= 0:
+            info["action_mask"] = self.action_masks()
+        return info
 
     def step(self, action: Any):
         level = check_action(action, self.codec.num_levels)
@@ -860,7 +961,7 @@ class SemanticCodingEnv(gym.Env):
         if done:
             info.update(final)
         obs = {k: v[0] for k, v in self.core.zero_observation(1).items()} if done else self._obs()
-        return obs, float(reward[0]), done, False, self._single_info(info)
+        return obs, float(reward[0]), done, False, self._with_mask(self._single_info(info))
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
@@ -885,7 +986,9 @@ class SemanticCodingEnv(gym.Env):
                             "shipped codec name or path, a task name and no images=): in-process codecs, tasks and "
                             "data sets are not serialized")
         started = bool(self.core.started[0])
+        budget = self.core.budget_bits[0]
         episode = ({"index": int(self.core.index[0]), "lam": float(self.core.lam_slot[0]),
+                    "bpp_budget": float(self.core.budget_bpp[0]) if budget >= 0 else None,
                     "actions": list(self._actions)} if started else None)
         rng = self._np_random.bit_generator.state if self._np_random is not None else None
         return {"init": self._init_kwargs, "config": self.config, "episode": episode, "rng": rng,
@@ -896,7 +999,8 @@ class SemanticCodingEnv(gym.Env):
         self.config = state["config"]
         episode = state["episode"]
         if episode is not None:
-            self.reset(options={"index": episode["index"], "lam": episode["lam"]})
+            self.reset(options={"index": episode["index"], "lam": episode["lam"],
+                                "bpp_budget": episode.get("bpp_budget")})
             for level in episode["actions"]:
                 self.step(level)
         if state["rng"] is not None:

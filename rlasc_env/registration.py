@@ -18,6 +18,8 @@ eta            finite number >= 0 (perceptual weight)       10.0
 split          "train", "val", "test"                       "train"
 render_mode    None or "rgb_array"                          None
 device         "cpu", "cuda", "cuda:N", "auto"              "cpu"
+bpp_budget     None or a finite number > 0 (bits per pixel)  None (rate-budget mode, also per episode
+                                                            through reset(options={"bpp_budget": b}))
 ============== ============================================ =========================================
 
 Research on other codecs, networks or data builds :class:`rlasc_env.SemanticCodingEnv` directly (results are then
@@ -41,7 +43,7 @@ CURRENT_ID = "rlasc/SemanticCoding-v6"
 TASKS = ("segmentation", "detection", "classification")
 OBSERVATIONS = ("preview", "paper")
 SPLITS = ("train", "val", "test")
-OPTIONS = ("task", "observation", "lam", "eta", "split", "render_mode", "device")
+OPTIONS = ("task", "observation", "lam", "eta", "split", "render_mode", "device", "bpp_budget")
 # Keywords of SemanticCodingEnv that decide rewards or data: fixed by an id.
 PINNED = {"codec": "the codec file", "dataset": "the data set", "data_root": "the data set",
           "preset": "the image size (64x128 streets)", "reference": "what the task network is scored against",
@@ -102,6 +104,15 @@ def check_weight(name: str, value: Any) -> float:
     return out
 
 
+def _budget(value: Any, env_id: str) -> float | None:
+    """The ``bpp_budget`` option: None, or a finite number > 0 (bits per pixel)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{env_id}: bpp_budget must be None or a finite number > 0 (bits per pixel), got {value!r}")
+    return float(value)
+
+
 def _choice(name: str, value: Any, allowed: tuple[str, ...], env_id: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{env_id}: {name} must be one of {list(allowed)}, got {value!r}")
@@ -120,6 +131,7 @@ class EnvConfig:
     split: str = "train"
     render_mode: str | None = None
     device: str = "cpu"
+    bpp_budget: float | None = None  # rate-budget mode: the rate term leaves the reward, levels over budget are masked
 
     @property
     def card(self) -> EnvIdCard:
@@ -131,7 +143,7 @@ class EnvConfig:
         return {"task": self.task, "split": self.split, "lam": self.lam, "eta": self.eta, "codec": pins["codec"],
                 "dataset": pins["data"]["dataset"], "preset": pins.get("preset", "tiny"), "reference": "ground_truth",
                 "render_mode": self.render_mode, "device": self.device, "pins": pins,
-                "observation": self.observation}
+                "observation": self.observation, "bpp_budget": self.bpp_budget}
 
     def options(self) -> dict[str, Any]:
         """The options as ``gym.make`` keywords."""
@@ -173,7 +185,7 @@ def resolve_env(env_id: str = CURRENT_ID, **options: Any) -> EnvConfig:
                      observation=observation, lam=check_weight("lam", options.get("lam", 1.0)),
                      eta=check_weight("eta", options.get("eta", 10.0)),
                      split=_choice("split", options.get("split", "train"), SPLITS, env_id),
-                     render_mode=render_mode, device=device)
+                     render_mode=render_mode, device=device, bpp_budget=_budget(options.get("bpp_budget"), env_id))
 
 
 def make_env(env_id: str = CURRENT_ID, **options: Any):

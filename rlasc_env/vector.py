@@ -27,8 +27,8 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from codec_models.codec import SemanticCodec
 
-from .env import (EpisodeCore, build_parts, check_actions, check_lam, load_items, observation_flag, observation_space,
-                  pick_index)
+from .env import (EpisodeCore, build_parts, check_actions, check_budget, check_lam, load_items, observation_flag,
+                  observation_space, pick_index)
 from .registration import check_weight
 from .tasks import Task
 from .versions import apply_pins
@@ -76,12 +76,14 @@ class BatchedSemanticCodingEnv(VectorEnv):
                  data_root: str | os.PathLike | None = None, preset: str = "tiny", reference: str = "ground_truth",
                  render_mode: str | None = None, device: str | torch.device = "cpu", images: Any = None,
                  task_kwargs: dict[str, Any] | None = None, observation: str = "paper",
-                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, pins: dict[str, Any] | None = None
-                 ) -> None:
+                 autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP, pins: dict[str, Any] | None = None,
+                 bpp_budget: float | None = None) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         preview = observation_flag(observation)
         lam, eta = check_weight("lam", lam), check_weight("eta", eta)
+        self.bpp_budget = None if bpp_budget is None else float(check_budget(bpp_budget, 1)[0])
+        self._budget = check_budget(self.bpp_budget, num_envs)  # per env, until a reset option changes it
         task_kwargs = apply_pins(pins, codec, task, dataset, task_kwargs, images)  # the id's files, checked
         self.pins = pins
         self.config: Any = None  # the id's rlasc_env.registration.EnvConfig when made through an id
@@ -107,6 +109,11 @@ class BatchedSemanticCodingEnv(VectorEnv):
         self._autoreset = np.zeros(num_envs, bool)
         self._done = np.zeros(num_envs, bool)
 
+    def action_masks(self) -> np.ndarray:
+        """(num_envs, Q) bool: the levels each env's next concept may take (rate-budget mode masks those over the
+        budget; all True otherwise)."""
+        return self.core.action_mask(self._all)
+
     # ---------------------------------------------------------------- seeding
     def _rng(self, i: int) -> np.random.Generator:
         if self._rngs[i] is None:
@@ -126,7 +133,8 @@ class BatchedSemanticCodingEnv(VectorEnv):
         else:
             picked = [pick_index(self._rng(int(i)), size, indices[int(i)]) for i in rows]
         images, labels = load_items(self.parts.images, picked)
-        info = self.core.reset(rows, images, labels, np.asarray(picked, np.int64), lam=lam)
+        info = self.core.reset(rows, images, labels, np.asarray(picked, np.int64), lam=lam,
+                               bpp_budget=self._budget[rows])
         self._done[rows] = False
         self._autoreset[rows] = False
         return info
@@ -155,12 +163,20 @@ class BatchedSemanticCodingEnv(VectorEnv):
         indices = options.pop("index", None)
         if indices is not None and (np.ndim(indices) != 1 or len(indices) != self.num_envs):
             raise ValueError(f"options['index'] needs one image index per env ({self.num_envs}), got {indices!r}")
+        if "bpp_budget" in options:
+            budget = options.pop("bpp_budget")
+            values = check_budget(budget, self.num_envs if np.ndim(budget) else len(rows))
+            if len(values) == self.num_envs:
+                self._budget = values
+            else:
+                self._budget[rows] = values
         lam = options.pop("lam", None)
         if lam is not None:
             lam = check_lam(lam, self.num_envs) if np.ndim(lam) else check_lam(lam, len(rows))
             lam = lam[rows] if len(lam) == self.num_envs and len(rows) < self.num_envs else lam
         if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; known: 'index', 'reset_mask', 'lam'")
+            raise ValueError(f"unknown reset options {sorted(options)}; known: 'index', 'reset_mask', 'lam', "
+                             "'bpp_budget'")
         if indices is not None:
             for i in rows.tolist():
                 pick_index(None, len(self.parts.images), indices[i])  # validated before anything changes

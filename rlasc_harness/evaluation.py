@@ -20,6 +20,7 @@ from scipy import stats
 from agents.baselines import (FixedPolicy, OracleSkipped, RandomPolicy, greedy_episodes, oracle_episodes,
                               random_search_episodes)
 from rlasc_env.engine import ActFn, Engine, EpisodeRecord, run_copies
+from rlasc_env.results import Episode
 
 __all__ = ["summarize", "evaluate", "baseline_policies", "aggregate", "mean_ci", "gap_closure", "results_table",
            "SUMMARY_KEYS"]
@@ -57,6 +58,12 @@ def baseline_policies(num_levels: int, seed: int) -> dict[str, ActFn]:
     return out
 
 
+def _kept(records: Sequence[EpisodeRecord]) -> dict[str, Any]:
+    """``returns`` in image order and the ``episodes`` that replay them (rlasc_env.results.Episode dicts)."""
+    return {"returns": [r.episode_return for r in records],
+            "episodes": [Episode(r.image_index, r.concepts, r.levels, r.episode_return).to_dict() for r in records]}
+
+
 def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, split: str = "test",
              batch_size: int = 96, greedy: bool = True, oracle_cap: int = 0,
              log: Any = None, keep_returns: bool = False, random_search: Sequence[int] = (),
@@ -64,7 +71,8 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
     """Summaries per policy on the first ``num_images`` images of ``split`` (plus ``greedy``,
     ``oracle`` and ``random_search_<k>`` for every k of ``random_search`` when asked; an intractable
     oracle yields ``{"skipped": reason}``). ``keep_returns`` adds ``returns``, the episode return of
-    every image in order (for paired comparisons).
+    every image in order (for paired comparisons), and ``episodes``, what replays them: per image the concepts in
+    coding order and the levels chosen (:mod:`rlasc_env.results`).
 
     All ``policies`` play each image from one shared reset (:func:`run_copies`); ``batch_size``
     is the number of env slots stepped together (images x copies).
@@ -87,7 +95,7 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
         for name, records in zip(names, runs):
             out[name] = {**summarize(records, metric), "seconds": seconds / len(names)}
             if keep_returns:
-                out[name]["returns"] = [r.episode_return for r in records]
+                out[name].update(_kept(records))
             if log:
                 log(f"eval {name}: return {out[name]['return_mean']:.4f}")
         lengths = [r.length for r in runs[0]]
@@ -99,7 +107,7 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
         records = greedy_episodes(gcore, images, indices, metric)
         out["greedy"] = {**summarize(records, metric), "seconds": time.perf_counter() - t0}
         if keep_returns:
-            out["greedy"]["returns"] = [r.episode_return for r in records]
+            out["greedy"].update(_kept(records))
         lengths = [r.length for r in records]
         if log:
             log(f"eval greedy: return {out['greedy']['return_mean']:.4f} ({out['greedy']['seconds']:.1f} s)")
@@ -112,7 +120,7 @@ def evaluate(engine: Engine, policies: Mapping[str, ActFn], num_images: int, spl
                                          lengths, metric, int(samples), random_search_seed)
         out[name] = {**summarize(records, metric), "seconds": time.perf_counter() - t0}
         if keep_returns:
-            out[name]["returns"] = [r.episode_return for r in records]
+            out[name].update(_kept(records))
         if log:
             log(f"eval {name}: return {out[name]['return_mean']:.4f} ({out[name]['seconds']:.1f} s)")
     if oracle_cap > 0:

@@ -49,7 +49,8 @@ def _setting(point: Mapping[str, Any]) -> str:
     if point.get("level") is not None:
         parts.append(f"level {point['level']}")
     if point.get("level_offset") is not None:
-        parts.append(f"agent levels -{point['level_offset']}")
+        k = int(point["level_offset"])
+        parts.append(f"agent levels {'-' if k >= 0 else '+'}{abs(k)}")
         if point.get("level_mean") is not None:
             parts.append(f"mean level {point['level_mean']:.2f}")
     if point.get("refined"):

@@ -3,7 +3,8 @@
 - ``rlasc``: a trained agent's policy plays one episode per image in the environment (the
   levels of its last step are the image's levels), then the real codec codes the image with
   them. Points at ``level_offset`` k > 0 lower every level the agent chose by k (clamped at the
-  coarsest): the agent's allocation at lower bitrate modes of the same codec.
+  coarsest), k < 0 raise them by -k (clamped at the highest): the agent's allocation at lower and
+  higher bitrate modes of the same codec.
 - ``rlasc_simplified``: no agent, every concept at the highest level (Section IV-A.4).
 - ``rlasc_fixed_<q>``: no agent, every concept at level q (the other bitrate modes of one codec).
 
@@ -96,8 +97,9 @@ def fixed_plan(codec: SemanticCodec, codec_name: str, level: int, count: int) ->
 
 
 def offset_plan(plan: LevelPlan, offset: int) -> LevelPlan:
-    """The plan's levels lowered by ``offset`` (clamped at 0)."""
-    levels = [{m: max(0, q - offset) for m, q in lv.items()} for lv in plan.levels]
+    """The plan's levels lowered by ``offset`` (raised when negative), clamped to the codec's levels."""
+    top = plan.codec.num_levels - 1
+    levels = [{m: min(top, max(0, q - offset)) for m, q in lv.items()} for lv in plan.levels]
     return LevelPlan(plan.name, plan.codec, plan.codec_name, levels, {**plan.extra, "level_offset": int(offset)})
 
 
@@ -206,5 +208,5 @@ def plans_for_codec(codec: SemanticCodec, codec_name: str, count: int) -> list[L
 
 
 def describe_levels(plans: Sequence[LevelPlan]) -> str:
-    return ", ".join(f"{p.name}{'' if 'level_offset' not in p.extra else '@-' + str(p.extra['level_offset'])}"
+    return ", ".join(f"{p.name}{'' if 'level_offset' not in p.extra else '@' + str(-p.extra['level_offset'])}"
                      for p in plans)

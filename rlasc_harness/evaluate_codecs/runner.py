@@ -95,7 +95,8 @@ class EvalConfig:
     """Extra settings per engineered codec where its mIoU curve is steepest."""
     calibration_images: int = 4
     rlasc_offsets: tuple[int, ...] = (0, 1, 2, 3)
-    """Points of rlasc: the agent's levels lowered by each offset (0 = the policy as trained)."""
+    """Points of rlasc: the agent's levels lowered by each offset (0 = the policy as trained; negative: raised,
+    clamped at the highest level)."""
     bd_method: Literal["pchip", "akima"] = BD_METHOD
     bd_min_overlap: float = 0.1
     """A BD delta is reported only where the two curves overlap on at least this share of their range."""
@@ -322,8 +323,8 @@ def semantic_points(inputs: Inputs, tasks: dict[str, Task], data: EvalSet, meter
             results.setdefault("rlasc", []).append(point)
     if any(cfg.rlasc_offsets) and results.get("rlasc"):
         notes.append("rlasc points with level_offset k > 0 apply the agent's per-concept levels lowered by k "
-                     "(clamped at the coarsest level): the agent's allocation at lower bitrate modes of the same "
-                     "codec; the k = 0 point is the policy as trained")
+                     "(clamped at the coarsest level), k < 0 raised by -k (clamped at the highest): the agent's "
+                     "allocation at other bitrate modes of the same codec; the k = 0 point is the policy as trained")
     return results
 
 

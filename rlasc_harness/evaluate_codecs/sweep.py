@@ -173,7 +173,8 @@ def evaluate_plan(plan: LevelPlan, data: EvalSet, meter: QualityMeter, batch_siz
     def decode(blob: bytes) -> Tensor:
         return codec.decompress(blob)
 
-    tag = plan.name + (f" -{plan.extra['level_offset']}" if plan.extra.get("level_offset") else "")
+    k = plan.extra.get("level_offset") or 0
+    tag = plan.name + (f" {'-' if k > 0 else '+'}{abs(k)}" if k else "")
     metrics, payloads, preview = _measure(data, meter, encode, decode, batch_size, preview_index, tag, progress)
     levels = [q for lv in plan.levels for q in lv.values()]
     record = {**metrics, "codec": plan.codec_name, **plan.extra,

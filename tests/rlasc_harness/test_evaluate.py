@@ -560,3 +560,13 @@ def test_report_names_files_under_the_working_directory_relatively(tmp_path, mon
     assert _relative_to_cwd(str(tmp_path / "runs" / "policy.pt")) == "runs/policy.pt"
     assert _relative_to_cwd("/elsewhere/codec.pt") == "/elsewhere/codec.pt"
     assert _relative_to_cwd("tiny") == "tiny" and _relative_to_cwd(None) is None
+
+
+def test_offset_plan_lowers_and_raises_the_agents_levels_within_the_codecs(test_codec):
+    from rlasc_harness.evaluate_codecs.rlasc import LevelPlan, offset_plan
+
+    top = test_codec.num_levels - 1
+    plan = LevelPlan("rlasc", test_codec, "test", [{0: 0, 1: 1, 2: top}], {})
+    assert offset_plan(plan, 1).levels == [{0: 0, 1: 0, 2: top - 1}]
+    assert offset_plan(plan, -1).levels == [{0: 1, 1: min(2, top), 2: top}]
+    assert offset_plan(plan, -1).extra["level_offset"] == -1 and plan.levels == [{0: 0, 1: 1, 2: top}]
