@@ -1,0 +1,279 @@
+"""The leaderboard: results files that replay (:mod:`rlasc_env.results`) in, ``LEADERBOARD.md`` out.
+
+    python -m rlasc_harness.leaderboard baselines --task segmentation        # random (5 seeds), fixed levels,
+                                                                           # preview rule, greedy -> results/
+    python -m rlasc_harness.leaderboard export runs/agent/reinforce-segmentation-*/results.json --algo reinforce
+    python -m rlasc_env.validate results/SemanticCoding-v6/*/*.json         # every entry replays
+    python -m rlasc_harness.leaderboard build                              # LEADERBOARD.md, byte for byte
+
+Rows: one per results file (an algorithm or baseline on one task), from its per-seed, per-image returns:
+
+- **score** of each seed: the benchmark score (:mod:`rlasc_env.score`: 0 = the best fixed level, 1 = greedy) of its
+  returns; the row shows the IQM over seeds and its 95% stratified bootstrap interval, computed with rliable (as
+  Agarwal et al. 2021 recommend for few runs);
+- **P(> best baseline)**: rliable's probability of improvement of the row's seeds over the best baseline that reads
+  only the observation (random, fixed levels, preview rule), per image;
+- wall time and device per seed, from the entry.
+
+Only files that replay count: ``build`` validates none itself (minutes per file), so run the validator first; CI
+replays the shipped files' first images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlasc_env.registration import CURRENT_ID, TASKS
+from rlasc_env.results import Episode, read_results, results_document, write_results
+from rlasc_env.score import PROTOCOL, benchmark_score, load_references
+
+__all__ = ["results_path", "export_runs", "play_baselines", "leaderboard_rows", "build_leaderboard", "main",
+           "BASELINES"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "results"
+BASELINES = ("random", "fixed", "preview_rule", "greedy")
+OBSERVATION_ONLY = ("random", "preview_rule")  # with fixed_<q>: baselines that read only the observation
+PEEKS = ("greedy",)  # references that look at rewards: not legal policies
+BOOTSTRAP_REPS = 2000
+
+
+def results_path(env_id: str, task: str, algo: str, root: Path = RESULTS_DIR) -> Path:
+    """``results/<id name>/<task>/<algo>.json``."""
+    return Path(root) / env_id.split("/")[-1] / task / f"{algo}.json"
+
+
+def _episodes(rows: Sequence[dict[str, Any]]) -> list[Episode]:
+    return [Episode(int(e["image"]), list(e["concepts"]), list(e["levels"]), float(e["return"])) for e in rows]
+
+
+# ----------------------------------------------------------------------------------------------------- export
+def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS_DIR, row: str = "policy") -> Path:
+    """One results file from ``train_agent.py`` runs (their ``results.json``, one per seed, evaluated on the
+    protocol's 200 images): the ``row`` policy's episodes, with each run's command, device and wall time."""
+    seeds: dict[int, list[Episode]] = {}
+    walls: dict[int, float] = {}
+    entry: dict[str, Any] = {"runs": []}
+    env_id = task = None
+    for path in run_files:
+        run = json.loads(Path(path).read_text())
+        ev = run.get("eval", {}).get(row)
+        if ev is None or "episodes" not in ev:
+            raise ValueError(f"{path}: no episodes of {row!r} (evaluate with this version of train_agent.py)")
+        config = json.loads((Path(path).parent / "config.json").read_text())
+        run_id, run_task = config["env_id"], run["task"]
+        if (env_id, task) not in ((None, None), (run_id, run_task)):
+            raise ValueError(f"{path}: {run_id} {run_task}, the other runs are {env_id} {task}")
+        env_id, task = run_id, run_task
+        if run["eval_images"] != PROTOCOL.num_images:
+            raise ValueError(f"{path}: evaluated on {run['eval_images']} images, the protocol has {PROTOCOL.num_images}")
+        seed = int(run["seed"])
+        seeds[seed] = _episodes(ev["episodes"])
+        walls[seed] = float(run.get("train_seconds") or 0.0) + float(run.get("eval_seconds") or 0.0)
+        entry["runs"].append({"seed": seed, "device": run.get("device"), "run_dir": run.get("run_dir"),
+                              "train_episodes": run.get("train_episodes")})
+    if env_id is None:
+        raise ValueError("give at least one results.json")
+    entry["command"] = f"python train_agent.py --algo {algo} --task {task} --seeds {' '.join(map(str, sorted(seeds)))}"
+    out = results_path(env_id, task, algo, root)
+    write_results(out, results_document(env_id, task, algo, seeds, entry, walls))
+    return out
+
+
+def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = BASELINES, seeds: int = 5,
+                   num_images: int = PROTOCOL.num_images, root: Path = RESULTS_DIR, device: str = "cpu",
+                   log: Any = print) -> list[Path]:
+    """Play the baselines on the protocol's images and write one results file each: ``random`` (seeds
+    0..``seeds``-1), ``fixed_<q>`` for every level, the preview rule (weight fitted on 16 training images, as the
+    references) and the greedy look-ahead."""
+    from agents.baselines import FixedPolicy, RandomPolicy, greedy_episodes
+    from rlasc_env.engine import make_engine, run_episodes
+
+    from .runner import fitted_preview_rule
+
+    engine = make_engine(env_id, task=task, observation="preview", lam=PROTOCOL.lam, eta=PROTOCOL.eta, device=device,
+                         sizes={PROTOCOL.split: num_images, "train": 16})
+    images = engine.parts(PROTOCOL.split).images
+    q = engine.num_levels
+    indices = range(num_images)
+    record = {"device": str(device), "machine": platform.machine(),
+              "command": "python -m rlasc_harness.leaderboard " + shlex.join(sys.argv[1:])}
+    out = []
+
+    def write(algo: str, runs: dict[int, list[Any]], walls: dict[int, float], extra: dict[str, Any]) -> None:
+        seeds_eps = {s: [Episode(r.image_index, r.concepts, r.levels, r.episode_return) for r in recs]
+                     for s, recs in runs.items()}
+        out.append(write_results(results_path(env_id, task, algo, root),
+                                 results_document(env_id, task, algo, seeds_eps, {**record, **extra}, walls,
+                                                  num_images=num_images)))
+        log(f"{task} {algo}: mean return {np.mean([e.episode_return for e in seeds_eps[min(seeds_eps)]]):.4f}")
+
+    def timed(fn: Any) -> tuple[Any, float]:
+        t0 = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - t0
+
+    for name in names:
+        if name == "random":
+            runs, walls = {}, {}
+            for s in range(seeds):
+                runs[s], walls[s] = timed(lambda s=s: run_episodes(engine.core(PROTOCOL.split, 48), images, indices,
+                                                                    RandomPolicy(q, s), engine.metric_name))
+            write("random", runs, walls, {})
+        elif name == "fixed":
+            for level in range(q):
+                recs, wall = timed(lambda level=level: run_episodes(engine.core(PROTOCOL.split, 48), images, indices,
+                                                                    FixedPolicy(level, q), engine.metric_name))
+                write(f"fixed_{level}", {0: recs}, {0: wall}, {})
+        elif name == "preview_rule":
+            rule = fitted_preview_rule(engine, 16, log)
+            recs, wall = timed(lambda: run_episodes(engine.core(PROTOCOL.split, 48), images, indices, rule,
+                                                    engine.metric_name))
+            write("preview_rule", {0: recs}, {0: wall}, {"preview_rule_weight": rule.weight})
+        elif name == "greedy":
+            recs, wall = timed(lambda: greedy_episodes(engine.core(PROTOCOL.split, q * 8), images, indices,
+                                                       engine.metric_name))
+            write("greedy", {0: recs}, {0: wall}, {"peeks": True})
+        else:
+            raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ table
+def _iqm_interval(scores: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """IQM of per-seed scores and its 95% stratified bootstrap interval (rliable)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    values = scores.reshape(-1, 1)
+    if len(values) < 2:
+        v = float(values.mean())
+        return v, v, v
+    with warnings.catch_warnings():  # arch, under rliable, announces a future change of its random_state keyword
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates({"row": values}, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                                     reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed))
+    return float(point["row"][0]), float(interval["row"][0, 0]), float(interval["row"][1, 0])
+
+
+def _p_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """rliable's probability of improvement P(X > Y), images as its tasks, seeds as its runs."""
+    from rliable import metrics
+
+    return float(metrics.probability_of_improvement(x, y))
+
+
+def leaderboard_rows(env_id: str, task: str, root: Path = RESULTS_DIR) -> list[dict[str, Any]]:
+    """One row per results file of ``env_id`` and ``task``, best score first (greedy, which peeks, last)."""
+    folder = results_path(env_id, task, "x", root).parent
+    docs = [read_results(p) for p in sorted(folder.glob("*.json"))]
+    rows = []
+    per_image: dict[str, np.ndarray] = {}
+    for doc in docs:
+        if (doc["env_id"], doc["task"]) != (env_id, task):
+            raise ValueError(f"{folder}/{doc['algo']}.json holds {doc['env_id']} {doc['task']}")
+        returns = np.array([[e["return"] for e in sorted(s["episodes"], key=lambda e: e["image"])]
+                            for s in doc["seeds"]])  # (seeds, images)
+        per_image[doc["algo"]] = returns
+        scores = np.array([benchmark_score(r, task, env_id) for r in returns])
+        iqm, low, high = _iqm_interval(scores)
+        walls = [s.get("wall_seconds") for s in doc["seeds"] if s.get("wall_seconds") is not None]
+        devices = sorted({str(r.get("device")) for r in doc["entry"].get("runs", [])} or {str(doc["entry"].get(
+            "device", "?"))})
+        rows.append({"algo": doc["algo"], "seeds": len(returns), "return_mean": float(returns.mean()),
+                     "score": iqm, "low": low, "high": high, "wall_seconds": float(np.mean(walls)) if walls else None,
+                     "device": "/".join(devices), "command": doc["entry"].get("command", "")})
+    legal = {a: r for a, r in per_image.items() if a in OBSERVATION_ONLY or a.startswith("fixed_")}
+    best = max(legal, key=lambda a: legal[a].mean()) if legal else None
+    for row in rows:
+        if best is not None and row["algo"] != best and row["algo"] not in PEEKS:
+            row["p_improvement"] = _p_improvement(per_image[row["algo"]], per_image[best].mean(0, keepdims=True))
+            row["versus"] = best
+    rows.sort(key=lambda r: (r["algo"] in PEEKS, -r["score"], r["algo"]))
+    return rows
+
+
+def _fmt_wall(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str:
+    """The Markdown of ``LEADERBOARD.md`` (deterministic: the same files give the same bytes)."""
+    lines = [f"# Leaderboard: `{env_id}`", "",
+             "Generated by `python -m rlasc_harness.leaderboard build` from `results/` (do not edit by hand). Every "
+             "file there replays: `python -m rlasc_env.validate results/*/*/*.json`. Protocol: the first "
+             f"{PROTOCOL.num_images} test images, lam {PROTOCOL.lam:g}, eta {PROTOCOL.eta:g}, deterministic actions. "
+             "Score: 0 = the best fixed level, 1 = the greedy look-ahead (which peeks at rewards: a reference); IQM "
+             "over seeds with its 95% stratified bootstrap interval (rliable). P(>): rliable's probability that "
+             "the row beats the best baseline that reads only the observation, per image.", ""]
+    for task in TASKS:
+        rows = leaderboard_rows(env_id, task, root) if results_path(env_id, task, "x", root).parent.is_dir() else []
+        lines += [f"## {task}", ""]
+        if not rows:
+            lines += ["No entry yet.", ""]
+            continue
+        lines += ["| entry | seeds | score (IQM) [95% CI] | mean return | P(> best baseline) | wall time per seed | "
+                  "device |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            p = f"{r['p_improvement']:.2f} (vs {r['versus']})" if "p_improvement" in r else "–"
+            name = f"{r['algo']} (peeks)" if r["algo"] in PEEKS else r["algo"]
+            lines.append(f"| {name} | {r['seeds']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
+                         f"{r['return_mean']:.4f} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
+        lines.append("")
+    lines += ["## Submitting an entry", "",
+              "1. Play your policy on the protocol's 200 test images for each seed and write "
+              "`results/<id name>/<task>/<algo>.json` (`rlasc_env.results.results_document` and `write_results`; "
+              "`train_agent.py` runs: `python -m rlasc_harness.leaderboard export RUN/results.json ... --algo NAME`).",
+              "2. `python -m rlasc_env.validate FILE` must print `ok` (every image, the id's pins, returns within "
+              "1e-5).", "3. `python -m rlasc_harness.leaderboard build` and commit both.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="write LEADERBOARD.md from results/")
+    b.add_argument("--env-id", default=CURRENT_ID)
+    b.add_argument("--root", type=Path, default=RESULTS_DIR)
+    b.add_argument("--out", type=Path, default=ROOT / "LEADERBOARD.md")
+    e = sub.add_parser("export", help="results file from train_agent.py runs (one results.json per seed)")
+    e.add_argument("runs", nargs="+")
+    e.add_argument("--algo", required=True)
+    e.add_argument("--root", type=Path, default=RESULTS_DIR)
+    p = sub.add_parser("baselines", help="play the baselines on the protocol and write their results files")
+    p.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--env-id", default=CURRENT_ID)
+    p.add_argument("--names", nargs="+", default=list(BASELINES), choices=BASELINES)
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--root", type=Path, default=RESULTS_DIR)
+    p.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        args.out.write_text(build_leaderboard(args.env_id, args.root))
+        print(f"wrote {args.out}")
+    elif args.cmd == "export":
+        print(f"wrote {export_runs(args.runs, args.algo, args.root)}")
+    else:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        for task in args.task:
+            load_references(task, args.env_id)  # the score needs them: fail before playing
+            play_baselines(task, args.env_id, args.names, args.seeds, root=args.root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

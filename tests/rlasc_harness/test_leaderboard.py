@@ -1,0 +1,65 @@
+"""LEADERBOARD.md from results files: deterministic bytes, rows ordered by score, rliable intervals, the peeking
+greedy last; export from train_agent.py runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents.baselines import FixedPolicy, RandomPolicy
+from rlasc_env.engine import make_engine, run_episodes
+from rlasc_env.results import Episode, read_results, results_document, write_results
+from rlasc_harness.leaderboard import build_leaderboard, export_runs, leaderboard_rows, results_path
+
+ENV = "rlasc/SemanticCoding-v5"  # an id with stored score references
+N = 4
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    engine = make_engine(ENV, task="segmentation", observation="paper", sizes={"test": N, "train": 1})
+    images = engine.parts("test").images
+
+    def play(act):
+        return [Episode(r.image_index, r.concepts, r.levels, r.episode_return)
+                for r in run_episodes(engine.core("test", N), images, range(N), act, "miou")]
+
+    docs = {"random": {s: play(RandomPolicy(6, s)) for s in range(3)},
+            "fixed_4": {0: play(FixedPolicy(4, 6))}, "fixed_0": {0: play(FixedPolicy(0, 6))}}
+    for algo, seeds in docs.items():
+        write_results(results_path(ENV, "segmentation", algo, root),
+                      results_document(ENV, "segmentation", algo, seeds, {"device": "cpu"}, {s: 1.0 for s in seeds},
+                                       num_images=N))
+    return root
+
+
+def test_build_is_deterministic_and_ordered(root):
+    text = build_leaderboard(ENV, root)
+    assert text == build_leaderboard(ENV, root)
+    rows = leaderboard_rows(ENV, "segmentation", root)
+    assert [r["algo"] for r in rows][0] == "fixed_4" and rows[0]["score"] >= rows[1]["score"]
+    rand = next(r for r in rows if r["algo"] == "random")
+    assert rand["seeds"] == 3 and rand["low"] <= rand["score"] <= rand["high"]
+    assert 0.0 <= rand["p_improvement"] <= 1.0 and rand["versus"] == "fixed_4"
+    assert "## detection\n\nNo entry yet." in text and "| fixed_4 | 1 |" in text
+
+
+def test_export_from_train_agent_runs(tmp_path, root):
+    doc = read_results(results_path(ENV, "segmentation", "fixed_4", root))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    run = {"seed": 0, "task": "segmentation", "eval_images": 200, "device": "cpu", "train_seconds": 10.0,
+           "eval_seconds": 2.0, "eval": {"policy": {"episodes": doc["seeds"][0]["episodes"] * 50}}}
+    (run_dir / "results.json").write_text(json.dumps(run))
+    (run_dir / "config.json").write_text(json.dumps({"env_id": ENV}))
+    out = export_runs([run_dir / "results.json"], "my_algo", tmp_path / "results")
+    got = read_results(out)
+    assert got["algo"] == "my_algo" and got["seeds"][0]["wall_seconds"] == 12.0
+    assert got["entry"]["command"].startswith("python train_agent.py --algo my_algo")
+    run["eval_images"] = 4
+    (run_dir / "results.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="the protocol has 200"):
+        export_runs([run_dir / "results.json"], "my_algo", tmp_path / "results")
+    assert np.isfinite(got["seeds"][0]["episodes"][0]["return"])
