@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput of the RL-ASC environment: single env, SyncVectorEnv, batched env, forward-only.
 
-    python benchmark.py --preset tiny --batch-size 16 --device auto --json runs/benchmark.json
+    python benchmark.py --batch-size 16 --device auto --json runs/benchmark.json   # the current id beside -v4
 
 Every flag is a field of rlasc_harness.throughput.BenchmarkConfig (python benchmark.py --help).
 """

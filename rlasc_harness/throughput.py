@@ -47,6 +47,10 @@ __all__ = ["BenchmarkConfig", "run_benchmark", "main"]
 class BenchmarkConfig:
     """Flags of ``benchmark.py``."""
 
+    env_id: str | None = "rlasc/SemanticCoding-v6"  # registered id whose codec, task network, data and default
+    # observation every env is built from (the current id); None: --preset / --codec / --task-weights instead
+    compare_env_id: str | None = "rlasc/SemanticCoding-v4"  # single env on this id too, side by side, cold (with
+    # --env-id; replaces --compare-codec): -v4 was train_agent.py's default id before -v5 ("" or None to skip)
     preset: str = "tiny"  # data preset (image size); also the shipped codec's name unless --codec
     batch_size: int = 16  # envs stepped together (SyncVectorEnv, batched env, forward-only batch)
     steps: int = 512  # env transitions per measurement
@@ -175,19 +179,42 @@ def _allocation_run(parts: Any, count: int, rng: np.random.Generator, index: int
             "max_return_difference": float(np.abs(finished - stepped).max())}
 
 
+def _id_parts(env_id: str, task: str, split: str, device: torch.device) -> tuple[Any, str]:
+    """The env parts (codec, task network, images) of a registered id, its pins checked, and its default
+    observation: what ``gym.make(env_id, task=task)`` runs."""
+    from rlasc_env.registration import resolve_env
+    from rlasc_env.versions import apply_pins
+
+    config = resolve_env(env_id, task=task, split=split)
+    kw = config.env_kwargs()
+    task_kwargs = apply_pins(kw["pins"], kw["codec"], task, kw["dataset"], None)
+    parts = build_parts(task=task, split=split, codec=kw["codec"], dataset=kw["dataset"], preset=kw["preset"],
+                        device=device, task_kwargs=task_kwargs, preview=config.observation == "preview")
+    return parts, config.observation
+
+
 def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     """Measure the four throughputs of docs/design.md (plus extras) and return the JSON object."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    task_kwargs = {"weights": cfg.task_weights} if cfg.task_weights else None
-    parts = build_parts(task=cfg.task, split=cfg.split, codec=cfg.codec or cfg.preset, preset=cfg.preset,
-                        device=device, task_kwargs=task_kwargs)
-    common = dict(task=parts.task, codec=parts.codec, images=parts.images, device=device)
+    if cfg.env_id:
+        parts, observation = _id_parts(cfg.env_id, cfg.task, cfg.split, device)
+        other_parts = _id_parts(cfg.compare_env_id, cfg.task, cfg.split, device) if cfg.compare_env_id else None
+    else:
+        task_kwargs = {"weights": cfg.task_weights} if cfg.task_weights else None
+        parts = build_parts(task=cfg.task, split=cfg.split, codec=cfg.codec or cfg.preset, preset=cfg.preset,
+                            device=device, task_kwargs=task_kwargs)
+        observation, other_parts = "paper", None
+    common = dict(task=parts.task, codec=parts.codec, images=parts.images, device=device, observation=observation)
     b, rng = cfg.batch_size, np.random.default_rng(cfg.seed)
 
     single = SemanticCodingEnv(**common)
-    other = SemanticCodingEnv(**{**common, "codec": cfg.compare_codec}) if cfg.compare_codec else None
+    if other_parts is not None:
+        op, obs = other_parts
+        other = SemanticCodingEnv(task=op.task, codec=op.codec, images=op.images, device=device, observation=obs)
+    else:
+        other = SemanticCodingEnv(**{**common, "codec": cfg.compare_codec}) if cfg.compare_codec else None
     sync = gym.vector.SyncVectorEnv([lambda: SemanticCodingEnv(**common) for _ in range(b)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     batched = BatchedSemanticCodingEnv(b, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **common)
@@ -232,6 +259,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     codec = parts.codec
     return {
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "env_id": cfg.env_id or None,
+        "observation": observation,
+        "compare_env_id": (cfg.compare_env_id or None) if cfg.env_id else None,
         "preset": cfg.preset,
         "batch_size": b,
         "single_env_steps_per_s": wall["single"],
@@ -243,7 +273,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         "single_env_reset_ms": float(np.median([1000 * (s["wall"] - s["step_wall"]) / s["resets"] for s in singles])),
         "single_env_ms_per_transition": 1000.0 / wall["single"],
         "single_env_replay_ms_per_transition": 1000.0 / wall["replay"],
-        "compare_codec": cfg.compare_codec or None,
+        "compare_codec": (cfg.compare_env_id if cfg.env_id else cfg.compare_codec) or None,
         "compare_single_env_ms_per_transition": 1000.0 / wall["compare"] if other is not None else None,
         # time per transition of this codec's env over the compared codec's (below 1: faster)
         "single_env_time_vs_compare": wall["compare"] / wall["single"] if other is not None else None,

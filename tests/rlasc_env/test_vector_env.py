@@ -128,7 +128,7 @@ def test_benchmark_json(tmp_path, test_codec):
 
     path = atomic_save(codec_payload(test_codec), tmp_path / "codec.pt")
     out = tmp_path / "bench.json"
-    assert main(["--preset", "test", "--codec", str(path), "--task", "pixel-test", "--device", "cpu",
+    assert main(["--env-id", "None", "--preset", "test", "--codec", str(path), "--task", "pixel-test", "--device", "cpu",
                  "--batch-size", "2", "--steps", "4", "--repeats", "1", "--json", str(out), "--no-progress",
                  "--compare-codec", str(path)]) == 0
     res = json.loads(out.read_text())
@@ -141,6 +141,22 @@ def test_benchmark_json(tmp_path, test_codec):
     # scoring complete allocations: finish() and stepping agree, and both were timed
     assert res["allocation_finish_ms"] > 0 and res["allocation_step_ms"] > 0
     assert res["allocation_max_return_difference"] < 1e-5
+
+
+def test_benchmark_measures_the_current_id_beside_v4(tmp_path):
+    """By default benchmark.py builds every env from the current id (its codec, task network and the preview
+    observation) and times -v4 beside it."""
+    import json
+
+    from rlasc_harness.throughput import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--device", "cpu", "--batch-size", "2", "--steps", "4", "--repeats", "1", "--allocations", "0",
+                 "--json", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert res["env_id"] == "rlasc/SemanticCoding-v6" and res["observation"] == "preview"
+    assert res["compare_codec"] == "rlasc/SemanticCoding-v4" and res["codec"].endswith("tiny-sf2.pt")
+    assert res["single_env_steps_per_s"] > 0 and res["compare_single_env_ms_per_transition"] > 0
 
 
 def test_benchmark_agent_runs_time_both_codecs(monkeypatch):
