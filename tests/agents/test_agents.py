@@ -422,9 +422,12 @@ def test_json_has_design_keys(engine5, tmp_path) -> None:
     run(again, log=lambda s: None, engine_factory=lambda c, task, device: engine)
     redo = json.loads((tmp_path / "again.json").read_text())
     assert 0.0 < redo["eval"]["class_table"]["level_mean"] < 2.0  # class 0 at level 2, the rest at level 1
-    drop = lambda row: {k: v for k, v in row.items() if k not in ("seconds", "returns")}  # noqa: E731
+    drop = lambda row: {k: v for k, v in row.items() if k not in ("seconds", "returns", "episodes")}  # noqa: E731
     assert drop(redo["eval"]["policy"]) == pytest.approx(drop(data["eval"]["policy"]))
     assert redo["eval"]["policy"]["returns"] == pytest.approx(data["eval"]["policy"]["returns"])  # image by image
+    episodes = data["eval"]["policy"]["episodes"]  # what replays them (rlasc_env.results)
+    assert [e["levels"] for e in redo["eval"]["policy"]["episodes"]] == [e["levels"] for e in episodes]
+    assert [e["return"] for e in episodes] == data["eval"]["policy"]["returns"]
     assert len(data["eval"]["policy"]["returns"]) == 3 and len(data["eval"]["fixed_0"]["returns"]) == 3
     assert redo["train_episodes"] == 4
 
