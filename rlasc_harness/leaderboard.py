@@ -79,7 +79,13 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
             raise ValueError(f"{path}: evaluated on {run['eval_images']} images, the protocol has {PROTOCOL.num_images}")
         seed = int(run["seed"])
         seeds[seed] = _episodes(ev["episodes"])
-        walls[seed] = float(run.get("train_seconds") or 0.0) + float(run.get("eval_seconds") or 0.0)
+        train_seconds = run.get("train_seconds")
+        trained_by = (config.get("config") or {}).get("eval_only")
+        if train_seconds is None and trained_by:  # --eval-only: the training time is the training run's
+            source = Path(trained_by).parent / "results.json"
+            if source.is_file():
+                train_seconds = json.loads(source.read_text()).get("train_seconds")
+        walls[seed] = float(train_seconds or 0.0) + float(run.get("eval_seconds") or 0.0)
         entry["runs"].append({"seed": seed, "device": run.get("device"), "run_dir": run.get("run_dir"),
                               "train_episodes": run.get("train_episodes")})
     if env_id is None:
