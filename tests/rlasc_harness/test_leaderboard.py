@@ -63,3 +63,16 @@ def test_export_from_train_agent_runs(tmp_path, root):
     with pytest.raises(ValueError, match="the protocol has 200"):
         export_runs([run_dir / "results.json"], "my_algo", tmp_path / "results")
     assert np.isfinite(got["seeds"][0]["episodes"][0]["return"])
+
+
+def test_shipped_leaderboard_regenerates_and_its_files_replay():
+    """LEADERBOARD.md is `python -m rlasc_harness.leaderboard build`'s output, byte for byte, and the first images of
+    every shipped results file replay on their id (the validator's full run: `python -m rlasc_env.validate`)."""
+    from rlasc_env import CURRENT_ID
+    from rlasc_env.results import validate_results
+    from rlasc_harness.leaderboard import RESULTS_DIR, ROOT
+
+    assert (ROOT / "LEADERBOARD.md").read_text() == build_leaderboard(CURRENT_ID)
+    for path in sorted(RESULTS_DIR.glob("*/*/*.json")):
+        replay = validate_results(path, limit=2)
+        assert replay.ok, replay.problems
