@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,14 +20,14 @@ class CheckpointError(ValueError):
     """A file that is not a codec checkpoint of a version this code reads."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the target folder, then rename over ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Call ``write(binary handle)`` on a temporary file in the target folder, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -35,6 +36,11 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the target folder, then rename over ``path``."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def safe_load(path: str | os.PathLike) -> dict[str, Any]:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from codec_models.checkpoint import atomic_write
 
 from .registration import CARDS
 from .score import PROTOCOL
@@ -81,18 +82,8 @@ def results_document(env_id: str, task: str, algo: str, seeds: dict[int, Sequenc
 
 def write_results(path: str | os.PathLike, document: dict[str, Any]) -> Path:
     """Write ``document`` atomically (sorted keys, one trailing newline: the file regenerates byte for byte)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=1, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
