@@ -12,6 +12,7 @@ Two feature networks are available:
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -31,13 +32,43 @@ def _vgg_cfg(widths: tuple[int, ...]) -> list[int | str]:
     return cfg
 
 
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, 2)`` with the same outputs, bit for bit, and a faster inference path.
+
+    Without autograd (the environment's reward and preview), the maximum of the four strided 2x2 sub-grids is taken
+    with ``torch.maximum``: max is exact, so the values are those of ``max_pool2d``, which on the CPU is several
+    times slower on NCHW tensors (issue 30). With autograd, or for odd sizes, it is ``max_pool2d`` itself (its
+    gradient goes to one element of each window)."""
+
+    def __init__(self) -> None:
+        super().__init__(kernel_size=2, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4 or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return super().forward(x)
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
+def _fast_pools(layers: nn.Module | list[nn.Module]) -> list[nn.Module]:
+    """The layers with every 2x2, stride-2, unpadded ``nn.MaxPool2d`` replaced by :class:`MaxPool2x2`."""
+    out: list[nn.Module] = []
+    for layer in layers:
+        plain = (isinstance(layer, nn.MaxPool2d) and not isinstance(layer, MaxPool2x2)
+                 and layer.kernel_size in (2, (2, 2)) and layer.stride in (2, (2, 2))
+                 and layer.padding in (0, (0, 0)) and layer.dilation in (1, (1, 1)) and not layer.ceil_mode
+                 and not layer.return_indices)
+        out.append(MaxPool2x2() if plain else layer)
+    return out
+
+
 class PerceptualNet(nn.Module):
     """phi: VGG-layout feature stacks; ``features(x)`` returns the activation of every stage."""
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 19, name: str = "streets-vgg") -> None:
         super().__init__()
         self.name = name
-        layers = tv_vgg.make_layers(_vgg_cfg(widths), batch_norm=False)
+        layers = _fast_pools(tv_vgg.make_layers(_vgg_cfg(widths), batch_norm=False))
         self.stages = nn.ModuleList()
         stage: list[nn.Module] = []
         for layer in layers:
@@ -77,7 +108,10 @@ class VGG16Features(nn.Module):
         model = tv_vgg.vgg16(weights=None)
         model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         body = model.features[: self.CUTS[-1]]
-        self.stages = nn.ModuleList(body[a:b] for a, b in zip((0,) + self.CUTS[:-1], self.CUTS))
+        self.stages = nn.ModuleList()
+        for a, b in zip((0,) + self.CUTS[:-1], self.CUTS):
+            cut = body[a:b]  # keeps VGG16's layer names (state-dict keys)
+            self.stages.append(nn.Sequential(OrderedDict(zip(cut._modules.keys(), _fast_pools(list(cut))))))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

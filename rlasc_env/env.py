@@ -35,6 +35,7 @@ from codec_models.generators import LocalGenerator
 from codec_models.perceptual import perceptual_loss
 
 from .memo import StepLosses, TransitionMemo, image_key, losses_array
+from .chunks import network_chunk
 from .preview import level_preview, preview_size, preview_stats
 from .registration import check_weight
 from .reward import normalized_score, rsp_loss, step_reward
@@ -367,9 +368,13 @@ class EpisodeCore:
         return self.codec.attention(merged, x_local, self.generator(merged, modulations=mods))
 
     def _evaluate(self, x_hat: Tensor, refs: list[Any], phi_feats: list[Tensor]) -> tuple[np.ndarray, ...]:
-        """(L_S, metric, L_P) per image for reconstructions (B,3,H,W)."""
+        """(L_S, metric, L_P) per image for reconstructions (B,3,H,W). The task network takes the whole batch (its
+        metrics are argmaxes, which a last-bit change of a logit can flip); phi goes in passes of at most
+        :func:`network_chunk` images."""
         semantic, metric = self.task.loss(x_hat, refs)
-        perceptual = perceptual_loss(self.phi, None, x_hat, phi_feats)
+        size = network_chunk(self.device)
+        perceptual = torch.cat([perceptual_loss(self.phi, None, x_hat[a:a + size], [f[a:a + size] for f in phi_feats])
+                                for a in range(0, len(x_hat), size)])
         return (semantic.detach().cpu().double().numpy(), metric.detach().cpu().double().numpy(),
                 perceptual.detach().cpu().double().numpy())
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codec_models.perceptual import perceptual_loss
 
+from .chunks import network_chunk
 from .reward import rate_term
 
 __all__ = ["level_preview", "observation_key", "preview_entries", "preview_stats", "preview_size", "current_x_hat",
@@ -108,9 +108,24 @@ def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 core.y_levels[s, lv] = torch.where(region[i], y[i, lv], core.y_levels[s, lv])
                 core.y_ready[s, m, lv] = True
     pasted = pasted_levels(core, slots, y)
-    feats = [f[s_t] for f in core.phi_feats]
-    lp = perceptual_loss(core.phi, None, pasted, feats).view(k, q).double().cpu().numpy()
+    lp = _grouped_perceptual_loss(core.phi, pasted, [f[slot_t] for f in core.phi_feats], q)
+    lp = lp.double().cpu().numpy()
     return bpp, lp[:, :1] - lp
+
+
+def _grouped_perceptual_loss(phi, pasted: torch.Tensor, feats: list[torch.Tensor], q: int) -> torch.Tensor:
+    """(k, Q): L_P (eq. 11, ``codec_models.perceptual.perceptual_loss``) of ``pasted`` (k * Q pictures, Q per
+    slot) against phi(x) of each slot (``feats``, k rows each), broadcast over the Q pictures of a slot rather than
+    copied Q times; the same floats as ``perceptual_loss`` on the repeated features."""
+    k = len(feats[0])
+    per_pass = max(1, network_chunk(pasted.device) // q)  # slots per phi pass (rlasc_env.env.CPU_NETWORK_CHUNK)
+    rows = []
+    for s in range(0, k, per_pass):
+        out = phi.features(pasted[s * q:(s + per_pass) * q])
+        n = len(out[0]) // q
+        rows.append(sum((a.view(n, q, *a.shape[1:]) - b[s:s + n].unsqueeze(1)).pow(2).flatten(2).mean(2)
+                        for a, b in zip(out, feats)) / len(out))
+    return torch.cat(rows)
 
 
 def pasted_levels(core, slots: np.ndarray, y: torch.Tensor) -> torch.Tensor:

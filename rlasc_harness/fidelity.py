@@ -26,6 +26,7 @@ and the code tables are unchanged, the bits of every (concept, level) are those 
 """
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sys
@@ -70,9 +71,10 @@ class FidelityConfig:
     run_dir: str = "runs/codec/fidelity"  # fidelity_last.pt, best.pt, codec.pt, tensorboard logs (tb/)
     export: str | None = None  # also write the selected codec here (e.g. codec_models/weights/tiny-sf.pt)
     resume: bool = False  # continue from <run_dir>/fidelity_last.pt
-    segmenter_from: str | None = None  # start with F taken from this codec (name or codec.pt) and the code tables
-    # refitted on its label maps (--label-images images, --label-neighbours contexts); E and the decoder stay --codec's
-    seed: int = 0
+    # --segmenter-from: F comes from that codec and the code tables are refitted on its label maps (--label-images
+    # images, --label-neighbours contexts); E and the decoder stay --codec's.
+    segmenter_from: str | None = None  # start with F taken from this codec (name or codec.pt)
+    seed: int = 0  # torch and data-order seed
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0: torch's default)
     steps: int = 4000  # generator steps; the cosine schedule spans them
@@ -92,14 +94,18 @@ class FidelityConfig:
     train_images: int | None = None  # limit the training split (None: all of it)
     val_images: int = 64  # validation images for the selection score (val split, never test)
     eval_every: int = 125  # validation and best-checkpoint selection every N steps
-    rollback_db: float = 2.0  # a validation PSNR (level 0) this far below the start's rolls back to best.pt and halves
-    # the learning rate (the task losses can pull the decoder into a sharp region where its gradients explode)
-    log_every: int = 25
-    checkpoint_every: int = 100
-    progress: bool = True
+    # The task losses can pull the decoder into a sharp region where its gradients explode: a validation PSNR at
+    # level 0 this far below the start's rolls back to best.pt and halves the learning rate.
+    rollback_db: float = 2.0  # dB below the start's validation PSNR (level 0) that triggers a rollback
+    log_every: int = 25  # training scalars to tensorboard every N steps
+    checkpoint_every: int = 100  # resumable state (fidelity_last.pt) every N steps
+    progress: bool = True  # a tqdm bar
     label_neighbours: str = "wn"  # export: refit the label-map model with this context set (wn | wnne: bitstream v3)
     label_images: int = 2000  # training images the export's label model is counted on
     task_weights: dict[str, str] = field(default_factory=dict)  # task -> weights file of H (default: the -v1 ones)
+    # The targets of the task terms: "ground_truth" (the data's labels) or "original" (H's output on the original
+    # image: eq. 4's f_degrade(H(x), H(x_hat)), whose optimum at a fine level is x_hat = x)
+    task_reference: str = "ground_truth"
 
 
 def sample_levels(present: Tensor, num_levels: int, uniform_share: float, level0_share: float,
@@ -153,6 +159,9 @@ class FidelityTrainer:
         else:
             self.codec, has_d, path = load_start_codec(cfg.codec, self.device)
             self.sources = {"codec": str(path), "discriminator": "loaded" if has_d else "fresh"}
+        record = Path(self.sources["codec"]).with_suffix(".json")
+        if "codec_record" not in self.sources and record.is_file():  # how the starting codec was trained (stage I)
+            self.sources["codec_record"] = json.loads(record.read_text())
         codec = self.codec
         refit = saved is None and cfg.segmenter_from is not None
         if refit:
@@ -167,7 +176,10 @@ class FidelityTrainer:
         self.tasks: dict[str, Task] = {}
         for name in cfg.tasks:
             weights = cfg.task_weights.get(name)
-            task = make_task(name, weights=weights, device=self.device) if weights else make_task(name, device=self.device)
+            if cfg.task_reference not in ("ground_truth", "original"):
+                raise ValueError(f"--task-reference must be 'ground_truth' or 'original', not {cfg.task_reference!r}")
+            extra = {"weights": weights} if weights else {}
+            task = make_task(name, reference=cfg.task_reference, device=self.device, **extra)
             task.network.requires_grad_(False).eval()
             self.tasks[name] = task
         self.sources["task_networks"] = {name: str(task.describe().get("weights")) for name, task in self.tasks.items()}

@@ -132,7 +132,7 @@ class SegNetH(nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Label map (B, H, W) int64 of train ids."""
-        return self(x).argmax(1)
+        return self(x).max(1).indices  # argmax(1)'s indices (first maximum on ties), faster on NCHW on the CPU
 
 
 class ClsNetH(nn.Module):

@@ -330,3 +330,30 @@ def test_a_v1_policy_on_the_preview_env_is_refused_naming_the_env_id(test_codec,
     with pytest.raises(ValueError, match="another --env-id"):
         run(cfg, log=lines.append, engine_factory=lambda c, task, device: with_preview)
     assert not any("preview rule" in s for s in lines)  # refused before the rule's fit, not after
+
+
+def test_fast_paths_are_bit_for_bit_the_reference_ops(test_codec):
+    """Issue 30's exact speed-ups against the ops they replace, on the same inputs: the 2x2 max pool of phi, the
+    preview's L_P broadcast over each slot's levels, and max(1).indices for argmax(1) (first maximum on ties)."""
+    from codec_models.perceptual import MaxPool2x2
+    from rlasc_env.preview import _grouped_perceptual_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 7, 12, 18, generator=gen)
+    x[:, :, 0, 1] = x[:, :, 0, 0]  # ties inside a window
+    with torch.no_grad():
+        assert torch.equal(MaxPool2x2()(x), torch.nn.functional.max_pool2d(x, 2))
+    grad_in = x.clone().requires_grad_(True)
+    MaxPool2x2()(grad_in).sum().backward()  # with autograd: max_pool2d's own gradient (one element per window)
+    assert int(grad_in.grad.sum()) == 5 * 7 * 6 * 9
+    phi = test_codec.perceptual.eval()
+    k, q = 3, test_codec.num_levels
+    images = torch.rand(k, 3, 32, 64, generator=gen)
+    pasted = torch.rand(k * q, 3, 32, 64, generator=gen)
+    with torch.no_grad():
+        feats = phi.features(images)
+        reference = perceptual_loss(phi, None, pasted, [f.repeat_interleave(q, 0) for f in feats]).view(k, q)
+        assert torch.equal(_grouped_perceptual_loss(phi, pasted, feats, q), reference)
+    logits = torch.randn(2, 19, 16, 24, generator=gen)
+    logits[:, 4] = logits[:, 9]
+    assert torch.equal(logits.max(1).indices, logits.argmax(1))

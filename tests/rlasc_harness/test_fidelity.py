@@ -167,3 +167,24 @@ def test_shipped_tiny_sf_f6k_records_both_runs_and_round_trips():
     image = load_dataset("streets", "test", preset="tiny", size=1, progress=False)[0][0]
     data = codec.compress(image)
     assert data[2] == 3 and codec.decompress(data).shape == (3, 64, 128)
+
+
+
+def test_task_reference_original_targets_the_task_networks_view_of_the_original(tmp_path, codec_file):
+    """--task-reference original: the task terms' targets are H(x) (eq. 4's f_degrade(H(x), H(x_hat))), so a
+    reconstruction equal to the original scores its lowest segmentation loss; a bad value is refused."""
+    from rlasc_harness.stage3 import task_training_loss
+
+    with pytest.raises(ValueError, match="task-reference"):
+        FidelityTrainer(config(tmp_path / "bad", codec=codec_file, task_reference="pixels"))
+    trainer = FidelityTrainer(config(tmp_path / "orig", codec=codec_file, task_reference="original",
+                                     tasks=("segmentation",)))
+    task = trainer.tasks["segmentation"]
+    assert task.reference_mode == "original"
+    x, y = trainer.val_x[:2], trainer.val_y[:2]
+    with torch.no_grad():
+        own = task_training_loss(task, x, x, y)
+        noisy = task_training_loss(task, (x + 0.3 * torch.randn_like(x)).clamp(0, 1), x, y)
+    assert float(own) < float(noisy)
+    trainer.run()
+    trainer.close()
