@@ -188,3 +188,30 @@ def test_task_reference_original_targets_the_task_networks_view_of_the_original(
     assert float(own) < float(noisy)
     trainer.run()
     trainer.close()
+
+
+def test_shipped_tiny_hq_keeps_64_coefficients_at_the_top_and_records_both_stages():
+    """Codec tiny-hq (issue 31, experiments/code_capacity): tiny's levels 0-3, tiny's former top as level 4, and a
+    highest level of 64 coefficients with 129 centres; format 4; its record names stage I and the fidelity run;
+    the highest level reconstructs closer than level 4 (through real bytes)."""
+    import json
+    from pathlib import Path
+
+    from codec_models.datasets import load_dataset
+    from rlasc_harness.evaluate_codecs.rlasc import compress_levels
+
+    codec = load_codec("tiny-hq")
+    cfg = codec.config
+    assert (cfg.code_channels, cfg.level_channels[-1], cfg.level_centers[-1]) == (64, 64, 129)
+    assert cfg.level_channels[:5] == (1, 4, 8, 16, 32) and codec.bitstream_version == 4
+    record = json.loads(Path(codec.source).with_suffix(".json").read_text())
+    assert record["sources"]["codec_record"]["command"].startswith("python train_codec.py --preset tiny")
+    assert record["command"].startswith("python train_codec.py fidelity")
+    assert "/v3/" not in json.dumps(record["sources"]["task_networks"])  # the scorers never trained it
+    image = load_dataset("streets", "test", preset="tiny", size=1, progress=False)[0][0]
+    errors, sizes = [], []
+    for level in (4, 5):
+        data = compress_levels(codec, image, [{m: level for m in range(codec.num_classes)}])[0]
+        errors.append(float((codec.decompress(data) - image).pow(2).mean()))
+        sizes.append(len(data))
+    assert errors[1] < errors[0] and sizes[1] > sizes[0]
