@@ -1,10 +1,11 @@
 """Issue 30: the env of one source tree against another's, cold, one thread: ms per transition of the single env and
-of the batched env (16 envs), wall clock and process CPU time (steadier on a shared machine), and whether the rewards and observations are the same floats.
+of the batched env (16 envs), wall clock and process CPU time (steadier on a shared machine), and whether the
+rewards and observations are the same floats.
 
 Run it alternately from two trees (e.g. a `git worktree` of the commit before a change and this one), so that both
 see the same load:
 
-    for i in 1 2 3; do (cd ../before && python $PWD/experiments/env_speed/ab_time.py --tag before --out /tmp/ab)
+    for i in 1 2 3; do (cd ../before && python $OLDPWD/experiments/env_speed/ab_time.py --tag before --out /tmp/ab)
                        python experiments/env_speed/ab_time.py --tag after --out /tmp/ab; done
     python experiments/env_speed/ab_time.py --compare /tmp/ab before after
 
