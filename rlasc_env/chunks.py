@@ -7,8 +7,8 @@ __all__ = ["CPU_NETWORK_CHUNK", "network_chunk"]
 
 CPU_NETWORK_CHUNK = 12
 """Images per pass of phi (the perceptual network) on the CPU. A batched env's preview runs it on every env times
-every level (96 pictures at 16 envs): passes that large fall out of the CPU's caches, and the batched env ran about
-1.4x slower per transition than with passes of 12 (issue 30; experiments/env_speed/ab_time.py). An image's L_P can
+every level (96 pictures at 16 envs): passes that large fall out of the CPU's caches, and the batched env took about
+1.2x the CPU time per transition that it takes with passes of 12 (issue 30, session 21; docs/env_speed.md). An image's L_P can
 move in its last bits with the size of its pass (up to about 1e-7); L_P is continuous, so rewards move as little.
 The task network is not split: its metrics are argmaxes, which such a change can flip."""
 

@@ -118,7 +118,7 @@ def _grouped_perceptual_loss(phi, pasted: torch.Tensor, feats: list[torch.Tensor
     slot) against phi(x) of each slot (``feats``, k rows each), broadcast over the Q pictures of a slot rather than
     copied Q times; the same floats as ``perceptual_loss`` on the repeated features."""
     k = len(feats[0])
-    per_pass = max(1, network_chunk(pasted.device) // q)  # slots per phi pass (rlasc_env.env.CPU_NETWORK_CHUNK)
+    per_pass = max(1, network_chunk(pasted.device) // q)  # slots per phi pass (rlasc_env.chunks.CPU_NETWORK_CHUNK)
     rows = []
     for s in range(0, k, per_pass):
         out = phi.features(pasted[s * q:(s + per_pass) * q])

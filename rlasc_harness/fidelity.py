@@ -173,11 +173,11 @@ class FidelityTrainer:
         self.trained = [codec.local, codec.global_, codec.attention]
         self.opt_g = torch.optim.Adam([p for m in self.trained for p in m.parameters()], cfg.lr, (cfg.beta1, 0.999))
         self.opt_d = torch.optim.Adam(codec.discriminator.parameters(), cfg.lr, (0.5, 0.999))
+        if cfg.task_reference not in ("ground_truth", "original"):
+            raise ValueError(f"--task-reference must be 'ground_truth' or 'original', not {cfg.task_reference!r}")
         self.tasks: dict[str, Task] = {}
         for name in cfg.tasks:
             weights = cfg.task_weights.get(name)
-            if cfg.task_reference not in ("ground_truth", "original"):
-                raise ValueError(f"--task-reference must be 'ground_truth' or 'original', not {cfg.task_reference!r}")
             extra = {"weights": weights} if weights else {}
             task = make_task(name, reference=cfg.task_reference, device=self.device, **extra)
             task.network.requires_grad_(False).eval()

@@ -169,7 +169,6 @@ def test_shipped_tiny_sf_f6k_records_both_runs_and_round_trips():
     assert data[2] == 3 and codec.decompress(data).shape == (3, 64, 128)
 
 
-
 def test_task_reference_original_targets_the_task_networks_view_of_the_original(tmp_path, codec_file):
     """--task-reference original: the task terms' targets are H(x) (eq. 4's f_degrade(H(x), H(x_hat))), so a
     reconstruction equal to the original scores its lowest segmentation loss; a bad value is refused."""
