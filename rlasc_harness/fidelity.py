@@ -54,7 +54,7 @@ from codec_models.training import (data_preset_of, environment_record, export_co
 from rlasc_env.tasks import Task, make_task
 from rlasc_harness.stage3 import load_start_codec, task_training_loss, train_and_export
 
-__all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "sample_levels",
+__all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "level_fraction", "sample_levels", "scale_gradient",
            "run_fidelity"]
 
 FIDELITY_FORMAT = "rlasc-fidelity-training"
@@ -87,6 +87,8 @@ class FidelityConfig:
     tasks: tuple[str, ...] = TASKS  # task losses L_t in the objective (the -v1 task networks)
     task_weight: float = 0.5  # w: weight of each task loss
     l1_weight: float = 1.0
+    level_l1_boost: float = 0.0  # a pixel's L1 weight: l1_weight * (1 + boost * t), t = its concept's level / (L-1)
+    task_level_decay: float = 0.0  # the task terms' gradient at a pixel scaled by 1 - decay * t (0: uniform)
     perceptual_weight: float = 1.0  # lambda1 of eq. 33 (L_P, eq. 11)
     adversarial_weight: float = 0.01  # weight of L_G (hinge, eq. 33); 0 disables D
     uniform_share: float = 0.25  # share of images with one level for all concepts
@@ -120,6 +122,18 @@ def sample_levels(present: Tensor, num_levels: int, uniform_share: float, level0
     per_concept = np.where(zero, 0, finer)
     levels = np.where(uniform[:, None], one, per_concept)
     return torch.as_tensor(levels, dtype=torch.long, device=present.device)
+
+
+def level_fraction(levels: Tensor, labels: Tensor, num_levels: int) -> Tensor:
+    """(B, H, W): the level of each pixel's concept, ``levels[b, labels[b, h, w]]``, divided by L - 1."""
+    per_pixel = torch.gather(levels, 1, labels.flatten(1).long()).view_as(labels)
+    return per_pixel.float() / max(num_levels - 1, 1)
+
+
+def scale_gradient(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` in the forward pass; in the backward pass the gradient reaching ``x`` is multiplied by ``weight``
+    (broadcast): a per-pixel weight for losses that do not take one (FCOS's detection loss)."""
+    return x * weight + (x * (1 - weight)).detach()
 
 
 class FidelityTrainer:
@@ -274,16 +288,22 @@ class FidelityTrainer:
             terms["loss_d"].backward()
             self.opt_d.step()
         disc.requires_grad_(False)
+        t = level_fraction(levels, analysis.labels, codec.num_levels)  # (B, H, W) in [0, 1]
         try:
-            total = cfg.l1_weight * (x_hat - x).abs().mean()
-            terms["loss_l1"] = total.detach() / max(cfg.l1_weight, 1e-12)
+            abs_err = (x_hat - x).abs()
+            terms["loss_l1"] = abs_err.detach().mean()
+            total = cfg.l1_weight * (abs_err * (1 + cfg.level_l1_boost * t).unsqueeze(1)).mean() \
+                if cfg.level_l1_boost else cfg.l1_weight * abs_err.mean()
+            # The task terms see x_hat's value unchanged, but their gradient at each pixel scaled by its weight.
+            task_input = scale_gradient(x_hat, (1 - cfg.task_level_decay * t).unsqueeze(1)) \
+                if cfg.task_level_decay else x_hat
             terms["loss_p"] = perceptual_loss(codec.perceptual, x, x_hat).mean()
             total = total + cfg.perceptual_weight * terms["loss_p"]
             if cfg.adversarial_weight > 0:
                 terms["loss_g"] = generator_hinge_loss(disc(x_hat, analysis.onehot))
                 total = total + cfg.adversarial_weight * terms["loss_g"]
             for name, task in self.tasks.items():
-                terms[f"loss_{name}"] = task_training_loss(task, x_hat, x, y)
+                terms[f"loss_{name}"] = task_training_loss(task, task_input, x, y)
                 total = total + cfg.task_weight * terms[f"loss_{name}"]
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()

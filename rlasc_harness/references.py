@@ -1,6 +1,7 @@
 """Compute (or check) the score references of an id: per-image returns of the baselines on the protocol's images.
 
     python -m rlasc_harness.references                       # the current id, three tasks: about 20 min per task, 1 core
+    python -m rlasc_harness.references --task detection --merge  # one task, the others kept (a process per task)
     python -m rlasc_harness.references --check 4             # replay the first 4 images of every stored baseline
 
 Writes ``rlasc_env/references/<id name>.json`` (:mod:`rlasc_env.score` reads it): for every task the returns of
@@ -58,8 +59,20 @@ def compute_references(env_id: str, task: str, num_images: int, device: str = "c
     return reference_entry(ev, rule.weight, record)
 
 
-def write_references(env_id: str, entries: dict[str, dict[str, Any]], path: Path | None = None) -> Path:
+def write_references(env_id: str, entries: dict[str, dict[str, Any]], path: Path | None = None,
+                     merge: bool = False) -> Path:
+    """Write the references of ``env_id``; ``merge``: keep the other tasks of an existing file of the same id and
+    protocol (one process per task, each writing its own entry)."""
     path = path or references_path(env_id)
+    if merge and path.is_file():
+        import json
+
+        old = json.loads(path.read_text())
+        num = len(next(iter(entries.values()))["returns"]["greedy"])
+        if old.get("env_id") != env_id or old.get("protocol", {}).get("num_images") != num:
+            raise ValueError(f"--merge: {path} holds {old.get('env_id')} on {old.get('protocol', {}).get('num_images')} "
+                             f"images, not {env_id} on {num}")
+        entries = {**old["tasks"], **entries}
     data = {"format": REFERENCES_FORMAT, "version": REFERENCES_VERSION, "env_id": env_id,
             "protocol": {"split": PROTOCOL.split, "num_images": len(next(iter(entries.values()))["returns"]["greedy"]),
                          "lam": PROTOCOL.lam, "eta": PROTOCOL.eta, "deterministic": PROTOCOL.deterministic},
@@ -114,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--check", type=int, default=0, help="replay the first N images of the stored references")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other tasks already stored for this id (one process per task)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.check:
@@ -121,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(task, check_references(args.env_id, task, args.check))
         return 0
     entries = {task: compute_references(args.env_id, task, args.images, args.device) for task in args.task}
-    print(f"written {write_references(args.env_id, entries)}")
+    print(f"written {write_references(args.env_id, entries, merge=args.merge)}")
     return 0
 
 

@@ -8,7 +8,8 @@ import torch
 from codec_models import load_codec
 from codec_models.bitstream import BitstreamError
 from codec_models.training import export_codec
-from rlasc_harness.fidelity import STATE_FILE, FidelityConfig, FidelityTrainer, sample_levels
+from rlasc_harness.fidelity import (STATE_FILE, FidelityConfig, FidelityTrainer, level_fraction, sample_levels,
+                                    scale_gradient)
 from rlasc_harness.fidelity_report import FidelityReportConfig, fidelity_report
 
 
@@ -34,6 +35,37 @@ def test_sample_levels_draws_every_operating_point():
     assert 0.2 < uniform < 0.3  # the images with one level for all concepts
     per_concept = levels[~(levels == levels[:, :1]).all(1)]
     assert 0.45 < (per_concept == 0).float().mean().item() < 0.55
+
+
+def test_level_weights_reach_each_pixel_through_its_concept():
+    levels = torch.tensor([[0, 5, 2], [5, 0, 0]])
+    labels = torch.tensor([[[0, 1], [2, 1]], [[0, 0], [1, 2]]])
+    torch.testing.assert_close(level_fraction(levels, labels, 6), torch.tensor([[[0, 1], [0.4, 1]], [[1, 1], [0, 0]]]))
+    x = torch.randn(2, 3, 2, 2, requires_grad=True)
+    weight = level_fraction(levels, labels, 6).unsqueeze(1)
+    out = scale_gradient(x, weight)
+    assert torch.equal(out, x)  # the forward value is unchanged
+    (2 * out).sum().backward()
+    torch.testing.assert_close(x.grad, 2 * weight.expand_as(x))
+
+
+def test_level_dependent_weights_change_the_step_and_default_to_the_uniform_loss(tmp_path, codec_file):
+    """--level-l1-boost / --task-level-decay: 0 gives the same step as before; set, they change the update."""
+    def first_step(**kw):
+        trainer = FidelityTrainer(config(tmp_path / str(len(list(tmp_path.iterdir()))), codec=codec_file, **kw))
+        out = trainer.train_step()
+        state = {k: v.clone() for k, v in trainer.codec.state_dict().items() if k.startswith("local.")}
+        trainer.close()
+        return out, state
+
+    plain, plain_state = first_step()
+    zero, zero_state = first_step(level_l1_boost=0.0, task_level_decay=0.0)
+    weighted, weighted_state = first_step(level_l1_boost=4.0, task_level_decay=1.0)
+    assert plain["loss_total"] == zero["loss_total"]
+    assert all(torch.equal(plain_state[k], zero_state[k]) for k in plain_state)
+    assert weighted["loss_l1"] == pytest.approx(plain["loss_l1"])  # the logged L1 stays the plain mean
+    assert weighted["loss_total"] != plain["loss_total"]
+    assert any(not torch.equal(plain_state[k], weighted_state[k]) for k in plain_state)
 
 
 def test_resume_continues_the_same_run(tmp_path, codec_file):

@@ -42,6 +42,27 @@ def test_stored_references_replay(task):
     assert {"greedy", "preview_rule", "fixed_0", "fixed_5"} <= set(worst)
 
 
+def test_references_of_one_task_merge_into_the_ids_file(tmp_path):
+    """One process per task (--merge): each keeps the tasks already written for the same id and protocol."""
+    from rlasc_harness.references import write_references
+
+    def entry(value: float, images: int = 3) -> dict:
+        return {"best_fixed": "fixed_0", "returns": {"fixed_0": [value] * images, "greedy": [value + 1] * images},
+                "record": {"preview_rule_weight": 0.8}}
+
+    path = tmp_path / "refs.json"
+    write_references(CURRENT_ID, {"segmentation": entry(0.1)}, path)
+    write_references(CURRENT_ID, {"detection": entry(0.2)}, path, merge=True)
+    tasks = json.loads(path.read_text())["tasks"]
+    assert set(tasks) == {"segmentation", "detection"} and tasks["segmentation"]["returns"]["fixed_0"] == [0.1] * 3
+    write_references(CURRENT_ID, {"classification": entry(0.3)}, path)  # without --merge: the file is replaced
+    assert set(json.loads(path.read_text())["tasks"]) == {"classification"}
+    with pytest.raises(ValueError, match="not .* on 4"):
+        write_references(CURRENT_ID, {"detection": entry(0.2, images=4)}, path, merge=True)
+    with pytest.raises(ValueError, match="holds"):
+        write_references("rlasc/SemanticCoding-v5", {"detection": entry(0.2)}, path, merge=True)
+
+
 def test_evaluate_policy_scores_a_callable_and_a_saved_policy():
     _refs_or_skip()
     from rlasc_harness.scoring import evaluate_policy
