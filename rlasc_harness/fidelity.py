@@ -130,10 +130,22 @@ def level_fraction(levels: Tensor, labels: Tensor, num_levels: int) -> Tensor:
     return per_pixel.float() / max(num_levels - 1, 1)
 
 
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:
+        ctx.save_for_backward(weight)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (weight,) = ctx.saved_tensors
+        return grad * weight, None
+
+
 def scale_gradient(x: Tensor, weight: Tensor) -> Tensor:
-    """``x`` in the forward pass; in the backward pass the gradient reaching ``x`` is multiplied by ``weight``
-    (broadcast): a per-pixel weight for losses that do not take one (FCOS's detection loss)."""
-    return x * weight + (x * (1 - weight)).detach()
+    """``x`` itself in the forward pass (the same floats); in the backward pass the gradient reaching ``x`` is
+    multiplied by ``weight`` (broadcast to ``x``): a per-pixel weight for losses that do not take one (FCOS's)."""
+    return _ScaleGradient.apply(x, weight.detach())
 
 
 class FidelityTrainer:
