@@ -54,8 +54,8 @@ from codec_models.training import (data_preset_of, environment_record, export_co
 from rlasc_env.tasks import Task, make_task
 from rlasc_harness.stage3 import load_start_codec, task_training_loss, train_and_export
 
-__all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "level_fraction", "sample_levels", "scale_gradient",
-           "run_fidelity"]
+__all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "level_fraction", "sample_levels",
+           "scale_gradient", "run_fidelity"]
 
 FIDELITY_FORMAT = "rlasc-fidelity-training"
 FIDELITY_VERSION = 1

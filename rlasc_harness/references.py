@@ -11,6 +11,7 @@ look-ahead on the first 200 test images, lam = 1, eta = 10, and which fixed leve
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shlex
 import sys
@@ -65,8 +66,6 @@ def write_references(env_id: str, entries: dict[str, dict[str, Any]], path: Path
     protocol (one process per task, each writing its own entry)."""
     path = path or references_path(env_id)
     if merge and path.is_file():
-        import json
-
         old = json.loads(path.read_text())
         num = len(next(iter(entries.values()))["returns"]["greedy"])
         if old.get("env_id") != env_id or old.get("protocol", {}).get("num_images") != num:
