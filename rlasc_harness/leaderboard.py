@@ -165,10 +165,18 @@ def _iqm_interval(scores: np.ndarray, seed: int = 0) -> tuple[float, float, floa
     if len(values) < 2:
         v = float(values.mean())
         return v, v, v
-    with warnings.catch_warnings():  # arch, under rliable, announces a future change of its random_state keyword
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates({"row": values}, lambda x: np.array([metrics.aggregate_iqm(x)]),
-                                                     reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed))
+    # The global generator is seeded too (and restored): the interval is otherwise not the same from one process to
+    # the next, so LEADERBOARD.md would not regenerate byte for byte.
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch, under rliable, announces a future change of its random_state keyword
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = rly.get_interval_estimates({"row": values},
+                                                         lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                                         reps=BOOTSTRAP_REPS, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
     return float(point["row"][0]), float(interval["row"][0, 0]), float(interval["row"][1, 0])
 
 
