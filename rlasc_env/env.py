@@ -34,8 +34,8 @@ from codec_models.device import resolve_device
 from codec_models.generators import LocalGenerator
 from codec_models.perceptual import perceptual_loss
 
-from .memo import StepLosses, TransitionMemo, image_key, losses_array
 from .chunks import network_chunk
+from .memo import StepLosses, TransitionMemo, image_key, losses_array
 from .preview import level_preview, preview_size, preview_stats
 from .registration import check_weight
 from .reward import normalized_score, rsp_loss, step_reward

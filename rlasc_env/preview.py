@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
 from .chunks import network_chunk
 from .reward import rate_term
 
