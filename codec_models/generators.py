@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fast_paths
 from .layers import ResidualBlock, deconv_in_relu, instance_norm
+
+
+def _is_deconv_stage(layer: nn.Module) -> bool:
+    """A :func:`codec_models.layers.deconv_in_relu` stage whose normalization is the identity (codec v2)."""
+    return (isinstance(layer, nn.Sequential) and len(layer) > 1 and isinstance(layer[0], nn.ConvTranspose2d)
+            and isinstance(layer[1], nn.Identity))
 
 
 class LocalGenerator(nn.Module):
@@ -69,8 +76,19 @@ class LocalGenerator(nn.Module):
         return torch.cat([concepts, level_planes, masks], dim=1)
 
     def run_trunk(self, concepts: Tensor) -> Tensor:
-        """Trunk on concept inputs (P,n[+2],h,w) -> (P,C/2,4h,4w)."""
-        return self.trunk(concepts)
+        """Trunk on concept inputs (P,n[+2],h,w) -> (P,C/2,4h,4w).
+
+        Without autograd the two transposed convolutions run on channels-last tensors: on the CPU that is 3-4x
+        faster than NCHW (issue 30) and gives the same floats, bit for bit (tested); the output is then
+        channels-last, which :meth:`run_heads` keeps. With autograd it is the plain ``nn.Sequential``."""
+        if torch.is_grad_enabled() or concepts.device.type != "cpu" or not fast_paths.enabled():
+            return self.trunk(concepts)
+        h = concepts
+        for layer in self.trunk:
+            if _is_deconv_stage(layer):
+                h = h.contiguous(memory_format=torch.channels_last)
+            h = layer(h)
+        return h
 
     def skip_logits(self, concepts: Tensor, levels: Tensor | None = None) -> Tensor | None:
         """The skip route's logits (P,3,8h,8w) from the concept maps (P,n,h,w), or None without one."""
@@ -91,10 +109,17 @@ class LocalGenerator(nn.Module):
         count, channels, height, width = trunk_out.shape
         if count == 0:
             return trunk_out.new_zeros(0, 3, height * 2, width * 2)
-        weight = self.head_weight[class_ids].reshape(count * channels, 3, 4, 4)
-        out = F.conv_transpose2d(trunk_out.reshape(1, count * channels, height, width), weight,
-                                 stride=2, padding=1, groups=count)
-        out = out.view(count, 3, height * 2, width * 2) + self.head_bias[class_ids].view(count, 3, 1, 1)
+        if torch.is_grad_enabled() or trunk_out.device.type != "cpu" or not fast_paths.enabled():
+            weight = self.head_weight[class_ids].reshape(count * channels, 3, 4, 4)
+            out = F.conv_transpose2d(trunk_out.reshape(1, count * channels, height, width), weight,
+                                     stride=2, padding=1, groups=count)
+            out = out.view(count, 3, height * 2, width * 2)
+        else:  # one plain call per class present: the grouped call's floats, 2-3x faster on the CPU (issue 30)
+            out = trunk_out.new_empty(count, 3, height * 2, width * 2)
+            for cls in class_ids.unique().tolist():
+                rows = (class_ids == cls).nonzero().squeeze(1)
+                out[rows] = F.conv_transpose2d(trunk_out[rows], self.head_weight[cls], stride=2, padding=1)
+        out = out + self.head_bias[class_ids].view(count, 3, 1, 1)
         if skip is not None:
             out = out + skip
         if self.output == "linear":

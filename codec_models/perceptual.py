@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import vgg as tv_vgg
 
+from . import fast_paths
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_FILE = "vgg16-397923af.pth"
@@ -44,7 +46,8 @@ class MaxPool2x2(nn.MaxPool2d):
         super().__init__(kernel_size=2, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4 or x.shape[-1] % 2 or x.shape[-2] % 2:
+        if ((torch.is_grad_enabled() and x.requires_grad) or x.dim() != 4 or x.shape[-1] % 2 or x.shape[-2] % 2
+                or not fast_paths.enabled()):
             return super().forward(x)
         return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
                              torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
@@ -133,3 +136,65 @@ def perceptual_loss(phi: nn.Module, x: Tensor, x_hat: Tensor, x_features: list[T
     ref = x_features if x_features is not None else phi.features(x)
     out = phi.features(x_hat)
     return sum((a - b).pow(2).flatten(1).mean(1) for a, b in zip(ref, out)) / len(out)
+
+
+def _stage_layout(stage: nn.Module) -> tuple[bool, int]:
+    """(whether the stage starts with a 2x2 stride-2 max pool, its number of 3x3 stride-1 'same' convolutions) of a
+    VGG-layout stage; anything else raises ``ValueError`` (:func:`window_features` cannot bound its reach)."""
+    layers = list(stage.children()) if isinstance(stage, nn.Sequential) else [stage]
+    pool, convs = False, 0
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.MaxPool2d) and i == 0 and layer.kernel_size in (2, (2, 2)) \
+                and layer.stride in (2, (2, 2)) and layer.padding in (0, (0, 0)) and not layer.ceil_mode:
+            pool = True
+        elif isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and layer.stride == (1, 1) \
+                and layer.padding == (1, 1) and layer.dilation == (1, 1) and layer.groups == 1:
+            convs += 1
+        elif not isinstance(layer, (nn.ReLU, nn.Identity)):
+            raise ValueError(f"phi stage layer {layer!r}: not a VGG-layout layer")
+    return pool, convs
+
+
+def _grow(box: tuple[int, int, int, int], by: int, height: int, width: int) -> tuple[int, int, int, int]:
+    top, bottom, left, right = box
+    return max(0, top - by), min(height, bottom + by), max(0, left - by), min(width, right + by)
+
+
+def window_features(phi: nn.Module, base: list[Tensor], pictures: Tensor, box: tuple[int, int, int, int]
+                    ) -> list[tuple[Tensor, tuple[int, int, int, int]]]:
+    """phi's stage activations of ``pictures`` (P,3,H,W) where they can differ from those of a base picture.
+
+    The pictures equal the base picture outside ``box`` = (top, bottom, left, right) (pixel rows top:bottom,
+    columns left:right); ``base`` is phi.features of the base picture (batch 1). Per stage this returns the
+    activations inside the window of positions that box can reach, (P,C,h,w), and that window at the stage's
+    resolution; outside it the pictures' activations are the base's. Each stage runs on a crop of its input with
+    its receptive margin (one position per 3x3 convolution, aligned to its pool), so the activations inside the
+    window are those of a full pass up to float rounding (issue 30: the level preview pastes a concept's picture
+    into an otherwise unchanged reconstruction). Convolutions zero-pad at the crop's edges, which only the margin
+    sees; at the picture's edges the padding is the full pass's own."""
+    if len(base) != len(phi.stages):
+        raise ValueError(f"base has {len(base)} stage activations, phi has {len(phi.stages)} stages")
+    height, width = pictures.shape[-2:]
+    dirty = box
+    prev: Tensor | None = None
+    out: list[tuple[Tensor, tuple[int, int, int, int]]] = []
+    for s, stage in enumerate(phi.stages):
+        pool, convs = _stage_layout(stage)
+        out_h, out_w = (height // 2, width // 2) if pool else (height, width)
+        if pool:
+            dirty = (dirty[0] // 2, -(-dirty[1] // 2), dirty[2] // 2, -(-dirty[3] // 2))
+        window = _grow(dirty, convs, out_h, out_w)  # the positions the change reaches
+        crop = _grow(window, convs, out_h, out_w)  # what computes them: the margin of the convolutions
+        scale = 2 if pool else 1
+        top, bottom, left, right = (v * scale for v in crop)
+        if s == 0:
+            h = (pictures[..., top:bottom, left:right] - phi.mean) / phi.std
+        else:
+            h = base[s - 1][..., top:bottom, left:right].expand(len(pictures), -1, -1, -1).clone()
+            p_top, p_bottom, p_left, p_right = prev_window
+            h[..., p_top - top:p_bottom - top, p_left - left:p_right - left] = prev
+        h = stage(h)
+        vals = h[..., window[0] - crop[0]:window[1] - crop[0], window[2] - crop[2]:window[3] - crop[2]]
+        out.append((vals, window))
+        prev, prev_window, dirty, height, width = vals, window, window, out_h, out_w
+    return out

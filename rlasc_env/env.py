@@ -32,7 +32,6 @@ from codec_models.classes import TRAIN_COLORS, colorize
 from codec_models.codec import Analysis, SemanticCodec
 from codec_models.device import resolve_device
 from codec_models.generators import LocalGenerator
-from codec_models.perceptual import perceptual_loss
 
 from .chunks import network_chunk
 from .memo import StepLosses, TransitionMemo, image_key, losses_array
@@ -272,6 +271,7 @@ class EpisodeCore:
         self.started = np.zeros(s, bool)
         self.y_ready = np.zeros((s, m, q), bool)  # y(m, q) present in y_levels[slot, q]
         self.hat_stale = np.zeros(s, bool)  # x_hat of the slot not rebuilt since a memoized step
+        self.phi_hat_ok = np.zeros(s, bool)  # phi_hat holds phi(x_hat) of the slot's current x_hat (preview only)
         self.net_prev = np.zeros((s, 3), np.float64)  # (L_S, metric, L_P) of the current x_hat
         self.refs: list[Any] = [None] * s
         self.memo = parts.memo
@@ -291,6 +291,7 @@ class EpisodeCore:
         self.x_hat_store = z(s, 3, hh, ww)
         self.mods: list[Tensor] | None = None
         self.phi_feats: list[Tensor] | None = None
+        self.phi_hat: list[Tensor] | None = None  # phi's activations of each slot's x_hat (the preview's base)
 
     # ---------------------------------------------------------------- helpers
     def _sel(self, slots: np.ndarray) -> slice | Tensor:
@@ -367,16 +368,33 @@ class EpisodeCore:
         """x_hat = W_l ⊙ x_l + W_g ⊙ G_g(f_hat, s) (eq. 30-31)."""
         return self.codec.attention(merged, x_local, self.generator(merged, modulations=mods))
 
-    def _evaluate(self, x_hat: Tensor, refs: list[Any], phi_feats: list[Tensor]) -> tuple[np.ndarray, ...]:
+    def _evaluate(self, x_hat: Tensor, refs: list[Any], phi_feats: list[Tensor],
+                  keep: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
         """(L_S, metric, L_P) per image for reconstructions (B,3,H,W). The task network takes the whole batch (its
         metrics are argmaxes, which a last-bit change of a logit can flip); phi goes in passes of at most
-        :func:`network_chunk` images."""
+        :func:`network_chunk` images. ``keep``: slots whose current x_hat are the first ``len(keep)`` images; with
+        the level preview their phi activations are kept for it (:attr:`phi_hat`)."""
         semantic, metric = self.task.loss(x_hat, refs)
         size = network_chunk(self.device)
-        perceptual = torch.cat([perceptual_loss(self.phi, None, x_hat[a:a + size], [f[a:a + size] for f in phi_feats])
-                                for a in range(0, len(x_hat), size)])
+        parts = []
+        for a in range(0, len(x_hat), size):
+            out = self.phi.features(x_hat[a:a + size])
+            ref = [f[a:a + size] for f in phi_feats]
+            parts.append(sum((u - v).pow(2).flatten(1).mean(1) for u, v in zip(ref, out)) / len(out))  # eq. 11
+            if keep is not None and self.preview and a < len(keep):
+                self._keep_phi_hat(keep[a:a + size], [f[:len(keep) - a] for f in out])
+        perceptual = torch.cat(parts)
         return (semantic.detach().cpu().double().numpy(), metric.detach().cpu().double().numpy(),
                 perceptual.detach().cpu().double().numpy())
+
+    def _keep_phi_hat(self, slots: np.ndarray, feats: list[Tensor]) -> None:
+        """Store phi's activations of the current x_hat of ``slots`` (rows of ``feats``) for the level preview."""
+        if self.phi_hat is None:
+            self.phi_hat = [torch.zeros(self.num_slots, *f.shape[1:], device=self.device) for f in feats]
+        sel = self._sel(np.asarray(slots, np.int64))
+        for dst, src in zip(self.phi_hat, feats):
+            dst[sel] = src
+        self.phi_hat_ok[slots] = True
 
     def _info(self, slots: np.ndarray, semantic: np.ndarray, metric: np.ndarray, perceptual: np.ndarray,
               concept: np.ndarray, level: np.ndarray) -> dict[str, np.ndarray]:
@@ -430,7 +448,8 @@ class EpisodeCore:
         x_hat = self._fuse(torch.cat([merged0, mergedh]), torch.cat([x_l0, x_lh]), [torch.cat([t, t]) for t in mods])
         refs = self._references(images, labels, indices)
         feats = self.phi.features(images)
-        semantic, metric, perceptual = self._evaluate(x_hat, list(refs) + list(refs), [torch.cat([f, f]) for f in feats])
+        semantic, metric, perceptual = self._evaluate(x_hat, list(refs) + list(refs), [torch.cat([f, f]) for f in feats],
+                                                      keep=slots)
 
         # write the caches into the slots
         st = self.store
@@ -586,12 +605,12 @@ class EpisodeCore:
             if out[j] is None:
                 todo.append(j)
             else:
-                self.hat_stale[slot] = True
+                self.hat_stale[slot], self.phi_hat_ok[slot] = True, False
         if todo:
             rows = slots[todo]
             x_hat = self._decode(rows)
             refs = [self.refs[s] for s in rows.tolist()]
-            terms = self._evaluate(x_hat, refs, [f[self._sel(rows)] for f in self.phi_feats])
+            terms = self._evaluate(x_hat, refs, [f[self._sel(rows)] for f in self.phi_feats], keep=rows)
             for i, j in enumerate(todo):
                 out[j] = StepLosses(float(terms[0][i]), float(terms[1][i]), float(terms[2][i]))
                 self.memo.put(self._prefix_key_done(int(slots[j])), out[j])
@@ -648,7 +667,7 @@ class EpisodeCore:
             cached = self.memo.get(key)
             if cached is not None:
                 out[j] = cached
-                self.hat_stale[slot] = True
+                self.hat_stale[slot], self.phi_hat_ok[slot] = True, False
             else:
                 todo.setdefault(key, []).append(j)
         if todo:
@@ -656,7 +675,7 @@ class EpisodeCore:
             x_hat = self._decode(slots[firsts])
             refs = [self.refs[s] for s in slots[firsts].tolist()]
             sel = self._sel(slots[firsts])
-            terms = self._evaluate(x_hat, refs, [f[sel] for f in self.phi_feats])
+            terms = self._evaluate(x_hat, refs, [f[sel] for f in self.phi_feats], keep=slots[firsts])
             for i, (key, rows) in enumerate(todo.items()):
                 value = StepLosses(float(terms[0][i]), float(terms[1][i]), float(terms[2][i]))
                 self.memo.put(key, value)
@@ -665,6 +684,10 @@ class EpisodeCore:
                     if j != rows[0]:  # a copy of the same state: same x_hat
                         self.x_hat_store[int(slots[j])] = x_hat[i]
                         self.hat_stale[int(slots[j])] = False
+                        if self.phi_hat_ok[int(slots[rows[0]])]:
+                            for f in self.phi_hat:
+                                f[int(slots[j])] = f[int(slots[rows[0]])]
+                            self.phi_hat_ok[int(slots[j])] = True
         self.net_prev[slots] = np.asarray(out, np.float64)
         return out  # type: ignore[return-value]
 
@@ -693,6 +716,7 @@ class EpisodeCore:
         x_hat = self._fuse(merged, x_local, [t[sel] for t in self.mods])
         self.x_hat_store[sel] = x_hat
         self.hat_stale[slots] = False
+        self.phi_hat_ok[slots] = False  # until _evaluate keeps phi(x_hat)
         return x_hat
 
     @property

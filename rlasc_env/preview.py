@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from codec_models import fast_paths
+from codec_models.perceptual import window_features
+
 from .chunks import network_chunk
 from .reward import rate_term
 
@@ -83,10 +86,17 @@ def level_preview(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return core.lam_slot[slots, None] * bpp, core.eta * drop
 
 
-def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _measure(core, slots: np.ndarray, windowed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per slot and level: the bits per pixel the concept adds over level 0, and L_P's drop from level 0 with
-    y(m, q) pasted. Computes y(m, q) for every level and keeps it in the core's concept image cache, and the
-    concept's bitstream section size at every level (both reused by the step)."""
+    y(m, q) pasted. Computes y(m, q) for every level, once per image and concept (slots holding the same image
+    share it), and keeps it in the core's concept image cache, and the concept's bitstream section size at every
+    level (both reused by the step).
+
+    ``windowed`` (default: ``codec_models.fast_paths.enabled()``) runs phi on the pasted pictures only where they
+    can differ from the current reconstruction (:func:`_windowed_drops`); ``windowed=False`` is the reference path,
+    phi on the whole pictures (:func:`_grouped_perceptual_loss`). The two agree to float rounding (tested)."""
+    if windowed is None:
+        windowed = fast_paths.enabled()
     q, dev, st = core.Q, core.device, core.store
     k = len(slots)
     cls = core.order[slots, core.t[slots]]
@@ -95,11 +105,7 @@ def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bits = np.array([core._concept_bits(s, m, lv) for lv in range(q)], np.float64)
         bpp[i] = rate_term(bits, bits[0], core.pixels)
     slot_t, cls_t = torch.as_tensor(slots, device=dev), torch.as_tensor(cls, device=dev)
-    s_t, m_t = slot_t.repeat_interleave(q), cls_t.repeat_interleave(q)
-    q_t = torch.arange(q, device=dev).repeat(k)
-    masks = st.mask[s_t, m_t].unsqueeze(1)
-    y = core.codec.concept_images(st.quantized[q_t, s_t] * masks, m_t, q_t, masks)
-    y = y.view(k, q, 3, core.height, core.width)
+    y = _concept_levels(core, slots, cls)
     region = (st.labels[slot_t] == cls_t.view(-1, 1, 1)).unsqueeze(1)  # (k,1,H,W)
     for i, (s, m) in enumerate(zip(slots.tolist(), cls.tolist())):
         for lv in range(q):
@@ -107,9 +113,71 @@ def _measure(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 core.y_levels[s, lv] = torch.where(region[i], y[i, lv], core.y_levels[s, lv])
                 core.y_ready[s, m, lv] = True
     pasted = pasted_levels(core, slots, y)
+    if windowed:
+        return bpp, _windowed_drops(core, slots, pasted, region)
     lp = _grouped_perceptual_loss(core.phi, pasted, [f[slot_t] for f in core.phi_feats], q)
     lp = lp.double().cpu().numpy()
     return bpp, lp[:, :1] - lp
+
+
+def _concept_levels(core, slots: np.ndarray, cls: np.ndarray) -> torch.Tensor:
+    """y(m, q) (k, Q, 3, H, W) of each slot's concept ``cls`` at every level (eq. 28): G_l runs once per distinct
+    (image, concept), since y(m, q) depends on nothing else (not on the levels of the other concepts)."""
+    q, dev, st = core.Q, core.device, core.store
+    first: dict[tuple[int, int], int] = {}
+    row_of = np.array([first.setdefault((int(core.image_key[s]), int(m)), i)
+                       for i, (s, m) in enumerate(zip(slots.tolist(), cls.tolist()))], np.int64)
+    unique = np.array(sorted(first.values()), np.int64)
+    u_slots, u_cls = torch.as_tensor(slots[unique], device=dev), torch.as_tensor(cls[unique], device=dev)
+    s_t, m_t = u_slots.repeat_interleave(q), u_cls.repeat_interleave(q)
+    q_t = torch.arange(q, device=dev).repeat(len(unique))
+    masks = st.mask[s_t, m_t].unsqueeze(1)
+    y = core.codec.concept_images(st.quantized[q_t, s_t] * masks, m_t, q_t, masks)
+    y = y.view(len(unique), q, 3, core.height, core.width)
+    if len(unique) == len(slots):
+        return y
+    position = np.searchsorted(unique, row_of)
+    return y[torch.as_tensor(position, device=dev)]
+
+
+def _base_features(core, slots: np.ndarray) -> list[torch.Tensor]:
+    """phi's activations of the current x_hat of ``slots``: those the step kept (``core.phi_hat``), the others
+    computed here (and kept)."""
+    x_hat = current_x_hat(core, slots)  # rebuilds stale slots first (which drops what was kept of them)
+    missing = np.flatnonzero(~core.phi_hat_ok[slots])
+    if len(missing):
+        size = network_chunk(x_hat.device)
+        for a in range(0, len(missing), size):
+            rows = missing[a:a + size]
+            core._keep_phi_hat(slots[rows], core.phi.features(x_hat[torch.as_tensor(rows, device=x_hat.device)]))
+    sel = torch.as_tensor(slots, device=core.device)
+    return [f[sel] for f in core.phi_hat]
+
+
+def _windowed_drops(core, slots: np.ndarray, pasted: torch.Tensor, region: torch.Tensor) -> np.ndarray:
+    """(k, Q) float64: L_P (eq. 11) with y(m, 0) pasted minus L_P with y(m, q) pasted, from phi's activations inside
+    the windows the concept's bounding box reaches (``codec_models.perceptual.window_features``). Outside them the
+    pasted pictures' activations are the current x_hat's, so their squared distances to phi(x) cancel in the
+    difference; inside, the sums are taken in float64."""
+    q, k = core.Q, len(slots)
+    base = _base_features(core, slots)
+    sel = torch.as_tensor(slots, device=core.device)
+    target = [f[sel] for f in core.phi_feats]
+    drops = np.zeros((k, q))
+    rows_any, cols_any = region[:, 0].any(2), region[:, 0].any(1)  # (k,H), (k,W)
+    for i in range(k):
+        rows, cols = torch.nonzero(rows_any[i]).flatten(), torch.nonzero(cols_any[i]).flatten()
+        if not len(rows):
+            continue
+        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+        parts = window_features(core.phi, [b[i:i + 1] for b in base], pasted[i * q:(i + 1) * q], box)
+        lp = torch.zeros(q, dtype=torch.float64, device=core.device)
+        for (vals, (top, bottom, left, right)), fx in zip(parts, target):
+            diff = vals - fx[i:i + 1, :, top:bottom, left:right]
+            lp += diff.pow(2).flatten(1).sum(1, dtype=torch.float64) / fx[i].numel()
+        lp = (lp / len(parts)).cpu().numpy()
+        drops[i] = lp[0] - lp
+    return drops
 
 
 def _grouped_perceptual_loss(phi, pasted: torch.Tensor, feats: list[torch.Tensor], q: int) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch
 import tyro
 
 from codec_models.device import resolve_device
+from codec_models.fast_paths import reference_ops
 from codec_models.perceptual import perceptual_loss
 from rlasc_env.env import SemanticCodingEnv, build_parts
 from rlasc_env.vector import BatchedSemanticCodingEnv
@@ -67,6 +68,8 @@ class BenchmarkConfig:
     compare_codec: str = "tiny-v0"  # single env on this codec too, side by side ("" to skip): -v0's codec
     allocations: int = 32  # complete level allocations per measurement, scored by EpisodeCore.finish and by
     # stepping them (cold memo each), side by side on the same image (0: skip)
+    reference_ops: bool = True  # also time the single env, the batched env and --compare-env-id on the reference
+    # ops (codec_models.fast_paths off), interleaved with the fast runs: the issue-30 ratios in one run
     agent_episodes: int = 0  # also time `train_agent.py --algo reinforce` (this many episodes, its evaluation
     # included) on the codec and on --compare-codec, one after the other (0: skip; 1200 is the default run)
 
@@ -86,10 +89,11 @@ def _median_rate(runs: list[dict[str, float]], clock: str = "wall") -> float:
 
 
 def _forget(*envs: Any) -> None:
-    """Empty the transition memo of every env (cold measurements)."""
+    """Empty the transition and preview memos of every env (cold measurements)."""
     for env in envs:
         for sub in getattr(env, "envs", [env]):
             sub.unwrapped.parts.memo.clear()
+            sub.unwrapped.parts.preview_memo.clear()
 
 
 def _single_env_run(env: SemanticCodingEnv, steps: int, rng: np.random.Generator, seed: int) -> dict[str, float]:
@@ -231,6 +235,10 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     if other is not None:
         runs["compare"] = []
     runs["replay"] = []
+    if cfg.reference_ops:
+        runs["single_reference"], runs["batched_reference"] = [], []
+        if other is not None:
+            runs["compare_reference"] = []
     load_before = os.getloadavg()[0]
     for r in range(cfg.repeats):  # interleaved, so that load changes hit every figure alike
         seed = cfg.seed + 1000 * (r + 1)
@@ -243,6 +251,15 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         runs["batched"].append(_vector_run(batched, cfg.steps, rng, seed))
         runs["forward"].append(_forward_only_run(batched, cfg.steps, False))
         runs["cached"].append(_forward_only_run(batched, cfg.steps, True))
+        if cfg.reference_ops:  # the same seeds and images on the reference ops, cold
+            with reference_ops():
+                _forget(single, batched, *([other] if other is not None else []))
+                runs["single_reference"].append(_single_env_run(single, cfg.steps, np.random.default_rng(seed), seed))
+                if other is not None:
+                    runs["compare_reference"].append(
+                        _single_env_run(other, cfg.steps, np.random.default_rng(seed), seed))
+                runs["batched_reference"].append(
+                    _vector_run(batched, cfg.steps, np.random.default_rng(seed + 1), seed))
         if cfg.progress:
             rates = {k: v[-1]["transitions"] / v[-1]["wall"] for k, v in runs.items()}
             print(f"repeat {r + 1}/{cfg.repeats}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
@@ -279,6 +296,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         "single_env_time_vs_compare": wall["compare"] / wall["single"] if other is not None else None,
         "single_env_replay_time_vs_compare": wall["compare"] / wall["replay"] if other is not None else None,
         "batched_vs_sync": wall["batched"] / wall["sync"],
+        # issue 30: the fast paths against the reference ops (codec_models.fast_paths), same run, cold
+        "reference_ops": bool(cfg.reference_ops),
+        "single_env_vs_reference_ops": wall["single"] / wall["single_reference"] if cfg.reference_ops else None,
+        "batched_vs_reference_ops": wall["batched"] / wall["batched_reference"] if cfg.reference_ops else None,
+        "single_env_vs_compare_reference_ops": (wall["single"] / wall["compare_reference"]
+                                                if cfg.reference_ops and other is not None else None),
         "batched_vs_forward_only": wall["batched"] / wall["forward"],
         "sync_vs_single": wall["sync"] / wall["single"],
         "cpu_time_steps_per_s": cpu,  # transitions per second of process CPU time, same keys as the runs
@@ -345,6 +368,12 @@ def _summary(res: dict[str, Any]) -> str:
     for key in ("single_env_steps_per_s", "sync_vector_steps_per_s", "batched_env_steps_per_s",
                 "forward_only_steps_per_s", "forward_only_cached_spade_steps_per_s"):
         lines.append(f"  {key:40s} {res[key]:10.1f}")
+    if res.get("reference_ops"):
+        line = (f"  fast paths / reference ops (codec_models.fast_paths), same run: single env "
+                f"{res['single_env_vs_reference_ops']:.2f}x, batched env {res['batched_vs_reference_ops']:.2f}x")
+        if res.get("single_env_vs_compare_reference_ops") is not None:
+            line += f"; single env / {res['compare_codec']} on the reference ops {res['single_env_vs_compare_reference_ops']:.2f}x"
+        lines.append(line)
     lines.append(f"  single env: {res['single_env_step_ms']:.2f} ms/step, {res['single_env_reset_ms']:.2f} ms/reset; "
                  f"{res['single_env_ms_per_transition']:.2f} ms per transition cold, "
                  f"{res['single_env_replay_ms_per_transition']:.2f} ms replayed (memo)")
