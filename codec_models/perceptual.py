@@ -160,6 +160,26 @@ def _grow(box: tuple[int, int, int, int], by: int, height: int, width: int) -> t
     return max(0, top - by), min(height, bottom + by), max(0, left - by), min(width, right + by)
 
 
+def _run_valid(stage: nn.Module, h: Tensor, crop: tuple[int, int, int, int], height: int, width: int
+               ) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """A VGG-layout stage on a crop whose extent at the stage's output resolution is ``crop``: each 3x3 convolution
+    zero-pads only the sides where the crop meets the picture's edge (the full pass's own padding) and shrinks the
+    others by one position, so nothing outside the valid part is computed. Returns the output and its extent."""
+    top, bottom, left, right = crop
+    layers = list(stage.children()) if isinstance(stage, nn.Sequential) else [stage]
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            pads = (int(left == 0), int(right == width), int(top == 0), int(bottom == height))
+            if any(pads):
+                h = F.pad(h, pads)
+            h = F.conv2d(h, layer.weight, layer.bias)
+            top, bottom = top + 1 - pads[2], bottom - 1 + pads[3]
+            left, right = left + 1 - pads[0], right - 1 + pads[1]
+        else:
+            h = layer(h)
+    return h, (top, bottom, left, right)
+
+
 def window_features(phi: nn.Module, base: list[Tensor], pictures: Tensor, box: tuple[int, int, int, int]
                     ) -> list[tuple[Tensor, tuple[int, int, int, int]]]:
     """phi's stage activations of ``pictures`` (P,3,H,W) where they can differ from those of a base picture.
@@ -193,8 +213,8 @@ def window_features(phi: nn.Module, base: list[Tensor], pictures: Tensor, box: t
             h = base[s - 1][..., top:bottom, left:right].expand(len(pictures), -1, -1, -1).clone()
             p_top, p_bottom, p_left, p_right = prev_window
             h[..., p_top - top:p_bottom - top, p_left - left:p_right - left] = prev
-        h = stage(h)
-        vals = h[..., window[0] - crop[0]:window[1] - crop[0], window[2] - crop[2]:window[3] - crop[2]]
+        h, ext = _run_valid(stage, h, crop, out_h, out_w)
+        vals = h[..., window[0] - ext[0]:window[1] - ext[0], window[2] - ext[2]:window[3] - ext[2]]
         out.append((vals, window))
         prev, prev_window, dirty, height, width = vals, window, window, out_h, out_w
     return out
