@@ -92,11 +92,11 @@ def _measure(core, slots: np.ndarray, windowed: bool | None = None) -> tuple[np.
     share it), and keeps it in the core's concept image cache, and the concept's bitstream section size at every
     level (both reused by the step).
 
-    ``windowed`` (default: ``codec_models.fast_paths.enabled()``) runs phi on the pasted pictures only where they
-    can differ from the current reconstruction (:func:`_windowed_drops`); ``windowed=False`` is the reference path,
-    phi on the whole pictures (:func:`_grouped_perceptual_loss`). The two agree to float rounding (tested)."""
+    ``windowed`` (default: ``codec_models.fast_paths.windowed_preview_enabled()``, off) runs phi on the pasted
+    pictures only where they can differ from the current reconstruction (:func:`_windowed_drops`); otherwise phi runs
+    on the whole pictures (:func:`_grouped_perceptual_loss`). The two agree to float rounding (tested)."""
     if windowed is None:
-        windowed = fast_paths.enabled()
+        windowed = fast_paths.windowed_preview_enabled()
     q, dev, st = core.Q, core.device, core.store
     k = len(slots)
     cls = core.order[slots, core.t[slots]]

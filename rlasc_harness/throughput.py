@@ -36,7 +36,7 @@ import torch
 import tyro
 
 from codec_models.device import resolve_device
-from codec_models.fast_paths import reference_ops
+from codec_models.fast_paths import reference_ops, windowed_preview
 from codec_models.perceptual import perceptual_loss
 from rlasc_env.env import SemanticCodingEnv, build_parts
 from rlasc_env.vector import BatchedSemanticCodingEnv
@@ -68,6 +68,8 @@ class BenchmarkConfig:
     compare_codec: str = "tiny-v0"  # single env on this codec too, side by side ("" to skip): -v0's codec
     allocations: int = 32  # complete level allocations per measurement, scored by EpisodeCore.finish and by
     # stepping them (cold memo each), side by side on the same image (0: skip)
+    windowed_preview: bool = False  # the fast runs with the windowed level preview (codec_models.fast_paths: the
+    # preview within float rounding instead of the same floats)
     reference_ops: bool = True  # also time the single env, the batched env and --compare-env-id on the reference
     # ops (codec_models.fast_paths off), interleaved with the fast runs: the issue-30 ratios in one run
     agent_episodes: int = 0  # also time `train_agent.py --algo reinforce` (this many episodes, its evaluation
@@ -199,6 +201,11 @@ def _id_parts(env_id: str, task: str, split: str, device: torch.device) -> tuple
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     """Measure the four throughputs of docs/design.md (plus extras) and return the JSON object."""
+    with windowed_preview(cfg.windowed_preview):
+        return _run_benchmark(cfg)
+
+
+def _run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -298,6 +305,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
         "batched_vs_sync": wall["batched"] / wall["sync"],
         # issue 30: the fast paths against the reference ops (codec_models.fast_paths), same run, cold
         "reference_ops": bool(cfg.reference_ops),
+        "windowed_preview": bool(cfg.windowed_preview),
         "single_env_vs_reference_ops": wall["single"] / wall["single_reference"] if cfg.reference_ops else None,
         "batched_vs_reference_ops": wall["batched"] / wall["batched_reference"] if cfg.reference_ops else None,
         "single_env_vs_compare_reference_ops": (wall["single"] / wall["compare_reference"]

@@ -5,13 +5,16 @@
 #   git archive 695a2e4~1 | tar x -C ../ab-before     # the tree before session 21's speed-ups
 #   git archive HEAD | tar x -C ../ab-after
 #   experiments/env_speed/ab_train.sh ../ab-before ../ab-after /tmp/ab-train
+#
+# EVAL_IMAGES (default 8, as in session 22; 200 is the default command's protocol) sets --eval-images.
 set -euo pipefail
 BEFORE=$(realpath "$1"); AFTER=$(realpath "$2"); OUT=$(realpath -m "$3"); PY=${PYTHON:-python}
+EVAL=${EVAL_IMAGES:-8}
 rm -rf "$OUT"; mkdir -p "$OUT"
 for tag in before after; do
   tree=$BEFORE; [ $tag = after ] && tree=$AFTER
   (cd "$tree" && OMP_NUM_THREADS=1 /usr/bin/time -f "$tag wall %e s user %U s sys %S s maxrss %M KB" -o "$OUT/$tag.time" \
-     "$PY" train_agent.py --algo reinforce --threads 1 --eval-images 8 --no-progress --run-dir "$OUT/$tag" \
+     "$PY" train_agent.py --algo reinforce --threads 1 --eval-images "$EVAL" --no-progress --run-dir "$OUT/$tag" \
      > "$OUT/$tag.log" 2>&1) &
 done
 wait

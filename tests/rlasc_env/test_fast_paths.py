@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from codec_models.fast_paths import enabled, reference_ops
+from codec_models.fast_paths import enabled, reference_ops, windowed_preview, windowed_preview_enabled
 from codec_models.perceptual import window_features
 from rlasc_env import CURRENT_ID, make_batched_env
 from rlasc_env.preview import level_preview
 
 
 def test_reference_ops_switch_restores_the_fast_paths():
+    assert enabled() and not windowed_preview_enabled()
+    with windowed_preview():
+        assert windowed_preview_enabled()
+        with reference_ops():  # the reference ops turn the windowed preview off too
+            assert not windowed_preview_enabled()
+    assert not windowed_preview_enabled()
     assert enabled()
     with reference_ops():
         assert not enabled()
@@ -110,13 +116,30 @@ def _forget(env) -> None:
 
 @pytest.mark.parametrize("observation", ["preview", "paper"])
 @pytest.mark.parametrize("task", ["segmentation", "detection", "classification"])
-def test_current_id_fast_paths_match_the_reference_ops(task, observation):
+def test_current_id_fast_paths_are_the_reference_ops_floats(task, observation):
+    """The default fast paths (windowed preview off): rewards, bits and observations the same floats."""
+    env = gym.make(CURRENT_ID, task=task, observation=observation, split="test").unwrapped
+    fast = _episodes(env, [0, 7], seed=3)
+    _forget(env)
+    with reference_ops():
+        reference = _episodes(env, [0, 7], seed=3)
+    for a, b in zip(fast, reference):
+        assert len(a) == len(b)
+        for row_a, row_b in zip(a, b):
+            np.testing.assert_array_equal(row_a[0], row_b[0])
+            np.testing.assert_array_equal(row_a[1], row_b[1])
+            assert row_a[2:] == row_b[2:]
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_windowed_preview_matches_the_reference_ops(task):
     """Rewards and bits the same, the level preview (reward units) to 1e-5. The observation's preview entries are
     those divided by the concept's stake, which can be 1e-3 or less: float32 rounding of phi's activations (about
     1e-7 of L_P, in any implementation; measured against a float64 phi, the reference path's error is as large as
-    the fast path's) then reaches about 3e-5 there, so the stats as given are compared to 1e-4."""
-    env = gym.make(CURRENT_ID, task=task, observation=observation, split="test").unwrapped
-    fast = _episodes(env, [0, 7], seed=3)
+    the windowed one's) then reaches about 3e-5 there, so the stats as given are compared to 1e-4."""
+    env = gym.make(CURRENT_ID, task=task, split="test").unwrapped
+    with windowed_preview():
+        fast = _episodes(env, [0, 7], seed=3)
     _forget(env)
     with reference_ops():
         reference = _episodes(env, [0, 7], seed=3)
@@ -130,7 +153,8 @@ def test_current_id_fast_paths_match_the_reference_ops(task, observation):
                 assert abs(row_a[3] - row_b[3]) <= 1e-5  # reward
 
 
-def test_batched_env_fast_paths_match_the_reference_ops():
+@pytest.mark.parametrize("windowed", [False, True])
+def test_batched_env_fast_paths_match_the_reference_ops(windowed):
     venv = make_batched_env(CURRENT_ID, num_envs=3, split="test")
     q = venv.single_action_space.n
 
@@ -143,15 +167,17 @@ def test_batched_env_fast_paths_match_the_reference_ops():
             rows.append((obs["stats"].copy(), reward.copy(), info["bits"].copy()))
         return rows
 
-    fast = play()
+    with windowed_preview(windowed):
+        fast = play()
     venv.parts.memo.clear()
     venv.parts.preview_memo.clear()
     with reference_ops():
         reference = play()
-    np.testing.assert_allclose(fast[0], reference[0], atol=1e-4, rtol=0)  # stats: see the test above
+    atol = 1e-4 if windowed else 0.0  # stats: see test_windowed_preview_matches_the_reference_ops
+    np.testing.assert_allclose(fast[0], reference[0], atol=atol, rtol=0)
     for (obs_a, rew_a, bits_a), (obs_b, rew_b, bits_b) in zip(fast[1:], reference[1:]):
-        np.testing.assert_allclose(obs_a, obs_b, atol=1e-4, rtol=0)
-        np.testing.assert_allclose(rew_a, rew_b, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(obs_a, obs_b, atol=atol, rtol=0)
+        np.testing.assert_allclose(rew_a, rew_b, atol=1e-5 if windowed else 0.0, rtol=0)
         np.testing.assert_array_equal(bits_a, bits_b)
 
 
@@ -159,10 +185,11 @@ def test_preview_after_memoized_steps_recomputes_its_base(make_env):
     """A step the transition memo serves leaves x_hat stale and drops the kept phi(x_hat); the preview then rebuilds
     both, and gives what it gave the first time."""
     env = make_env(observation="preview").unwrapped
-    first = _episodes(env, [4], seed=1)
-    env.parts.preview_memo.clear()  # the transition memo keeps its entries: every step below is served by it
-    hits = env.parts.memo.hits
-    again = _episodes(env, [4], seed=1)
+    with windowed_preview():
+        first = _episodes(env, [4], seed=1)
+        env.parts.preview_memo.clear()  # the transition memo keeps its entries: every step below is served by it
+        hits = env.parts.memo.hits
+        again = _episodes(env, [4], seed=1)
     assert env.parts.memo.hits > hits
     for row_a, row_b in zip(first[0], again[0]):
         np.testing.assert_allclose(row_a[1], row_b[1], atol=1e-7, rtol=0)
