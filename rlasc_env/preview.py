@@ -88,9 +88,8 @@ def level_preview(core, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _measure(core, slots: np.ndarray, windowed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per slot and level: the bits per pixel the concept adds over level 0, and L_P's drop from level 0 with
-    y(m, q) pasted. Computes y(m, q) for every level, once per image and concept (slots holding the same image
-    share it), and keeps it in the core's concept image cache, and the concept's bitstream section size at every
-    level (both reused by the step).
+    y(m, q) pasted. Computes y(m, q) for every level and keeps it in the core's concept image cache, and the
+    concept's bitstream section size at every level (both reused by the step).
 
     ``windowed`` (default: ``codec_models.fast_paths.windowed_preview_enabled()``, off) runs phi on the pasted
     pictures only where they can differ from the current reconstruction (:func:`_windowed_drops`); otherwise phi runs
@@ -121,23 +120,18 @@ def _measure(core, slots: np.ndarray, windowed: bool | None = None) -> tuple[np.
 
 
 def _concept_levels(core, slots: np.ndarray, cls: np.ndarray) -> torch.Tensor:
-    """y(m, q) (k, Q, 3, H, W) of each slot's concept ``cls`` at every level (eq. 28): G_l runs once per distinct
-    (image, concept), since y(m, q) depends on nothing else (not on the levels of the other concepts)."""
+    """y(m, q) (k, Q, 3, H, W) of each slot's concept ``cls`` at every level (eq. 28), one G_l call for all.
+
+    Slots holding the same image would need G_l once per (image, concept), since y(m, q) depends on nothing else,
+    but the batch's composition changes the last bits of G_l's floats (measured in session 23: the default command
+    then trains another policy), so every slot keeps its own pictures, as in the reference path."""
     q, dev, st = core.Q, core.device, core.store
-    first: dict[tuple[int, int], int] = {}
-    row_of = np.array([first.setdefault((int(core.image_key[s]), int(m)), i)
-                       for i, (s, m) in enumerate(zip(slots.tolist(), cls.tolist()))], np.int64)
-    unique = np.array(sorted(first.values()), np.int64)
-    u_slots, u_cls = torch.as_tensor(slots[unique], device=dev), torch.as_tensor(cls[unique], device=dev)
-    s_t, m_t = u_slots.repeat_interleave(q), u_cls.repeat_interleave(q)
-    q_t = torch.arange(q, device=dev).repeat(len(unique))
+    s_t = torch.as_tensor(slots, device=dev).repeat_interleave(q)
+    m_t = torch.as_tensor(cls, device=dev).repeat_interleave(q)
+    q_t = torch.arange(q, device=dev).repeat(len(slots))
     masks = st.mask[s_t, m_t].unsqueeze(1)
     y = core.codec.concept_images(st.quantized[q_t, s_t] * masks, m_t, q_t, masks)
-    y = y.view(len(unique), q, 3, core.height, core.width)
-    if len(unique) == len(slots):
-        return y
-    position = np.searchsorted(unique, row_of)
-    return y[torch.as_tensor(position, device=dev)]
+    return y.view(len(slots), q, 3, core.height, core.width)
 
 
 def _base_features(core, slots: np.ndarray) -> list[torch.Tensor]:

@@ -194,3 +194,32 @@ def test_preview_after_memoized_steps_recomputes_its_base(make_env):
     for row_a, row_b in zip(first[0], again[0]):
         np.testing.assert_allclose(row_a[1], row_b[1], atol=1e-7, rtol=0)
         assert row_a[2:] == row_b[2:]
+
+
+def test_copies_of_one_image_get_the_reference_floats():
+    """REINFORCE's rollouts: several slots on one image step together. The fast paths must not change the batch the
+    networks see (sharing G_l across such slots did, by a last bit, and the default command trained another policy)."""
+    from rlasc_env.engine import make_engine, reset_slots
+
+    engine = make_engine(sizes={"test": 2, "train": 1})
+    images = engine.parts("test").images
+
+    def play() -> list[np.ndarray]:
+        engine.parts("test").memo.clear()
+        engine.parts("test").preview_memo.clear()
+        core = engine.core("test", 4)
+        reset_slots(core, images, np.arange(4), [1, 1, 1, 1])
+        rng = np.random.default_rng(0)
+        rows = []
+        while (live := np.flatnonzero(core.t < core.count)).size:
+            rows.append(core.observation(live)["stats"])
+            _, _, info = core.step(live, rng.integers(core.Q, size=len(live)))[:3]
+            rows.append(np.asarray(info["semantic_loss"]))
+        return rows
+
+    fast = play()
+    with reference_ops():
+        reference = play()
+    assert len(fast) == len(reference)
+    for a, b in zip(fast, reference):
+        np.testing.assert_array_equal(a, b)
