@@ -14,10 +14,13 @@ policy (measured in session 23: eval return 0.7886 against 0.7889). So it is off
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["enabled", "reference_ops", "windowed_preview", "windowed_preview_enabled"]
+__all__ = ["enabled", "reference_ops", "windowed_preview", "windowed_preview_enabled", "tune_allocator"]
 
 _enabled = True
 _windowed = False
@@ -53,3 +56,33 @@ def windowed_preview(on: bool = True) -> Iterator[None]:
         yield
     finally:
         _windowed = before
+
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters (malloc.h)
+_allocator_tuned: bool | None = None
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process instead of returning it to the system at every free (glibc only).
+
+    The environment allocates and frees tensors of a few MB at every step; glibc serves those with mmap and returns
+    them with munmap, so each step pays page faults. Raising the mmap threshold to its maximum (32 MB), the trim
+    threshold to 1 GB and the top pad to 256 MB keeps them in the heap. Allocation only: the floats are the same.
+    Measured in session 23 on the evaluation of 48 test images: system time 12.7 -> 4.8 s, process CPU 1.2x less;
+    the peak RSS grows by about 6%. Once per process; ``RLASC_TUNE_MALLOC=0`` turns it off. Returns whether it
+    applied (False off glibc)."""
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    _allocator_tuned = False
+    if os.environ.get("RLASC_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = all(libc.mallopt(param, value) == 1 for param, value in (
+            (_M_MMAP_THRESHOLD, 32 * 1024 * 1024), (_M_TRIM_THRESHOLD, 1024 * 1024 * 1024),
+            (_M_TOP_PAD, 256 * 1024 * 1024)))
+    except (OSError, AttributeError):  # not glibc
+        return False
+    _allocator_tuned = ok
+    return ok

@@ -28,6 +28,7 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
+from codec_models import fast_paths
 from codec_models.classes import TRAIN_COLORS, colorize
 from codec_models.codec import Analysis, SemanticCodec
 from codec_models.device import resolve_device
@@ -227,6 +228,7 @@ class EpisodeCore:
     def __init__(self, parts: EnvParts, num_slots: int, lam: float, eta: float) -> None:
         if num_slots < 1:
             raise ValueError("num_slots must be >= 1")
+        fast_paths.tune_allocator()  # glibc keeps the step's freed tensors (codec_models.fast_paths)
         self.codec, self.task = parts.codec, parts.task
         self.data = parts.images  # the data set, for instance maps (detection references)
         self.lam, self.eta = float(lam), float(eta)

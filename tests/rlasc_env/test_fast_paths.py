@@ -223,3 +223,17 @@ def test_copies_of_one_image_get_the_reference_floats():
     assert len(fast) == len(reference)
     for a, b in zip(fast, reference):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tune_allocator_once_per_process_and_off_by_environment(monkeypatch):
+    import sys
+
+    import codec_models.fast_paths as fp
+
+    monkeypatch.setattr(fp, "_allocator_tuned", None)
+    monkeypatch.setenv("RLASC_TUNE_MALLOC", "0")
+    assert fp.tune_allocator() is False
+    monkeypatch.delenv("RLASC_TUNE_MALLOC")
+    assert fp.tune_allocator() is False  # decided once per process
+    monkeypatch.setattr(fp, "_allocator_tuned", None)
+    assert fp.tune_allocator() is sys.platform.startswith("linux")  # glibc's mallopt on Linux
