@@ -375,7 +375,7 @@ class EpisodeCore:
         """(L_S, metric, L_P) per image for reconstructions (B,3,H,W). The task network takes the whole batch (its
         metrics are argmaxes, which a last-bit change of a logit can flip); phi goes in passes of at most
         :func:`network_chunk` images. ``keep``: slots whose current x_hat are the first ``len(keep)`` images; with
-        the level preview their phi activations are kept for it (:attr:`phi_hat`)."""
+        the windowed level preview on their phi activations are kept for it (:attr:`phi_hat`)."""
         semantic, metric = self.task.loss(x_hat, refs)
         size = network_chunk(self.device)
         parts = []
@@ -383,7 +383,7 @@ class EpisodeCore:
             out = self.phi.features(x_hat[a:a + size])
             ref = [f[a:a + size] for f in phi_feats]
             parts.append(sum((u - v).pow(2).flatten(1).mean(1) for u, v in zip(ref, out)) / len(out))  # eq. 11
-            if keep is not None and self.preview and a < len(keep):
+            if keep is not None and self.preview and a < len(keep) and fast_paths.windowed_preview_enabled():
                 self._keep_phi_hat(keep[a:a + size], [f[:len(keep) - a] for f in out])
         perceptual = torch.cat(parts)
         return (semantic.detach().cpu().double().numpy(), metric.detach().cpu().double().numpy(),
@@ -450,6 +450,7 @@ class EpisodeCore:
         x_hat = self._fuse(torch.cat([merged0, mergedh]), torch.cat([x_l0, x_lh]), [torch.cat([t, t]) for t in mods])
         refs = self._references(images, labels, indices)
         feats = self.phi.features(images)
+        self.phi_hat_ok[slots] = False  # a new x_hat: what was kept of the slots' last episode is stale
         semantic, metric, perceptual = self._evaluate(x_hat, list(refs) + list(refs), [torch.cat([f, f]) for f in feats],
                                                       keep=slots)
 

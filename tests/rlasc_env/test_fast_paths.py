@@ -237,3 +237,19 @@ def test_tune_allocator_once_per_process_and_off_by_environment(monkeypatch):
     assert fp.tune_allocator() is False  # decided once per process
     monkeypatch.setattr(fp, "_allocator_tuned", None)
     assert fp.tune_allocator() is sys.platform.startswith("linux")  # glibc's mallopt on Linux
+
+
+def test_windowed_preview_turned_on_between_episodes_uses_fresh_activations(make_env):
+    """phi(x_hat) is kept only while the windowed preview is on; what a slot kept in an earlier episode is dropped at
+    reset, so turning the preview on again never reads another image's activations."""
+    env = make_env(observation="preview").unwrapped
+    with windowed_preview():
+        _episodes(env, [4], seed=1)
+    _episodes(env, [5], seed=2)  # off: nothing kept, the kept flags of episode 4 must not survive
+    with windowed_preview():
+        windowed = _episodes(env, [6], seed=3)
+    _forget(env)
+    with reference_ops():
+        reference = _episodes(env, [6], seed=3)
+    for row_a, row_b in zip(windowed[0], reference[0]):
+        np.testing.assert_allclose(row_a[1], row_b[1], atol=1e-5, rtol=0)
