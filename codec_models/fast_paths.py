@@ -69,8 +69,8 @@ def tune_allocator() -> bool:
     them with munmap, so each step pays page faults. Raising the mmap threshold to its maximum (32 MB), the trim
     threshold to 1 GB and the top pad to 256 MB keeps them in the heap. Allocation only: the floats are the same.
     Measured in session 23 on the evaluation of 48 test images: system time 12.7 -> 4.6 s, process CPU 1.2x less;
-    the default command's peak RSS grew from 4.4 to 5.0 GB. Once per process; ``RLASC_TUNE_MALLOC=0`` turns it off. Returns whether it
-    applied (False off glibc)."""
+    the default command's peak RSS grew from 4.4 to 5.0 GB. Once per process; ``RLASC_TUNE_MALLOC=0`` turns it off.
+    Returns whether it applied (False off glibc)."""
     global _allocator_tuned
     if _allocator_tuned is not None:
         return _allocator_tuned

@@ -188,10 +188,10 @@ def window_features(phi: nn.Module, base: list[Tensor], pictures: Tensor, box: t
     columns left:right); ``base`` is phi.features of the base picture (batch 1). Per stage this returns the
     activations inside the window of positions that box can reach, (P,C,h,w), and that window at the stage's
     resolution; outside it the pictures' activations are the base's. Each stage runs on a crop of its input with
-    its receptive margin (one position per 3x3 convolution, aligned to its pool), so the activations inside the
+    its receptive margin (one position per 3x3 convolution, aligned to its pool), each convolution on its valid part
+    only (:func:`_run_valid`; at the picture's edges it zero-pads like the full pass), so the activations inside the
     window are those of a full pass up to float rounding (issue 30: the level preview pastes a concept's picture
-    into an otherwise unchanged reconstruction). Convolutions zero-pad at the crop's edges, which only the margin
-    sees; at the picture's edges the padding is the full pass's own."""
+    into an otherwise unchanged reconstruction)."""
     if len(base) != len(phi.stages):
         raise ValueError(f"base has {len(base)} stage activations, phi has {len(phi.stages)} stages")
     height, width = pictures.shape[-2:]
