@@ -21,12 +21,16 @@ from rlasc_env import CURRENT_ID, make_batched_env
 CONFIGS = {"reference": reference_ops, "exact": contextlib.nullcontext, "exact+windowed": windowed_preview}
 
 
-def run_single(env, seed: int, steps: int = 160) -> float:
+def cold_start(env, seed: int) -> tuple[np.random.Generator, float]:
+    """Empty the memos, reset (untimed); the action generator and the CPU clock's start."""
     env.parts.memo.clear()
     env.parts.preview_memo.clear()
-    rng = np.random.default_rng(seed)
     env.reset(seed=seed)
-    cpu = time.process_time()
+    return np.random.default_rng(seed), time.process_time()
+
+
+def run_single(env, seed: int, steps: int = 160) -> float:
+    rng, cpu = cold_start(env, seed)
     for _ in range(steps):
         _, _, done, _, _ = env.step(int(rng.integers(env.action_space.n)))
         if done:
@@ -35,11 +39,7 @@ def run_single(env, seed: int, steps: int = 160) -> float:
 
 
 def run_batched(venv, seed: int, calls: int = 12) -> float:
-    venv.parts.memo.clear()
-    venv.parts.preview_memo.clear()
-    rng = np.random.default_rng(seed)
-    venv.reset(seed=seed)
-    cpu = time.process_time()
+    rng, cpu = cold_start(venv, seed)
     for _ in range(calls):
         venv.step(rng.integers(venv.single_action_space.n, size=venv.num_envs))
     return (time.process_time() - cpu) / (calls * venv.num_envs) * 1000

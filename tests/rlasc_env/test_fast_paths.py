@@ -114,21 +114,30 @@ def _forget(env) -> None:
     env.parts.preview_memo.clear()
 
 
+def _paired_rows(env, windowed: bool):
+    """Rows of the same episodes (images 0 and 7, seed 3) on the fast paths and on the reference ops, cold memos,
+    paired step by step (the episodes must have the same lengths)."""
+    with windowed_preview(windowed):
+        fast = _episodes(env, [0, 7], seed=3)
+    _forget(env)
+    with reference_ops():
+        reference = _episodes(env, [0, 7], seed=3)
+    pairs = []
+    for a, b in zip(fast, reference, strict=True):
+        assert len(a) == len(b)
+        pairs += list(zip(a, b))
+    return pairs
+
+
 @pytest.mark.parametrize("observation", ["preview", "paper"])
 @pytest.mark.parametrize("task", ["segmentation", "detection", "classification"])
 def test_current_id_fast_paths_are_the_reference_ops_floats(task, observation):
     """The default fast paths (windowed preview off): rewards, bits and observations the same floats."""
     env = gym.make(CURRENT_ID, task=task, observation=observation, split="test").unwrapped
-    fast = _episodes(env, [0, 7], seed=3)
-    _forget(env)
-    with reference_ops():
-        reference = _episodes(env, [0, 7], seed=3)
-    for a, b in zip(fast, reference):
-        assert len(a) == len(b)
-        for row_a, row_b in zip(a, b):
-            np.testing.assert_array_equal(row_a[0], row_b[0])
-            np.testing.assert_array_equal(row_a[1], row_b[1])
-            assert row_a[2:] == row_b[2:]
+    for row_a, row_b in _paired_rows(env, windowed=False):
+        np.testing.assert_array_equal(row_a[0], row_b[0])
+        np.testing.assert_array_equal(row_a[1], row_b[1])
+        assert row_a[2:] == row_b[2:]
 
 
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
@@ -138,19 +147,12 @@ def test_windowed_preview_matches_the_reference_ops(task):
     1e-7 of L_P, in any implementation; measured against a float64 phi, the reference path's error is as large as
     the windowed one's) then reaches about 3e-5 there, so the stats as given are compared to 1e-4."""
     env = gym.make(CURRENT_ID, task=task, split="test").unwrapped
-    with windowed_preview():
-        fast = _episodes(env, [0, 7], seed=3)
-    _forget(env)
-    with reference_ops():
-        reference = _episodes(env, [0, 7], seed=3)
-    for a, b in zip(fast, reference):
-        assert len(a) == len(b)
-        for row_a, row_b in zip(a, b):
-            np.testing.assert_allclose(row_a[0], row_b[0], atol=1e-4, rtol=0)  # observation stats
-            np.testing.assert_allclose(row_a[1], row_b[1], atol=1e-5, rtol=0)  # the preview, reward units
-            assert row_a[2] == row_b[2]  # bits: the same bitstream
-            if len(row_a) == 4:
-                assert abs(row_a[3] - row_b[3]) <= 1e-5  # reward
+    for row_a, row_b in _paired_rows(env, windowed=True):
+        np.testing.assert_allclose(row_a[0], row_b[0], atol=1e-4, rtol=0)  # observation stats
+        np.testing.assert_allclose(row_a[1], row_b[1], atol=1e-5, rtol=0)  # the preview, reward units
+        assert row_a[2] == row_b[2]  # bits: the same bitstream
+        if len(row_a) == 4:
+            assert abs(row_a[3] - row_b[3]) <= 1e-5  # reward
 
 
 @pytest.mark.parametrize("windowed", [False, True])
