@@ -134,7 +134,11 @@ def perceptual_loss(phi: nn.Module, x: Tensor, x_hat: Tensor, x_features: list[T
     ``x_features`` lets callers pass cached phi(x) of the original. Returns shape (B,).
     """
     ref = x_features if x_features is not None else phi.features(x)
-    out = phi.features(x_hat)
+    return feature_distance(ref, phi.features(x_hat))
+
+
+def feature_distance(ref: list[Tensor], out: list[Tensor]) -> Tensor:
+    """L_P from phi's activations of the originals (``ref``) and of the reconstructions (``out``), per image (B,)."""
     return sum((a - b).pow(2).flatten(1).mean(1) for a, b in zip(ref, out)) / len(out)
 
 

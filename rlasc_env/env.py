@@ -33,6 +33,7 @@ from codec_models.classes import TRAIN_COLORS, colorize
 from codec_models.codec import Analysis, SemanticCodec
 from codec_models.device import resolve_device
 from codec_models.generators import LocalGenerator
+from codec_models.perceptual import feature_distance
 
 from .chunks import network_chunk
 from .memo import StepLosses, TransitionMemo, image_key, losses_array
@@ -381,8 +382,7 @@ class EpisodeCore:
         parts = []
         for a in range(0, len(x_hat), size):
             out = self.phi.features(x_hat[a:a + size])
-            ref = [f[a:a + size] for f in phi_feats]
-            parts.append(sum((u - v).pow(2).flatten(1).mean(1) for u, v in zip(ref, out)) / len(out))  # eq. 11
+            parts.append(feature_distance([f[a:a + size] for f in phi_feats], out))  # eq. 11
             if keep is not None and self.preview and a < len(keep) and fast_paths.windowed_preview_enabled():
                 self._keep_phi_hat(keep[a:a + size], [f[:len(keep) - a] for f in out])
         perceptual = torch.cat(parts)
