@@ -2,7 +2,7 @@
 """Train the RL-ASC bit-allocation agent (stage II, Algorithm 2) on a registered id and score it on the benchmark
 protocol (the first 200 test images) against the baselines on the same images.
 
-    python train_agent.py                                   # REINFORCE on rlasc/SemanticCoding-v6, segmentation
+    python train_agent.py                                   # REINFORCE on rlasc/SemanticCoding-v7, segmentation
     python train_agent.py --algo ppo --steps 20000 --json runs/ppo.json
     python train_agent.py --seeds 0 1 2 3 4 --task segmentation detection
     python train_agent.py --observation paper               # the paper's concept observation (no level preview)

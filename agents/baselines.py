@@ -86,7 +86,7 @@ def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], met
 
     if not core.preview:
         raise ValueError("the preview rule reads the level preview: build the core on parts with preview=True "
-                         "(observation=\"preview\": SemanticCoding-v6 by default, or -v4)")
+                         "(observation=\"preview\": SemanticCoding-v7 by default, or -v4)")
     records = run_copies(core, images, indices, [PreviewRule(w, core.Q) for w in weights], metric_name)
     returns = {float(w): float(np.mean([r.episode_return for r in recs])) for w, recs in zip(weights, records)}
     return max(returns, key=returns.get), returns

@@ -2,10 +2,10 @@
 
 Each file maps the env id to presets, and each preset to the algorithm's hyperparameters::
 
-    rlasc/SemanticCoding-v6:
+    rlasc/SemanticCoding-v7:
       tiny:  {learning_rate: ..., ...}
       paper: {...}
-    rlasc/SemanticCoding-v6 observation=paper:   # settings for one observation option of the id, when they differ
+    rlasc/SemanticCoding-v7 observation=paper:   # settings for one observation option of the id, when they differ
       tiny:  {...}
 
 ``--hp key=value`` overrides any entry (values parsed as YAML, dotted keys reach nested
@@ -24,7 +24,7 @@ import yaml
 __all__ = ["HYPERPARAMS_DIR", "ENV_ID", "load_hyperparams", "apply_overrides"]
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
-ENV_ID = "rlasc/SemanticCoding-v6"  # rlasc_env.CURRENT_ID (not imported: --help stays fast)
+ENV_ID = "rlasc/SemanticCoding-v7"  # rlasc_env.CURRENT_ID (not imported: --help stays fast)
 
 
 def load_hyperparams(algo: str, preset: str, env_id: str = ENV_ID, directory: str | Path | None = None,

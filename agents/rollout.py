@@ -115,7 +115,7 @@ def collect_rollouts(core: EpisodeCore, images: Any, indices: Sequence[int], act
     """Play ``act`` on every image of ``indices`` and measure, for each of its steps, the return of every level in
     its final allocation (the module docstring's step 2). ``core`` must carry the level preview (-v4)."""
     if not core.preview:
-        raise ValueError("rollout policy iteration reads the level preview: use observation=\"preview\" (SemanticCoding-v6, or -v4)")
+        raise ValueError("rollout policy iteration reads the level preview: use observation=\"preview\" (SemanticCoding-v7, or -v4)")
     q, chunk_size = core.Q, images_per_chunk
     free = np.arange(2 * chunk_size, core.num_slots)
     if not len(free):
@@ -212,7 +212,7 @@ class RolloutTrainer:
                  device: str | torch.device = "cpu", tb_dir: str | Path | None = None) -> None:
         if not engine.spec.preview:
             raise ValueError("rollout policy iteration corrects the preview rule: use an id with the level preview "
-                             "(rlasc/SemanticCoding-v6 with observation preview, or -v4)")
+                             "(rlasc/SemanticCoding-v7 with observation preview, or -v4)")
         self.engine, self.config, self.seed = engine, config, int(seed)
         self.policy = CorrectedRulePolicy(engine.observation_space, engine.num_levels, rule_weight, config.hidden,
                                           config.members).to(device)

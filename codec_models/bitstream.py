@@ -18,7 +18,9 @@ Layout (big-endian)::
                               one with the order-1 code; entropy.encode_base), follow one another bit by bit
                               in class order in one base section padded to a byte, with one CRC; the decoder
                               knows every concept's symbol count from the label map. Saves about 5 bytes,
-                              the padding and a third of the code bits per level-0 concept
+                              the padding and a third of the code bits per level-0 concept. The base section
+                              is in the pair code whatever the coder flag says; the flag (Huffman or range)
+                              codes the payloads of the concepts above level 0
         version 3 (codec v2 with the up-right label context): as version 2; the label payload is
                               coded with contexts (left, up, up-right), entropy.LabelMapModel "wnne"
         version 2 (codec v2): crc u16 = crc32(payload) & 0xFFFF, lets through ~1 in 65536

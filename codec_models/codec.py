@@ -58,7 +58,8 @@ class SemanticCodec(nn.Module):
         self.segmenter = Segmenter(m, cfg.segmenter_widths)
         self.encoder = FeatureExtractor(cfg.feature_channels, n, norm=cfg.encoder_norm_kind,
                                         bound=cfg.encoder_bound_kind, block_basis=cfg.block_basis)
-        self.quantizer = LevelQuantizer(cfg.level_centers, cfg.soft_sigma, cfg.level_channels)
+        self.quantizer = LevelQuantizer(cfg.level_centers, cfg.soft_sigma, cfg.level_channels, cfg.channel_step_ratio,
+                                        n)
         self.classifier = ConceptClassifier(n, m)
         self.local = LocalGenerator(n, m, cfg.local_channels, cfg.local_res_blocks, level_aware=aware,
                                     norm=cfg.uses_local_norm, skip=cfg.uses_local_skip, block_basis=cfg.block_basis,
@@ -394,7 +395,8 @@ class SemanticCodec(nn.Module):
                 damaged.append(m)
                 q = 0
                 symbols = np.repeat(tables.probabilities(0).argmax(-1)[:, None], count, axis=1)
-            values = self.quantizer.dequantize(torch.from_numpy(np.asarray(symbols, np.int64)).to(self.device), q)
+            values = self.quantizer.dequantize(torch.from_numpy(np.asarray(symbols, np.int64)).to(self.device), q,
+                                              channel_dim=0)
             quantized[q, 0][:values.shape[0], positions] = values  # channels a level does not send stay 0
             levels[0, m] = q
         onehot = F.one_hot(labels, self.num_classes).permute(0, 3, 1, 2).float()

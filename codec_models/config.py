@@ -50,8 +50,12 @@ class CodecConfig:
     local_output: str = "sigmoid"  # how G_l turns logits into pixels: "sigmoid", or "linear" (clamp(logit/4 + 1/2),
     # identity gradient: the block synthesis is then exactly linear, as a block transform's inverse is)
     base_section: bool = False  # bitstream format 4: concepts at level 0 share one base section (no entry, length,
-    # CRC or padding of their own; codec_models/bitstream.py). Needs the Huffman coder. Not an architecture change:
+    # CRC or padding of their own; codec_models/bitstream.py), always in the Huffman pair code (``coder`` then
+    # applies to the concepts above level 0). Not an architecture change:
     # the same weights code either way, only the container and so the rate differ
+    channel_step_ratio: float = 1.0  # quantization matrix: channel c of n gets the level's step times
+    # ratio ** (c / (n - 1)), coarser for the later (high-frequency) block coefficients, as JPEG's per-frequency
+    # steps; 1: one step for all channels (every shipped codec). Needs odd level_centers
 
     @property
     def num_levels(self) -> int:
@@ -111,9 +115,12 @@ class CodecConfig:
             raise ValueError(f"local_output must be 'sigmoid' or 'linear', not {self.local_output!r}")
         if self.coder not in ("huffman", "range"):
             raise ValueError(f"coder must be 'huffman' or 'range', not {self.coder!r}")
-        if self.base_section and (self.coder != "huffman" or self.architecture < 2):
-            raise ValueError("base_section (bitstream format 4) needs codec v2 (architecture 2) and the Huffman coder: "
-                             "its code words are concatenated bit by bit")
+        graded = self.channel_step_ratio != 1.0
+        if self.channel_step_ratio < 1.0 or (graded and any(k % 2 == 0 for k in self.level_centers)):
+            raise ValueError(f"channel_step_ratio {self.channel_step_ratio} must be >= 1, and above 1 it needs odd "
+                             f"level_centers (0 a centre), not {self.level_centers}")
+        if self.base_section and self.architecture < 2:
+            raise ValueError("base_section (bitstream format 4) needs codec v2 (architecture 2)")
         return self
 
     def id_dict(self) -> dict[str, Any]:
@@ -122,6 +129,8 @@ class CodecConfig:
         out = self.to_dict()
         if not out["base_section"]:
             del out["base_section"]
+        if out["channel_step_ratio"] == 1.0:
+            del out["channel_step_ratio"]
         return out
 
     def to_dict(self) -> dict[str, Any]:

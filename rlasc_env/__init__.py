@@ -1,15 +1,15 @@
 """RL-ASC environment (arXiv 2208.04094, Section II-C): the MDP of semantic bit allocation.
 
-Importing this package registers the Gymnasium ids. The benchmark is the current id, ``rlasc/SemanticCoding-v6``;
+Importing this package registers the Gymnasium ids. The benchmark is the current id, ``rlasc/SemanticCoding-v7``;
 its options (task, observation, lam, eta, split) are chosen at make time::
 
     import gymnasium as gym
     import rlasc_env
-    env = gym.make("rlasc/SemanticCoding-v6", task="segmentation", observation="preview")
-    venv = gym.make_vec("rlasc/SemanticCoding-v6", num_envs=8, vectorization_mode="vector_entry_point")
+    env = gym.make("rlasc/SemanticCoding-v7", task="segmentation", observation="preview")
+    venv = gym.make_vec("rlasc/SemanticCoding-v7", num_envs=8, vectorization_mode="vector_entry_point")
 
 Every id reaches the MDP through :func:`resolve_env` (``rlasc_env.registration``), which checks the id's pins.
-Older ids (``-v0`` ... ``-v4``) stay registered, frozen; :func:`version_history` has one line per id.
+Older ids (``-v0`` ... ``-v6``) stay registered, frozen; :func:`version_history` has one line per id.
 ``rlasc_env.engine`` is the batched engine API that agents and the harness drive; ``rlasc_env.score`` the
 benchmark score. Downstream tasks (the semantic loss L_S) are plugins: see ``rlasc_env.tasks``.
 """

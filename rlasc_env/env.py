@@ -872,7 +872,7 @@ class SemanticCodingEnv(gym.Env):
     Terminates after the last present concept (1 to M steps); never truncated.
 
     ## Arguments
-    Through a registered id (``gym.make("rlasc/SemanticCoding-v6", ...)``) the options are ``task``,
+    Through a registered id (``gym.make("rlasc/SemanticCoding-v7", ...)``) the options are ``task``,
     ``observation`` (``"preview"``, the default, or ``"paper"``), ``lam``, ``eta``, ``split``, ``render_mode`` and
     ``device``, validated by :func:`rlasc_env.registration.resolve_env`; the id pins everything else. Built directly,
     the class also takes ``codec`` (shipped name, checkpoint path or a ``SemanticCodec`` with code tables),
@@ -904,8 +904,10 @@ class SemanticCodingEnv(gym.Env):
     (:mod:`rlasc_env.score`) is another normalisation, over a policy's returns on the protocol's images.
 
     ## Version History
-    - ``rlasc/SemanticCoding-v6``: the current id: -v5 with the semantic-fidelity codec ``tiny-sf2`` (bitstream
-      format 4: every concept at level 0 in 0.295 bpp); score references in ``rlasc_env/references/``.
+    - ``rlasc/SemanticCoding-v7``: the current id: -v6 with the codec ``tiny-hq`` (levels of 1 to 64 coefficients
+      per block; ``tiny-sf2``: 1 to 32); score references in ``rlasc_env/references/``.
+    - ``rlasc/SemanticCoding-v6``: -v5 with the semantic-fidelity codec ``tiny-sf2`` (bitstream format 4: every
+      concept at level 0 in 0.295 bpp); frozen.
     - ``rlasc/SemanticCoding-v5``: codec v2 ``tiny`` + task networks v3 (-v3's rewards); the observation is an
       option (``"preview"`` default, ``"paper"``); frozen.
     - ``rlasc/SemanticCoding-v4``: -v1 with the level preview in the observation; frozen.

@@ -3,7 +3,7 @@
 A results file (``results/<id name>/<task>/<algo>.json``) holds, per seed and per protocol image, the concepts in
 coding order, the level chosen for each and the episode's return, with the pins of the id it was played on::
 
-    {"format": "rlasc-results", "version": 1, "env_id": "rlasc/SemanticCoding-v6", "task": "segmentation",
+    {"format": "rlasc-results", "version": 1, "env_id": "rlasc/SemanticCoding-v7", "task": "segmentation",
      "algo": "reinforce", "pins": {...}, "protocol": {"split": "test", "num_images": 200, "lam": 1.0, "eta": 10.0},
      "entry": {"command": "...", "device": "cpu", ...},
      "seeds": [{"seed": 0, "wall_seconds": 512.0,
@@ -14,7 +14,7 @@ coding order, the level chosen for each and the episode's return, with the pins 
 pins differ from the id's, that misses a protocol image, whose concepts are not the image's, or whose stored return
 is off by more than ``atol`` (1e-5), naming which. As CompilerGym's leaderboard, an entry counts once it replays.
 
-    python -m rlasc_env.validate results/SemanticCoding-v6/segmentation/*.json
+    python -m rlasc_env.validate results/SemanticCoding-v7/segmentation/*.json
 """
 from __future__ import annotations
 

@@ -71,11 +71,17 @@ ENV_PINS["rlasc/SemanticCoding-v4"] = {**ENV_PINS["rlasc/SemanticCoding-v1"], "o
 ENV_PINS["rlasc/SemanticCoding-v5"] = {**ENV_PINS["rlasc/SemanticCoding-v3"], "preset": "tiny", "image_size": [64, 128],
                                        "reference": "ground_truth"}
 
-# The current id: -v5 with the semantic-fidelity codec `tiny-sf2` (docs/semantic_fidelity.md): a decoder trained with the
+# -v5 with the semantic-fidelity codec `tiny-sf2` (docs/semantic_fidelity.md): a decoder trained with the
 # -v1 task networks' losses (never the -v3 networks that score it), a longer-trained F, the up-right label context and
-# bitstream format 4 (level-0 concepts in one shared base section).
+# bitstream format 4 (level-0 concepts in one shared base section); the current id until v7, frozen.
 ENV_PINS["rlasc/SemanticCoding-v6"] = {**ENV_PINS["rlasc/SemanticCoding-v5"], "codec": "tiny-sf2",
                                        "codec_sha256": "bd334f3493c92e94a0f4336ab72f94090b66a7fb78a2efbbd38dd8b0cafa5cc8"}
+
+
+# The current id: -v6 with the codec `tiny-hq` (docs/semantic_fidelity.md): tiny-sf2's F, 64 code channels, levels of 1, 4,
+# 8, 16, 32 and 64 coefficients per block (tiny-sf2: up to 32), its decoder trained for semantic fidelity from a new stage I.
+ENV_PINS["rlasc/SemanticCoding-v7"] = {**ENV_PINS["rlasc/SemanticCoding-v6"], "codec": "tiny-hq",
+                                       "codec_sha256": "8113e31bed0d7574383d6e6c9dfb02fca2ce7516308282853ade310a9d5093d4"}
 
 
 def pinned_task_weights(pins: dict[str, Any], task: str) -> Path:

@@ -10,7 +10,7 @@ __all__ = ["EnvFlags", "TrainAgentConfig", "ALGOS", "EnvId"]
 ALGOS = ("reinforce", "ppo", "a2c", "dqn", "maskable_ppo", "rollout")
 
 
-EnvId = Literal["rlasc/SemanticCoding-v6", "rlasc/SemanticCoding-v5", "rlasc/SemanticCoding-v4", "rlasc/SemanticCoding-v3",
+EnvId = Literal["rlasc/SemanticCoding-v7", "rlasc/SemanticCoding-v6", "rlasc/SemanticCoding-v5", "rlasc/SemanticCoding-v4", "rlasc/SemanticCoding-v3",
                 "rlasc/SemanticCoding-v2", "rlasc/SemanticCoding-v1", "rlasc/SemanticCoding-v0"]
 
 
@@ -19,11 +19,11 @@ class EnvFlags:
     """Environment flags shared by train_agent.py and the agent diagnostics: the registered id and its options,
     and the train/test images (what :func:`rlasc_env.engine.make_engine` resolves, pins checked)."""
 
-    env_id: EnvId = "rlasc/SemanticCoding-v6"
-    """Registered id (rlasc_env.registration): it pins the codec, the task networks and the data. -v6 is the
-    benchmark; -v0 ... -v5 are frozen earlier versions (README, version history)."""
+    env_id: EnvId = "rlasc/SemanticCoding-v7"
+    """Registered id (rlasc_env.registration): it pins the codec, the task networks and the data. -v7 is the
+    benchmark; -v0 ... -v6 are frozen earlier versions (README, version history)."""
     observation: Literal["preview", "paper"] | None = None
-    """Observation option of the id (default: the id's own; -v6: preview)."""
+    """Observation option of the id (default: the id's own; -v7: preview)."""
     preset: Literal["tiny", "paper"] = "tiny"
     """Hyperparameter preset of agents/hyperparams/<algo>.yml (tiny: tuned for this machine; paper: Algorithm 2's
     settings). The image size is pinned by the id."""

@@ -1,6 +1,6 @@
 """The README's headline table: the benchmark score of the stored baselines and of train_agent.py runs, per task.
 
-    python -m rlasc_harness.headline docs/v6/*.json          # train_agent.py --json files of the current id
+    python -m rlasc_harness.headline docs/v7/*.json          # train_agent.py --json files of the current id
 
 Baseline rows come from the id's stored references (rlasc_env/references); an agent row from the ``benchmark_score``
 that train_agent.py wrote for its run on the protocol's 200 test images (its interval: 95% paired bootstrap over

@@ -3,7 +3,7 @@
     python -m rlasc_harness.leaderboard baselines --task segmentation        # random (5 seeds), fixed levels,
                                                                            # preview rule, greedy -> results/
     python -m rlasc_harness.leaderboard export runs/agent/reinforce-segmentation-*/results.json --algo reinforce
-    python -m rlasc_env.validate results/SemanticCoding-v6/*/*.json         # every entry replays
+    python -m rlasc_env.validate results/SemanticCoding-v7/*/*.json         # every entry replays
     python -m rlasc_harness.leaderboard build                              # LEADERBOARD.md, byte for byte
 
 Rows: one per results file (an algorithm or baseline on one task), from its per-seed, per-image returns:

@@ -3,7 +3,7 @@
     python -m rlasc_harness.offline_data --task segmentation --policies greedy preview_rule random --images 200
     python -m rlasc_harness.offline_data --task detection --policies rollout \\
         --policy-file runs/agent/rollout-detection-0/policy.pt
-    MINARI_DATASETS_PATH=... python -c "import minari; d = minari.load_dataset('rlasc/SemanticCoding-v6-segmentation-greedy-v0')"
+    MINARI_DATASETS_PATH=... python -c "import minari; d = minari.load_dataset('rlasc/SemanticCoding-v7-segmentation-greedy-v0')"
 
 Each policy first plays the images through the batched engine (the greedy look-ahead peeks at every level's reward
 there), then its level sequences are stepped again through ``gym.make(id, task=..., split="train")`` wrapped in

@@ -73,7 +73,7 @@ def hyperparameters(cfg: TrainAgentConfig) -> dict[str, Any]:
     observation = resolved_observation(cfg)
     if cfg.algo == "rollout" and observation != "preview":
         raise ValueError(f"--algo rollout improves the preview rule: it needs the level preview in the observation "
-                         f"(--env-id rlasc/SemanticCoding-v6 --observation preview), not {cfg.env_id} with "
+                         f"(--env-id rlasc/SemanticCoding-v7 --observation preview), not {cfg.env_id} with "
                          f"observation {observation!r}")
     return apply_overrides(load_hyperparams(cfg.algo, cfg.preset, cfg.env_id, observation=observation), cfg.hp)
 
@@ -175,7 +175,7 @@ def train_policy(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], seed
         rcfg = ReinforceConfig(**hp)
         if rcfg.preview_head_init > 0 and rule is None:
             raise ValueError("preview_head_init > 0 starts the policy at the preview rule fitted on training "
-                             "images: use the level preview (rlasc/SemanticCoding-v6 with observation preview, or -v4) and "
+                             "images: use the level preview (rlasc/SemanticCoding-v7 with observation preview, or -v4) and "
                              "--preview-rule-images > 0")
         trainer = ReinforceTrainer(engine, rcfg, seed=seed, device=device, tb_dir=run_dir / "tb" / "REINFORCE_1",
                                    rule_weight=None if rule is None else rule.weight)
@@ -224,7 +224,7 @@ def _train_rollout(cfg: TrainAgentConfig, engine: Engine, hp: dict[str, Any], se
 
     if rule is None:
         raise ValueError("--algo rollout improves the preview rule fitted on training images: use an id with the "
-                         "level preview (rlasc/SemanticCoding-v6 with observation preview, or -v4) and "
+                         "level preview (rlasc/SemanticCoding-v7 with observation preview, or -v4) and "
                          "--preview-rule-images > 0")
     if cfg.steps is not None:
         raise ValueError("--algo rollout is budgeted in training images (--episodes, or the hyperparameters "

@@ -48,7 +48,7 @@ __all__ = ["BenchmarkConfig", "run_benchmark", "main"]
 class BenchmarkConfig:
     """Flags of ``benchmark.py``."""
 
-    env_id: str | None = "rlasc/SemanticCoding-v6"  # registered id whose codec, task network, data and default
+    env_id: str | None = "rlasc/SemanticCoding-v7"  # registered id whose codec, task network, data and default
     # observation every env is built from (the current id); None: --preset / --codec / --task-weights instead
     compare_env_id: str | None = "rlasc/SemanticCoding-v4"  # single env on this id too, side by side, cold (with
     # --env-id; replaces --compare-codec): -v4 was train_agent.py's default id before -v5 ("" or None to skip)

@@ -49,7 +49,7 @@ TASK_NAMES = ("segmentation", "detection", "classification")
 class EvalConfig:
     """Flags of evaluate.py (one field per flag)."""
 
-    env_id: str | None = "rlasc/SemanticCoding-v6"
+    env_id: str | None = "rlasc/SemanticCoding-v7"
     """Registered id whose codec, task networks and data the comparison uses (rlasc_env.resolve_env, pins checked).
     None: a custom comparison of --codec / --task-weights / --dataset / --preset (not tied to an id)."""
     codec: tuple[str, ...] | None = None

@@ -452,16 +452,17 @@ def test_baseline_policies_cover_every_level(engine) -> None:
 
 def test_env_id_flag_picks_the_ids_task_networks(tmp_path) -> None:
     """--env-id rlasc/SemanticCoding-v2 scores with rlasc_env/weights/v2 (sha256-checked), -v1 with the default,
-    -v6 (the default) with -v3's; all through rlasc_env.engine.make_engine, the path of gym.make."""
+    -v6 and -v7 (the default) with -v3's; all through rlasc_env.engine.make_engine, the path of gym.make."""
     from rlasc_env.versions import StaleWeightsError
     from rlasc_harness.config import TrainAgentConfig
     from rlasc_harness.runner import make_engine
 
-    assert TrainAgentConfig().env_id == "rlasc/SemanticCoding-v6"  # the default command's id
+    assert TrainAgentConfig().env_id == "rlasc/SemanticCoding-v7"  # the default command's id
     small = {"eval_images": 1, "train_images": 1}
     for env_id, task, folder in (("rlasc/SemanticCoding-v1", "segmentation", ""),
                                  ("rlasc/SemanticCoding-v2", "detection", "v2/"),
-                                 ("rlasc/SemanticCoding-v6", "classification", "v3/")):
+                                 ("rlasc/SemanticCoding-v6", "classification", "v3/"),
+                                 ("rlasc/SemanticCoding-v7", "segmentation", "v3/")):
         engine = make_engine(TrainAgentConfig(env_id=env_id, **small), task, "cpu")
         assert str(engine.task.weights).endswith(f"weights/{folder}{task}.pt")
         assert engine.spec.env_id == env_id

@@ -166,7 +166,7 @@ def test_train_agent_rollout_saves_reloads_and_resumes(preview_engine, tmp_path)
 def test_rollout_is_refused_without_the_preview_and_with_steps(test_codec, test_dataset, preview_engine, tmp_path):
     without = Engine(EnvSpec(task="pixel-test", codec=test_codec, lam=0.02,
                              images={"train": test_dataset, "test": test_dataset}))
-    with pytest.raises(ValueError, match="SemanticCoding-v6 with observation preview"):
+    with pytest.raises(ValueError, match="SemanticCoding-v7 with observation preview"):
         run(_rollout_cfg(tmp_path), log=lambda s: None, engine_factory=lambda c, task, device: without)
     with pytest.raises(ValueError, match="needs the level preview"):
         run(_rollout_cfg(tmp_path, env_id="rlasc/SemanticCoding-v1"), log=lambda s: None,

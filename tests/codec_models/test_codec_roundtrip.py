@@ -209,3 +209,61 @@ def test_base_section_damage_is_caught_or_degrades(base_codec, test_dataset):
         base_codec.decompress(bytes(broken))
     x_hat, info = base_codec.decompress_with_info(bytes(broken), strict=False)
     assert torch.isfinite(x_hat).all() and info["damaged"] and info["label_ok"]
+
+
+def test_range_coded_concepts_with_the_base_section(test_codec, base_codec, test_dataset):
+    """Format 4 with the range coder (tiny-sf3): the base section stays in the Huffman pair code, the concepts above
+    level 0 are range-coded. The same decoded images; no more bytes in total; each codec refuses the other's files."""
+    from codec_models.checkpoint import build_codec, codec_payload
+
+    ranged = build_codec(codec_payload(base_codec), "test-v2")
+    ranged.config = dataclasses.replace(base_codec.config, coder="range").validate()
+    ranged.invalidate_id()
+    assert ranged.bitstream_version == 4 and ranged.codec_id != base_codec.codec_id
+    rng = np.random.default_rng(1)
+    total = {"huffman": 0, "range": 0}
+    for i in range(6):
+        image, _ = test_dataset[i]
+        levels = {m: int(rng.integers(test_codec.num_levels)) for m in range(test_codec.num_classes)}
+        old, new = base_codec.compress(image, levels), ranged.compress(image, levels)
+        total["huffman"] += len(old)
+        total["range"] += len(new)
+        assert torch.equal(base_codec.decompress(old), ranged.decompress(new))
+        with pytest.raises(BitstreamError, match="made by another codec"):
+            ranged.decompress(old)
+    assert total["range"] <= total["huffman"]
+    level0 = {m: 0 for m in range(test_codec.num_classes)}
+    image, _ = test_dataset[0]
+    assert len(ranged.compress(image, level0)) == len(base_codec.compress(image, level0))  # the same base section
+
+
+def test_shipped_range_coded_codec_decodes_tiny_sf2s_images():
+    """tiny-sf3 is tiny-sf2 repacked with range-coded concepts: identical pictures, fewer bytes above level 0."""
+    from codec_models import load_codec, load_dataset
+
+    sf2, sf3 = load_codec("tiny-sf2", device="cpu").eval(), load_codec("tiny-sf3", device="cpu").eval()
+    assert sf3.config.coder == "range" and sf3.config.base_section and sf2.config.coder == "huffman"
+    data = load_dataset("streets", split="test", preset="tiny", size=3)
+    for q in (0, 2, 5):
+        for i in range(3):
+            levels = {m: q for m in range(sf2.num_classes)}
+            a, b = sf2.compress(data[i][0], levels), sf3.compress(data[i][0], levels)
+            assert torch.equal(sf2.decompress(a), sf3.decompress(b))
+            assert len(b) == len(a) if q == 0 else len(b) < len(a)
+
+
+def test_quantization_matrix_codec_round_trips_through_bytes(test_codec, test_dataset):
+    """A codec with a quantization matrix (channel_step_ratio): the file decodes to the tensor path's picture."""
+    from codec_models.codec import SemanticCodec
+    from codec_models.training import fit_code_tables
+
+    graded = SemanticCodec(dataclasses.replace(test_codec.config, level_centers=(3, 5, 9), channel_step_ratio=4.0))
+    graded.load_state_dict(test_codec.state_dict())
+    fit_code_tables(graded, test_dataset, 4, progress=False)
+    graded.eval()
+    image, _ = test_dataset[3]
+    analysis = graded.analyse(image[None])
+    rng = np.random.default_rng(0)
+    levels = torch.from_numpy(rng.integers(0, 3, (1, graded.num_classes)))
+    x_hat = graded.decompress(graded.compress(image, {m: int(q) for m, q in enumerate(levels[0])}))
+    torch.testing.assert_close(x_hat, graded.decode(analysis, levels)[0], rtol=0, atol=1e-6)

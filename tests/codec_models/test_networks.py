@@ -163,3 +163,40 @@ def test_level_synthesis_option_decodes_and_depends_on_the_level():
         b = codec.concept_images(concepts, ids, torch.tensor([2, 0]), masks)
     assert a.shape == (2, 3, 32, 64)
     assert torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
+
+
+def test_quantization_matrix_steps_grow_over_the_channels():
+    """channel_step_ratio r: channel c of n quantized with the level's step times r ** (c / (n - 1)); hard values are
+    the nearest centres of each channel's grid, indices round-trip, eq. 25's gradient flows, r = 1 is eq. 24."""
+    flat, graded = LevelQuantizer((5, 9, 33), num_channels=4), LevelQuantizer((5, 9, 33), channel_step_ratio=8.0,
+                                                                               num_channels=4)
+    f = (torch.rand(2, 4, 3, 5) * 2 - 1).requires_grad_()
+    for level, k in enumerate((5, 9, 33)):
+        step = 2.0 / (k - 1) * 8.0 ** (torch.arange(4) / 3.0)
+        out = graded(f, level)
+        grid = torch.round(f.detach().clamp(-1, 1) / step.view(4, 1, 1)).clamp(-(k - 1) // 2, (k - 1) // 2)
+        torch.testing.assert_close(out.detach(), grid * step.view(4, 1, 1))
+        idx = graded.indices(f.detach(), level)
+        assert idx.min() >= 0 and idx.max() < k
+        torch.testing.assert_close(graded.dequantize(idx, level), out.detach())
+        sym = idx[0].flatten(1)  # (n, P): the decoder's layout, channels first
+        torch.testing.assert_close(graded.dequantize(sym, level, channel_dim=0), out.detach()[0].flatten(1))
+        out.sum().backward()
+        assert f.grad is not None and f.grad.abs().sum() > 0
+        f.grad = None
+        assert torch.equal(flat.indices(f.detach(), level), LevelQuantizer((5, 9, 33)).indices(f.detach(), level))
+    coarse = (graded(f.detach(), 2) - f.detach()).abs().mean((0, 2, 3))
+    assert coarse[-1] > 2 * coarse[0]  # the last channel's step is 8x the first's
+
+
+def test_quantization_matrix_needs_odd_centres_and_a_ratio_of_one_or_more():
+    from codec_models.config import codec_preset
+
+    with pytest.raises(ValueError, match="odd"):
+        LevelQuantizer((2, 4, 8), channel_step_ratio=4.0, num_channels=2)
+    with pytest.raises(ValueError, match=">= 1"):
+        LevelQuantizer((3, 5), channel_step_ratio=0.5, num_channels=2)
+    with pytest.raises(ValueError, match="odd"):
+        codec_preset("test-v2", channel_step_ratio=4.0)
+    cfg = codec_preset("test-v2", level_centers=(3, 5, 9), channel_step_ratio=4.0)
+    assert "channel_step_ratio" in cfg.id_dict() and "channel_step_ratio" not in codec_preset("test-v2").id_dict()

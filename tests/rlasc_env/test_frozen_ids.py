@@ -56,6 +56,21 @@ def test_v5_fixed_levels_replay_its_score_references(level):
         assert np.abs(np.subtract(got["rlasc/SemanticCoding-v6"], stored)).max() > 1e-2
 
 
+def test_v6_fixed_level_replays_its_score_references():
+    """-v6, the current id until v7, is frozen: level 4 replays rlasc_env/references/SemanticCoding-v6.json, and -v7
+    (the codec tiny-hq, the same task networks) gives other returns on the same images."""
+    from rlasc_env.score import load_references
+
+    stored = load_references("detection", "rlasc/SemanticCoding-v6").returns["fixed_4"][:2]
+    got = {}
+    for env_id in ("rlasc/SemanticCoding-v6", "rlasc/SemanticCoding-v7"):
+        engine = make_engine(env_id, task="detection", sizes={"test": 2, "train": 1})
+        got[env_id] = [r.episode_return for r in run_episodes(engine.core("test", 2), engine.parts("test").images,
+                                                              range(2), FixedPolicy(4, 6), "box_iou")]
+    np.testing.assert_allclose(got["rlasc/SemanticCoding-v6"], stored, atol=1e-4)
+    assert np.abs(np.subtract(got["rlasc/SemanticCoding-v7"], stored)).max() > 1e-2
+
+
 @pytest.mark.slow
 def test_v1_fixed_levels_replay_the_documented_means():
     """docs/default_command_v1.json (the -v1 default command's baselines, 48 test images): every fixed level's mean."""

@@ -114,7 +114,7 @@ def test_v4_id_is_v1_with_the_preview():
     assert {k: v for k, v in v4.items() if k != "observation"} == v1 and v4["observation"] == "preview"
     assert rlasc_env.CARDS["rlasc/SemanticCoding-v4"].observations == ("preview",)
     assert rlasc_env.CARDS["rlasc/SemanticCoding-v1"].observations == ("paper",)
-    with pytest.raises(ValueError, match="use rlasc/SemanticCoding-v6"):
+    with pytest.raises(ValueError, match="use rlasc/SemanticCoding-v7"):
         gym.make("rlasc/SemanticCoding-v1", observation="preview")
     if not (ROOT / "codec_models" / "weights" / "tiny.pt").is_file():
         pytest.skip("shipped codec absent")

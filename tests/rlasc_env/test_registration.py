@@ -23,20 +23,24 @@ def _shipped() -> None:
         pytest.skip("shipped codec absent")
 
 
-def test_current_id_is_the_latest_and_pins_v5_with_the_fidelity_codec():
-    assert CURRENT_ID == "rlasc/SemanticCoding-v6"
+def test_current_id_is_the_latest_and_pins_v6_with_the_finer_codec():
+    assert CURRENT_ID == "rlasc/SemanticCoding-v7"
     from gymnasium.envs.registration import find_highest_version
 
-    assert find_highest_version("rlasc", "SemanticCoding") == 6  # an unversioned gym.make gets the benchmark
+    assert find_highest_version("rlasc", "SemanticCoding") == 7  # an unversioned gym.make gets the benchmark
     v3, v5 = rlasc_env.ENV_PINS["rlasc/SemanticCoding-v3"], rlasc_env.ENV_PINS["rlasc/SemanticCoding-v5"]
-    v6 = rlasc_env.ENV_PINS[CURRENT_ID]
+    v6, v7 = rlasc_env.ENV_PINS["rlasc/SemanticCoding-v6"], rlasc_env.ENV_PINS[CURRENT_ID]
     for key in ("codec", "codec_sha256", "task_weights", "task_sha256", "data"):
         assert v5[key] == v3[key], key
     for key in ("task_weights", "task_sha256", "data", "image_size", "preset", "reference"):
         assert v6[key] == v5[key], key
     assert v6["codec"] == "tiny-sf2" and v6["codec_sha256"] != v5["codec_sha256"]
+    assert {k: v for k, v in v7.items() if not k.startswith("codec")} == {k: v for k, v in v6.items()
+                                                                          if not k.startswith("codec")}
+    assert v7["codec"] == "tiny-hq" and v7["codec_sha256"] != v6["codec_sha256"]
     assert v5["image_size"] == [64, 128] and v5["preset"] == "tiny"
-    assert rlasc_env.CARDS["rlasc/SemanticCoding-v5"].observations == ("preview", "paper")
+    for old in ("rlasc/SemanticCoding-v5", "rlasc/SemanticCoding-v6"):
+        assert rlasc_env.CARDS[old].observations == ("preview", "paper") and "frozen" in rlasc_env.CARDS[old].history
     assert rlasc_env.CARDS[CURRENT_ID].observations == ("preview", "paper")
     history = rlasc_env.version_history()
     assert history.count("\n") == len(rlasc_env.CARDS) - 1 and all(i in history for i in rlasc_env.CARDS)
@@ -63,7 +67,7 @@ def test_bad_options_are_refused_at_make_time(bad, message):
 
 
 def test_old_ids_keep_their_observation_and_name_the_current_id():
-    with pytest.raises(ValueError, match="use rlasc/SemanticCoding-v6"):
+    with pytest.raises(ValueError, match="use rlasc/SemanticCoding-v7"):
         rlasc_env.resolve_env("rlasc/SemanticCoding-v4", observation="paper")
     with pytest.raises(ValueError, match="unknown id"):
         rlasc_env.resolve_env("rlasc/SemanticCoding-v9")
@@ -181,4 +185,4 @@ def test_making_the_current_id_warns_nothing_and_old_ids_point_to_it():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         gym.make("rlasc/SemanticCoding-v4", split="test")
-    assert any("upgrading to version `v6`" in str(w.message) for w in caught)  # Gymnasium's own notice
+    assert any("upgrading to version `v7`" in str(w.message) for w in caught)  # Gymnasium's own notice
