@@ -11,6 +11,8 @@
 - ``preview_rule``: on ``SemanticCoding-v4``, the level that maximises -rate + w * perceptual of the level preview
   (:mod:`rlasc_env.preview`), the weight w fitted on training images (:func:`fit_preview_rule`): a classic
   encoder's rate-distortion choice on the encoder's own estimate, no learning beyond one number.
+- In the rate-budget mode (``obs["action_mask"]``, :data:`rlasc_env.engine.ACTION_MASK`) random draws among the
+  allowed levels, ``fixed_<q>`` takes the highest allowed level up to q, the preview rule its best allowed level.
 - ``random_search_<k>``: per image, the best of k level sequences drawn uniformly at random
   (a seeded generator per image): the oracle's search with a budget of k episodes. Like greedy
   and the oracle it peeks at every sequence's return.
@@ -29,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from rlasc_env.engine import ActFn, EpisodeCore, EpisodeRecord, copy_slot, preview_entries, record_from, reset_slots
+from rlasc_env.engine import (ACTION_MASK, ActFn, EpisodeCore, EpisodeRecord, copy_slot, preview_entries, record_from,
+                              reset_slots)
 
-__all__ = ["RandomPolicy", "FixedPolicy", "PreviewRule", "fit_preview_rule", "greedy_episodes", "oracle_episodes", "OracleSkipped",
+__all__ = ["RandomPolicy", "FixedPolicy", "PreviewRule", "highest_allowed", "refuse_budget", "fit_preview_rule",
+           "greedy_episodes", "oracle_episodes", "OracleSkipped",
            "random_search_episodes"]
 
 
@@ -45,6 +49,8 @@ class RandomPolicy:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        if ACTION_MASK in obs:  # rate-budget mode: uniform over the levels the budget allows
+            return np.array([self.rng.choice(np.flatnonzero(row)) for row in obs[ACTION_MASK]], np.int64)
         return self.rng.integers(self.num_levels, size=len(slots)).astype(np.int64)
 
 
@@ -59,7 +65,15 @@ class FixedPolicy:
         self.level = int(level)
 
     def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        if ACTION_MASK in obs:  # rate-budget mode: the highest allowed level not above ``level``
+            return highest_allowed(obs[ACTION_MASK], self.level)
         return np.full(len(slots), self.level, np.int64)
+
+
+def highest_allowed(mask: np.ndarray, level: int) -> np.ndarray:
+    """Per row of ``mask`` (k, Q), the highest allowed level not above ``level`` (level 0 is always allowed)."""
+    allowed = np.asarray(mask, bool)[:, :level + 1]
+    return (level - allowed[:, ::-1].argmax(1)).astype(np.int64)
 
 
 PREVIEW_RULE_WEIGHTS = (0.8, 1.1, 1.4, 1.8)
@@ -75,7 +89,10 @@ class PreviewRule:
 
     def __call__(self, obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
         rate, perceptual = preview_entries(np.asarray(obs["stats"], np.float64), self.num_levels)
-        return (-rate + self.weight * perceptual).argmax(1).astype(np.int64)
+        score = -rate + self.weight * perceptual
+        if ACTION_MASK in obs:  # rate-budget mode: the best level the budget allows
+            score = np.where(obs[ACTION_MASK], score, -np.inf)
+        return score.argmax(1).astype(np.int64)
 
 
 def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], metric_name: str,
@@ -90,6 +107,14 @@ def fit_preview_rule(core: EpisodeCore, images: Any, indices: Sequence[int], met
     records = run_copies(core, images, indices, [PreviewRule(w, core.Q) for w in weights], metric_name)
     returns = {float(w): float(np.mean([r.episode_return for r in recs])) for w, recs in zip(weights, records)}
     return max(returns, key=returns.get), returns
+
+
+def refuse_budget(core: EpisodeCore, what: str) -> None:
+    """``ValueError`` for a search that steps every level (greedy, the oracle, random search) on a core in the
+    rate-budget mode, where some levels are masked."""
+    if core.default_budget is not None:
+        raise ValueError(f"{what} steps every level, and the rate-budget mode (bpp_budget {core.default_budget}) "
+                         "masks some: it is not defined there")
 
 
 # --------------------------------------------------------------------------- greedy
@@ -187,6 +212,7 @@ def greedy_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], metr
     one-step deviations from that allocation).
     """
     q = core.Q
+    refuse_budget(core, "greedy")
     if core.num_slots < q:
         raise ValueError(f"greedy needs a core with at least Q = {q} slots, got {core.num_slots}")
     indices = [int(i) for i in indices]
@@ -217,6 +243,7 @@ def oracle_episodes(core: EpisodeCore, images: Any, indices: Sequence[int], leng
                     metric_name: str, cap: int) -> list[EpisodeRecord] | OracleSkipped:
     """The best of all Q^K level sequences per image (exhaustive search), or :class:`OracleSkipped`
     when some image has Q^K > ``cap`` (``lengths`` = K per image, e.g. from a fixed-level run)."""
+    refuse_budget(core, "the oracle")
     q = core.Q
     for index, k in zip(indices, lengths):
         if q ** int(k) > cap:
@@ -234,6 +261,7 @@ def random_search_episodes(core: EpisodeCore, images: Any, indices: Sequence[int
     """Per image, the best of ``samples`` level sequences drawn uniformly from [0, Q)^K (``lengths`` = K
     per image). Image i's sequences come from ``numpy.random.default_rng([seed, i])``, so a record does
     not depend on which other images are searched. ``extra["sequences"]`` is ``samples``."""
+    refuse_budget(core, "random search")
     if samples < 1:
         raise ValueError(f"random search needs at least one sample, got {samples}")
     out: list[EpisodeRecord] = []

@@ -22,7 +22,10 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
+from rlasc_env.engine import ACTION_MASK
+
 __all__ = ["ObsShapes", "PaperTrunk", "PaperPolicy", "PaperFeaturesExtractor", "obs_shapes", "obs_to_tensors",
+           "masked_logits",
            "check_policy_fits", "check_observations_fit"]
 
 OBS_KEYS = ("features", "mask", "concept", "stats")
@@ -51,6 +54,16 @@ def obs_shapes(observation_space: spaces.Dict | Mapping[str, Any]) -> ObsShapes:
     if len(shapes["features"]) != 3 or len(shapes["mask"]) != 3 or shapes["features"][1:] != shapes["mask"][1:]:
         raise ValueError(f"features {shapes['features']} and mask {shapes['mask']} must be (C,h,w) of equal h,w")
     return ObsShapes(shapes)
+
+
+def masked_logits(logits: Tensor, obs: Mapping[str, Any]) -> Tensor:
+    """``logits`` (B, Q) with the levels outside ``obs["action_mask"]`` (the rate-budget mode,
+    :data:`rlasc_env.engine.ACTION_MASK`) at -inf, so that pi samples and argmaxes only allowed levels; unchanged
+    without a mask."""
+    if ACTION_MASK not in obs:
+        return logits
+    allowed = torch.as_tensor(np.asarray(obs[ACTION_MASK], bool), device=logits.device).reshape(logits.shape)
+    return logits.masked_fill(~allowed, float("-inf"))
 
 
 def obs_to_tensors(obs: Mapping[str, Any], shapes: ObsShapes, device: torch.device | str) -> dict[str, Tensor]:
@@ -195,8 +208,10 @@ class PaperPolicy(nn.Module):
         return logits
 
     def distribution(self, obs: Mapping[str, Any]) -> torch.distributions.Categorical:
-        """The softmax distribution over levels for (NumPy or tensor) observations."""
-        return torch.distributions.Categorical(logits=self(obs_to_tensors(obs, self.shapes, self.device)))
+        """The softmax distribution over levels for (NumPy or tensor) observations; in the rate-budget mode
+        (``obs["action_mask"]``) over the levels the budget allows."""
+        return torch.distributions.Categorical(logits=masked_logits(self(obs_to_tensors(obs, self.shapes, self.device)),
+                                                                    obs))
 
     def probabilities(self, obs: Mapping[str, Any]) -> Tensor:
         return self.distribution(obs).probs

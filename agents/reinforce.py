@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from rlasc_env.engine import Engine, EpisodeRecord, run_copies
 
 from .checkpoint import load_policy, load_training_state, save_policy, save_training_state
-from .policy import PaperPolicy, obs_to_tensors
+from .policy import PaperPolicy, masked_logits, obs_to_tensors
 
 __all__ = ["ReinforceConfig", "ReinforceTrainer", "TrainStats", "discounted_return", "rewards_to_go", "step_weights",
            "episode_objective", "load_reinforce_policy", "policy_param_groups"]
@@ -218,7 +218,7 @@ class ReinforceTrainer:
         entropies: list[torch.Tensor] = []
 
         def act(obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
-            logits = self.policy(obs_to_tensors(obs, self.policy.shapes, self.device))
+            logits = masked_logits(self.policy(obs_to_tensors(obs, self.policy.shapes, self.device)), obs)
             dist = torch.distributions.Categorical(logits=logits)
             action = dist.sample()
             lp = dist.log_prob(action)

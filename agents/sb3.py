@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from tqdm.auto import tqdm
 
 from rlasc_env import SB3VecEnvAdapter
-from rlasc_env.engine import ActFn, Engine
+from rlasc_env.engine import ACTION_MASK, ActFn, Engine
 
 from .policy import PaperFeaturesExtractor
 
@@ -52,8 +52,9 @@ def algo_class(algo: str) -> type[BaseAlgorithm]:
     raise ValueError(f"unknown SB3 algorithm {algo!r}; choose from {SB3_ALGOS}")
 
 
-class AllLevelsValid(VecEnvWrapper):
-    """Action masks for MaskablePPO: every quantization level is valid for every concept."""
+class LevelMasks(VecEnvWrapper):
+    """Action masks for MaskablePPO, one row per env: the batched env's ``action_masks()`` (every level outside the
+    rate-budget mode; the levels the budget allows in it)."""
 
     def reset(self):
         return self.venv.reset()
@@ -65,8 +66,9 @@ class AllLevelsValid(VecEnvWrapper):
         return attr_name == "action_masks" or self.venv.has_attr(attr_name)
 
     def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-        if method_name == "action_masks":
-            return [np.ones(self.action_space.n, bool) for _ in self._get_indices(indices)]
+        if method_name == "action_masks":  # the shared batched env answers for all its envs at once
+            masks = self.venv.env_method("action_masks", indices=[0])[0]
+            return [np.asarray(masks[i], bool) for i in self._get_indices(indices)]
         return self.venv.env_method(method_name, *method_args, indices=indices, **method_kwargs)
 
 
@@ -74,7 +76,10 @@ def make_vec_env(engine: Engine, n_envs: int, algo: str, seed: int) -> VecEnv:
     """SB3 VecEnv of ``n_envs`` batched train-split episodes (codec, task, images of ``engine``)."""
     env: VecEnv = SB3VecEnvAdapter(num_envs=n_envs, **engine.env_kwargs("train"))
     env.seed(seed)
-    return AllLevelsValid(env) if algo == "maskable_ppo" else env
+    if engine.spec.bpp_budget is not None and algo != "maskable_ppo":
+        raise ValueError(f"{algo} does not read action masks: in the rate-budget mode (bpp_budget "
+                         f"{engine.spec.bpp_budget}) train maskable_ppo or reinforce")
+    return LevelMasks(env) if algo == "maskable_ppo" else env
 
 
 def policy_kwargs_from(hp: dict[str, Any]) -> dict[str, Any]:
@@ -238,9 +243,14 @@ def load_sb3(algo: str, path: str | Path, device: str) -> BaseAlgorithm:
 def sb3_act(model: BaseAlgorithm, deterministic: bool = True) -> ActFn:
     """An evaluation policy from an SB3 model: levels from ``model.predict``."""
     def act(obs: dict[str, np.ndarray], slots: np.ndarray) -> np.ndarray:
+        obs = dict(obs)
+        masks = obs.pop(ACTION_MASK, None)  # the rate-budget mode's allowed levels
         if type(model).__name__ == "MaskablePPO":
-            masks = np.ones((len(slots), model.action_space.n), bool)
+            masks = np.ones((len(slots), model.action_space.n), bool) if masks is None else masks
             action, _ = model.predict(obs, deterministic=deterministic, action_masks=masks)
+        elif masks is not None:
+            raise ValueError(f"{type(model).__name__} does not read action masks: the rate-budget mode needs "
+                             "MaskablePPO")
         else:
             action, _ = model.predict(obs, deterministic=deterministic)
         return np.asarray(action, np.int64).reshape(-1)

@@ -26,12 +26,16 @@ from .preview import STAKE_FLOOR, level_preview, preview_entries, preview_size
 from .registration import CURRENT_ID, resolve_env
 from .versions import check_pins, with_pinned_weights
 
-__all__ = ["EnvSpec", "EpisodeRecord", "Engine", "ActFn", "copy_slot", "run_episodes", "run_copies", "reset_slots",
-           "make_engine", "record_from", "EpisodeCore", "EnvParts", "build_parts", "load_items", "observation_space",
+__all__ = ["EnvSpec", "EpisodeRecord", "Engine", "ActFn", "ACTION_MASK", "copy_slot", "run_episodes", "run_copies",
+           "reset_slots", "make_engine", "record_from", "EpisodeCore", "EnvParts", "build_parts", "load_items", "observation_space",
            "NUM_STATS", "stats_size", "STAKE_FLOOR", "level_preview", "preview_entries", "preview_size"]
 
 # act(observation of the live slots, live slot ids) -> levels (one per live slot)
 ActFn = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
+"""A batched policy: (observation dict of k slots, the k slot ids) -> k levels. In the rate-budget mode the
+runners add ``obs[ACTION_MASK]``, bool (k, Q): the levels the budget allows (level 0 always); a level outside it
+raises ``ValueError`` in the core's step."""
+ACTION_MASK = "action_mask"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class EnvSpec:
     preview: bool = False  # the observation carries the level preview (rlasc_env.preview)
     pins: dict[str, Any] | None = None  # the id's pins (make_engine): checked when the engine loads its files
     env_id: str | None = None  # the registered id this spec was resolved from (None: a custom environment)
+    bpp_budget: float | None = None  # rate-budget mode of every episode (docs/benchmark.md); None: off
 
     def env_kwargs(self, split: str) -> dict[str, Any]:
         """Keyword arguments for ``SemanticCodingEnv`` / ``BatchedSemanticCodingEnv`` on ``split``
@@ -60,7 +65,8 @@ class EnvSpec:
         return {"task": self.task, "split": split, "lam": self.lam, "eta": self.eta, "codec": self.codec,
                 "dataset": self.dataset, "data_root": self.data_root, "preset": self.preset,
                 "reference": self.reference, "device": self.device, "images": self.images.get(split),
-                "task_kwargs": self.task_kwargs, "observation": "preview" if self.preview else "paper"}
+                "task_kwargs": self.task_kwargs, "observation": "preview" if self.preview else "paper",
+                "bpp_budget": self.bpp_budget}
 
 
 @dataclass
@@ -126,7 +132,9 @@ class Engine:
         return len(self.parts(split).images)
 
     def core(self, split: str, num_slots: int) -> EpisodeCore:
-        return EpisodeCore(self.parts(split), num_slots, self.spec.lam, self.spec.eta)
+        """An :class:`EpisodeCore` of ``num_slots`` slots on ``split``; with the spec's ``bpp_budget``, every episode
+        it resets is in the rate-budget mode (unless a reset gives its own budget)."""
+        return EpisodeCore(self.parts(split), num_slots, self.spec.lam, self.spec.eta, bpp_budget=self.spec.bpp_budget)
 
     def weight_hashes(self) -> dict[str, str | None]:
         """sha256 of the codec and task-network files this engine runs (None for an in-process network):
@@ -148,10 +156,11 @@ class Engine:
 
 
 def make_engine(env_id: str = CURRENT_ID, *, task: str = "segmentation", observation: str | None = None,
-                lam: float = 1.0, eta: float = 10.0, device: str = "cpu", sizes: dict[str, int] | None = None) -> Engine:
+                lam: float = 1.0, eta: float = 10.0, device: str = "cpu", sizes: dict[str, int] | None = None,
+                bpp_budget: float | None = None) -> Engine:
     """The :class:`Engine` of a registered id and its options, resolved like ``gym.make(env_id, ...)`` (pins checked);
-    ``sizes`` (split -> N) loads only the first N images of a split."""
-    options: dict[str, Any] = {"task": task, "lam": lam, "eta": eta, "device": str(device)}
+    ``sizes`` (split -> N) loads only the first N images of a split; ``bpp_budget``: the rate-budget mode."""
+    options: dict[str, Any] = {"task": task, "lam": lam, "eta": eta, "device": str(device), "bpp_budget": bpp_budget}
     if observation is not None:
         options["observation"] = observation
     config = resolve_env(env_id, **options)
@@ -160,14 +169,17 @@ def make_engine(env_id: str = CURRENT_ID, *, task: str = "segmentation", observa
     spec = EnvSpec(task=config.task, codec=kwargs["codec"], lam=config.lam, eta=config.eta, dataset=kwargs["dataset"],
                    preset=kwargs["preset"], reference=kwargs["reference"], device=config.device,
                    task_kwargs=with_pinned_weights(pins, config.task, None), sizes=dict(sizes or {}),
-                   preview=config.observation == "preview", pins=pins, env_id=env_id)
+                   preview=config.observation == "preview", pins=pins, env_id=env_id, bpp_budget=config.bpp_budget)
     return Engine(spec)
 
 
-def reset_slots(core: EpisodeCore, images: Any, slots: np.ndarray, indices: Sequence[int]) -> dict[str, np.ndarray]:
-    """Start the episodes of ``slots`` on data set images ``indices`` (Algorithm 2, line 3)."""
+def reset_slots(core: EpisodeCore, images: Any, slots: np.ndarray, indices: Sequence[int],
+                bpp_budget: Any = None) -> dict[str, np.ndarray]:
+    """Start the episodes of ``slots`` on data set images ``indices`` (Algorithm 2, line 3); ``bpp_budget``: the
+    rate-budget mode of :meth:`EpisodeCore.reset` (None: off)."""
     batch, labels = load_items(images, list(indices))
-    return core.reset(np.asarray(slots, np.int64), batch, labels, np.asarray(indices, np.int64))
+    return core.reset(np.asarray(slots, np.int64), batch, labels, np.asarray(indices, np.int64),
+                      bpp_budget=bpp_budget)
 
 
 def record_from(info: dict[str, np.ndarray], final: dict[str, np.ndarray], row: int, final_row: int,
@@ -237,6 +249,8 @@ def run_copies(core: EpisodeCore, images: Any, indices: Sequence[int], acts: Seq
                 # costs a decoder pass per level
                 obs = (core.observation(live[rows]) if getattr(act, "needs_observation", True)
                        else core.zero_observation(len(rows)))
+                if (core.budget_bits[live[rows]] >= 0).any():  # rate-budget mode: the levels allowed
+                    obs[ACTION_MASK] = core.action_mask(live[rows])
                 chosen = np.asarray(act(obs, live[rows]), np.int64).reshape(-1)
                 if chosen.shape != (len(rows),):
                     raise ValueError(f"policy returned {chosen.shape[0]} actions for {len(rows)} envs")

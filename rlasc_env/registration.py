@@ -87,10 +87,9 @@ CARDS: dict[str, EnvIdCard] = {card.env_id: card for card in (
               "-v5 with the semantic-fidelity codec `tiny-sf2` (every concept at level 0: 0.295 bpp, segmentation "
               "mIoU 0.53; `tiny`: 0.41 bpp, 0.37); score references; the current id until v7; frozen."),
     EnvIdCard(CURRENT_ID, "preview", OBSERVATIONS,
-              "the current id: -v6 with the codec `tiny-hq` (levels of 1 to 64 coefficients per block, `tiny-sf2`'s 1 "
-              "to 32: the highest level at 96 / 86 / 98% of the originals' segmentation / detection / "
-              "classification, `tiny-sf2`'s 88 / 76 / 94%); observation an option ('preview' default, 'paper'); "
-              "score references."),
+              "the current id: -v6 with the codec `tiny-sf3` (`tiny-sf2`'s networks, the concepts above level 0 "
+              "range-coded: the same decoded images, 10-20% fewer bits at levels 1-5); observation an option "
+              "('preview' default, 'paper'); score references."),
 )}
 
 

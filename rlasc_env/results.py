@@ -9,6 +9,10 @@ coding order, the level chosen for each and the episode's return, with the pins 
      "seeds": [{"seed": 0, "wall_seconds": 512.0,
                 "episodes": [{"image": 0, "concepts": [0, 1, ...], "levels": [3, 4, ...], "return": 2.41}, ...]}]}
 
+A row of the rate-budget mode (``bpp_budget``, docs/benchmark.md) has ``"bpp_budget": b`` in its protocol: its returns
+are the lam = 0 ones and the validator also refuses an episode whose levels take the image over b bpp. Such files
+live in ``results/<id name>/<task>/budget-<b>/<algo>.json``.
+
 :func:`validate_results` replays every episode on the pinned id (the levels by class through
 ``EpisodeCore.finish``: one decoder pass per image, the return L(0) - L(final) of eq. 14) and refuses a file whose
 pins differ from the id's, that misses a protocol image, whose concepts are not the image's, or whose stored return
@@ -30,6 +34,7 @@ import numpy as np
 
 from codec_models.checkpoint import atomic_write
 
+from .env import check_budget
 from .registration import CARDS
 from .score import PROTOCOL
 
@@ -68,12 +73,15 @@ def _id_pins(env_id: str) -> dict[str, Any]:
 def results_document(env_id: str, task: str, algo: str, seeds: dict[int, Sequence[Episode]],
                      entry: dict[str, Any] | None = None, wall_seconds: dict[int, float] | None = None,
                      lam: float = PROTOCOL.lam, eta: float = PROTOCOL.eta,
-                     num_images: int = PROTOCOL.num_images) -> dict[str, Any]:
-    """The JSON document of one (id, task, algo) entry: per seed, one :class:`Episode` per protocol image."""
+                     num_images: int = PROTOCOL.num_images, bpp_budget: float | None = None) -> dict[str, Any]:
+    """The JSON document of one (id, task, algo) entry: per seed, one :class:`Episode` per protocol image.
+    ``bpp_budget``: a row of the rate-budget mode (its returns are the lam = 0 ones)."""
+    protocol = {"split": PROTOCOL.split, "num_images": int(num_images), "lam": float(lam), "eta": float(eta)}
+    if bpp_budget is not None:
+        protocol["bpp_budget"] = float(check_budget(bpp_budget, 1)[0])
     return {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "env_id": env_id, "task": task, "algo": algo,
             "pins": _id_pins(env_id),
-            "protocol": {"split": PROTOCOL.split, "num_images": int(num_images), "lam": float(lam),
-                         "eta": float(eta)},
+            "protocol": protocol,
             "entry": dict(entry or {}),
             "seeds": [{"seed": int(s), "wall_seconds": (wall_seconds or {}).get(s),
                        "episodes": [e.to_dict() for e in sorted(eps, key=lambda e: e.image)]}
@@ -137,6 +145,11 @@ def _check_header(doc: dict[str, Any], path: str, num_images: int) -> list[str]:
     for key, value in want.items():
         if proto.get(key) != value:
             problems.append(f"{path}: protocol {key} is {proto.get(key)!r}, the benchmark's is {value!r}")
+    if "bpp_budget" in proto:
+        try:
+            check_budget(proto["bpp_budget"], 1)
+        except ValueError as exc:
+            problems.append(f"{path}: protocol bpp_budget: {exc}")
     for s in doc["seeds"]:
         images = [e["image"] for e in s["episodes"]]
         missing = sorted(set(range(num_images)) - set(images))
@@ -165,6 +178,7 @@ def validate_results(path: str | os.PathLike, engine: Any = None, atol: float = 
     if out.problems:
         return out
     lam, eta = float(doc["protocol"]["lam"]), float(doc["protocol"]["eta"])
+    budget = doc["protocol"].get("bpp_budget")  # rate-budget mode: the core's reward drops the rate term
     if engine is None:
         engine = make_engine(doc["env_id"], task=doc["task"], observation="paper", lam=lam, eta=eta,
                              sizes={PROTOCOL.split: min(num_images, limit or num_images), "train": 1})
@@ -181,7 +195,7 @@ def validate_results(path: str | os.PathLike, engine: Any = None, atol: float = 
         for start in range(0, len(episodes), batch):
             chunk = episodes[start:start + batch]
             slots = np.arange(len(chunk))
-            reset_slots(core, images, slots, [e["image"] for e in chunk])
+            reset_slots(core, images, slots, [e["image"] for e in chunk], bpp_budget=budget)
             levels = np.zeros((len(chunk), m), np.int64)
             bad = set()
             for j, e in enumerate(chunk):
@@ -198,7 +212,7 @@ def validate_results(path: str | os.PathLike, engine: Any = None, atol: float = 
                     bad.add(j)
                     continue
                 levels[j, order] = lv
-            returns, _ = core.finish(slots, levels)
+            returns = _finish(core, slots, levels, chunk, bad, f"{path}: seed {seed}", out.problems)
             for j, e in enumerate(chunk):
                 if j in bad:
                     continue
@@ -209,3 +223,27 @@ def validate_results(path: str | os.PathLike, engine: Any = None, atol: float = 
                                         f"replayed {float(returns[j]):.6f} (off by {diff:.2e} > {atol:g})")
         out.max_diff[int(seed) if seed is not None else -1] = worst
     return out
+
+
+def _finish(core: Any, slots: np.ndarray, levels: np.ndarray, chunk: list[dict[str, Any]], bad: set[int],
+            where: str, problems: list[str]) -> np.ndarray:
+    """``core.finish`` of the chunk's episodes; in the rate-budget mode an episode over its budget is named in
+    ``problems`` and added to ``bad`` (``finish`` checks every slot before it changes any, so the others are
+    finished one by one)."""
+    try:
+        return core.finish(slots, levels)[0]
+    except ValueError as exc:
+        if "budget" not in str(exc):
+            raise
+    returns = np.full(len(slots), np.nan)
+    for j in range(len(slots)):
+        if j in bad:
+            continue
+        try:
+            returns[j] = core.finish(slots[j:j + 1], levels[j:j + 1])[0][0]
+        except ValueError as exc:
+            if "budget" not in str(exc):
+                raise
+            problems.append(f"{where} image {chunk[j]['image']}: the levels go over the rate budget ({exc})")
+            bad.add(j)
+    return returns

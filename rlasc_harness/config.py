@@ -36,12 +36,19 @@ class EnvFlags:
     """lambda of eq. 13 (rate weight, per bit per pixel); the protocol's is 1."""
     eta: float = 10.0
     """eta of eq. 13 (perceptual loss weight); the protocol's is 10."""
+    bpp_budget: float | None = None
+    """Rate-budget mode (docs/benchmark.md): no episode's bpp exceeds this; the reward drops the rate term (lam 0) and
+    the levels over the budget are masked (reinforce and maskable_ppo read the masks; the baselines respect them)."""
 
     def __post_init__(self) -> None:
         if self.eval_images < 1:
             raise ValueError(f"--eval-images must be >= 1, got {self.eval_images}")
         if self.train_images is not None and self.train_images < 1:
             raise ValueError(f"--train-images must be >= 1, got {self.train_images}")
+        if self.bpp_budget is not None:
+            from rlasc_env.env import check_budget
+
+            self.bpp_budget = float(check_budget(self.bpp_budget, 1)[0])
 
 
 @dataclass

@@ -5,6 +5,7 @@
     python -m rlasc_harness.leaderboard export runs/agent/reinforce-segmentation-*/results.json --algo reinforce
     python -m rlasc_env.validate results/SemanticCoding-v7/*/*.json         # every entry replays
     python -m rlasc_harness.leaderboard build                              # LEADERBOARD.md, byte for byte
+    python -m rlasc_harness.leaderboard baselines --task segmentation --bpp-budget 0.5 --names random fixed preview_rule
 
 Rows: one per results file (an algorithm or baseline on one task), from its per-seed, per-image returns:
 
@@ -37,7 +38,8 @@ from rlasc_env.registration import CURRENT_ID, TASKS
 from rlasc_env.results import Episode, read_results, results_document, write_results
 from rlasc_env.score import PROTOCOL, benchmark_score, load_references
 
-__all__ = ["results_path", "export_runs", "play_baselines", "leaderboard_rows", "build_leaderboard", "main",
+__all__ = ["results_path", "budget_folder", "leaderboard_files", "export_runs", "play_baselines", "leaderboard_rows",
+           "build_leaderboard", "main",
            "BASELINES"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +50,15 @@ PEEKS = ("greedy",)  # references that look at rewards: not legal policies
 BOOTSTRAP_REPS = 2000
 
 
-def results_path(env_id: str, task: str, algo: str, root: Path = RESULTS_DIR) -> Path:
-    """``results/<id name>/<task>/<algo>.json``."""
-    return Path(root) / env_id.split("/")[-1] / task / f"{algo}.json"
+def results_path(env_id: str, task: str, algo: str, root: Path = RESULTS_DIR, bpp_budget: float | None = None) -> Path:
+    """``results/<id name>/<task>/<algo>.json``; a row of the rate-budget mode in ``<task>/budget-<b>/``."""
+    folder = Path(root) / env_id.split("/")[-1] / task
+    return (folder if bpp_budget is None else folder / budget_folder(bpp_budget)) / f"{algo}.json"
+
+
+def budget_folder(bpp_budget: float) -> str:
+    """``budget-<b>``: the folder of the rate-budget rows at ``bpp_budget`` bpp."""
+    return f"budget-{float(bpp_budget):g}"
 
 
 def _episodes(rows: Sequence[dict[str, Any]]) -> list[Episode]:
@@ -65,6 +73,7 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
     walls: dict[int, float] = {}
     entry: dict[str, Any] = {"runs": []}
     env_id = task = None
+    budgets: set[float | None] = set()
     for path in run_files:
         run = json.loads(Path(path).read_text())
         ev = run.get("eval", {}).get(row)
@@ -75,6 +84,9 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
         if (env_id, task) not in ((None, None), (run_id, run_task)):
             raise ValueError(f"{path}: {run_id} {run_task}, the other runs are {env_id} {task}")
         env_id, task = run_id, run_task
+        budgets.add((config.get("config") or {}).get("bpp_budget"))
+        if len(budgets) > 1:
+            raise ValueError(f"{path}: rate budget {sorted(budgets, key=str)}: the runs of one row share one budget")
         if run["eval_images"] != PROTOCOL.num_images:
             raise ValueError(f"{path}: evaluated on {run['eval_images']} images, the protocol has {PROTOCOL.num_images}")
         seed = int(run["seed"])
@@ -90,25 +102,30 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
                               "train_episodes": run.get("train_episodes")})
     if env_id is None:
         raise ValueError("give at least one results.json")
-    entry["command"] = f"python train_agent.py --algo {algo} --task {task} --seeds {' '.join(map(str, sorted(seeds)))}"
-    out = results_path(env_id, task, algo, root)
-    write_results(out, results_document(env_id, task, algo, seeds, entry, walls))
+    budget = budgets.pop()
+    entry["command"] = (f"python train_agent.py --algo {algo} --task {task} --seeds {' '.join(map(str, sorted(seeds)))}"
+                        + ("" if budget is None else f" --bpp-budget {budget:g}"))
+    out = results_path(env_id, task, algo, root, budget)
+    write_results(out, results_document(env_id, task, algo, seeds, entry, walls, bpp_budget=budget))
     return out
 
 
 def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = BASELINES, seeds: int = 5,
                    num_images: int = PROTOCOL.num_images, root: Path = RESULTS_DIR, device: str = "cpu",
-                   log: Any = print) -> list[Path]:
+                   log: Any = print, bpp_budget: float | None = None) -> list[Path]:
     """Play the baselines on the protocol's images and write one results file each: ``random`` (seeds
     0..``seeds``-1), ``fixed_<q>`` for every level, the preview rule (weight fitted on 16 training images, as the
-    references) and the greedy look-ahead."""
+    references) and the greedy look-ahead. ``bpp_budget``: the rate-budget mode's rows (the policies respect the
+    mask, :mod:`agents.baselines`; greedy, which steps every level, is refused there)."""
     from agents.baselines import FixedPolicy, RandomPolicy, greedy_episodes
     from rlasc_env.engine import make_engine, run_episodes
 
     from .runner import fitted_preview_rule
 
+    if bpp_budget is not None and "greedy" in names:
+        raise ValueError("greedy steps every level: it has no row in the rate-budget mode (--names without greedy)")
     engine = make_engine(env_id, task=task, observation="preview", lam=PROTOCOL.lam, eta=PROTOCOL.eta, device=device,
-                         sizes={PROTOCOL.split: num_images, "train": 16})
+                         sizes={PROTOCOL.split: num_images, "train": 16}, bpp_budget=bpp_budget)
     images = engine.parts(PROTOCOL.split).images
     q = engine.num_levels
     indices = range(num_images)
@@ -119,9 +136,9 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
     def write(algo: str, runs: dict[int, list[Any]], walls: dict[int, float], extra: dict[str, Any]) -> None:
         seeds_eps = {s: [Episode(r.image_index, r.concepts, r.levels, r.episode_return) for r in recs]
                      for s, recs in runs.items()}
-        out.append(write_results(results_path(env_id, task, algo, root),
+        out.append(write_results(results_path(env_id, task, algo, root, bpp_budget),
                                  results_document(env_id, task, algo, seeds_eps, {**record, **extra}, walls,
-                                                  num_images=num_images)))
+                                                  num_images=num_images, bpp_budget=bpp_budget)))
         log(f"{task} {algo}: mean return {np.mean([e.episode_return for e in seeds_eps[min(seeds_eps)]]):.4f}")
 
     def timed(fn: Any) -> tuple[Any, float]:
@@ -187,19 +204,23 @@ def _p_improvement(x: np.ndarray, y: np.ndarray) -> float:
     return float(metrics.probability_of_improvement(x, y))
 
 
-def leaderboard_rows(env_id: str, task: str, root: Path = RESULTS_DIR) -> list[dict[str, Any]]:
-    """One row per results file of ``env_id`` and ``task``, best score first (greedy, which peeks, last)."""
-    folder = results_path(env_id, task, "x", root).parent
+def leaderboard_rows(env_id: str, task: str, root: Path = RESULTS_DIR,
+                     bpp_budget: float | None = None) -> list[dict[str, Any]]:
+    """One row per results file of ``env_id`` and ``task``, best score first (greedy, which peeks, last). In the
+    rate-budget mode (``bpp_budget``) there are no score references: the score is the mean return (lam 0)."""
+    folder = results_path(env_id, task, "x", root, bpp_budget).parent
     docs = [read_results(p) for p in sorted(folder.glob("*.json"))]
     rows = []
     per_image: dict[str, np.ndarray] = {}
     for doc in docs:
-        if (doc["env_id"], doc["task"]) != (env_id, task):
-            raise ValueError(f"{folder}/{doc['algo']}.json holds {doc['env_id']} {doc['task']}")
+        if (doc["env_id"], doc["task"], doc["protocol"].get("bpp_budget")) != (env_id, task, bpp_budget):
+            raise ValueError(f"{folder}/{doc['algo']}.json holds {doc['env_id']} {doc['task']} with rate budget "
+                             f"{doc['protocol'].get('bpp_budget')}")
         returns = np.array([[e["return"] for e in sorted(s["episodes"], key=lambda e: e["image"])]
                             for s in doc["seeds"]])  # (seeds, images)
         per_image[doc["algo"]] = returns
-        scores = np.array([benchmark_score(r, task, env_id) for r in returns])
+        scores = (returns.mean(1) if bpp_budget is not None
+                  else np.array([benchmark_score(r, task, env_id) for r in returns]))
         iqm, low, high = _iqm_interval(scores)
         walls = [s.get("wall_seconds") for s in doc["seeds"] if s.get("wall_seconds") is not None]
         devices = sorted({str(r.get("device")) for r in doc["entry"].get("runs", [])} or {str(doc["entry"].get(
@@ -217,6 +238,20 @@ def leaderboard_rows(env_id: str, task: str, root: Path = RESULTS_DIR) -> list[d
     return rows
 
 
+def _table(rows: list[dict[str, Any]], score_name: str) -> list[str]:
+    """The Markdown table of ``rows`` (``leaderboard_rows``), or a line saying there is none."""
+    if not rows:
+        return ["No entry yet.", ""]
+    lines = [f"| entry | seeds | {score_name} | mean return | P(> best baseline) | wall time per seed | device |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = f"{r['p_improvement']:.2f} (vs {r['versus']})" if "p_improvement" in r else "–"
+        name = f"{r['algo']} (peeks)" if r["algo"] in PEEKS else r["algo"]
+        lines.append(f"| {name} | {r['seeds']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
+                     f"{r['return_mean']:.4f} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
+    return lines + [""]
+
+
 def _fmt_wall(seconds: float | None) -> str:
     if seconds is None:
         return "–"
@@ -225,7 +260,13 @@ def _fmt_wall(seconds: float | None) -> str:
 
 def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str:
     """The Markdown of ``LEADERBOARD.md`` (deterministic: the same files give the same bytes)."""
-    lines = [f"# Leaderboard: `{env_id}`", "",
+    frozen = [f"rlasc/{p.name}" for p in sorted(Path(root).iterdir()) if p.is_dir() and f"rlasc/{p.name}" != env_id
+              ] if Path(root).is_dir() else []
+    status = (f"The current id. Earlier ids keep their tables: " + ", ".join(
+        f"[`{i}`](results/{i.split('/')[-1]}/LEADERBOARD.md)" for i in frozen) + "." if env_id == CURRENT_ID and frozen
+        else "The current id." if env_id == CURRENT_ID else f"A frozen id: the benchmark is now `{CURRENT_ID}` "
+        "([LEADERBOARD.md](../../LEADERBOARD.md)); these rows stay as they were played.")
+    lines = [f"# Leaderboard: `{env_id}`", "", status, "",
              "Generated by `python -m rlasc_harness.leaderboard build` from `results/` (do not edit by hand). Every "
              "file there replays: `python -m rlasc_env.validate results/*/*/*.json`. Protocol: the first "
              f"{PROTOCOL.num_images} test images, lam {PROTOCOL.lam:g}, eta {PROTOCOL.eta:g}, deterministic actions. "
@@ -233,19 +274,24 @@ def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str
              "over seeds with its 95% stratified bootstrap interval (rliable). P(>): rliable's probability that "
              "the row beats the best baseline that reads only the observation, per image.", ""]
     for task in TASKS:
-        rows = leaderboard_rows(env_id, task, root) if results_path(env_id, task, "x", root).parent.is_dir() else []
-        lines += [f"## {task}", ""]
-        if not rows:
-            lines += ["No entry yet.", ""]
-            continue
-        lines += ["| entry | seeds | score (IQM) [95% CI] | mean return | P(> best baseline) | wall time per seed | "
-                  "device |", "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            p = f"{r['p_improvement']:.2f} (vs {r['versus']})" if "p_improvement" in r else "–"
-            name = f"{r['algo']} (peeks)" if r["algo"] in PEEKS else r["algo"]
-            lines.append(f"| {name} | {r['seeds']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
-                         f"{r['return_mean']:.4f} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
-        lines.append("")
+        lines += [f"## {task}", ""] + _table(leaderboard_rows(env_id, task, root) if results_path(
+            env_id, task, "x", root).parent.is_dir() else [], "score (IQM) [95% CI]")
+    lines += ["## Rate-budget mode", "",
+              "`bpp_budget` b (docs/benchmark.md): no episode goes over b bpp (the validator replays the budget), the "
+              "reward drops the rate term (lam 0), the levels over the budget are masked. No score references exist "
+              "for it, so the score column is the mean return: IQM over seeds of the per-seed mean, with its 95% "
+              "stratified bootstrap interval. Rows: `python -m rlasc_harness.leaderboard baselines --bpp-budget B "
+              "--names random fixed preview_rule`, and `train_agent.py --bpp-budget B` runs exported.", ""]
+    budgets = sorted({float(p.name.split("-", 1)[1]) for task in TASKS
+                      for p in results_path(env_id, task, "x", root).parent.glob("budget-*") if p.is_dir()})
+    if not budgets:
+        lines += ["No entry yet.", ""]
+    for budget in budgets:
+        for task in TASKS:
+            folder = results_path(env_id, task, "x", root, budget).parent
+            if folder.is_dir():
+                lines += [f"### {task}, {budget:g} bpp", ""] + _table(leaderboard_rows(env_id, task, root, budget),
+                                                                       "mean return (IQM) [95% CI]")
     lines += ["## Submitting an entry", "",
               "1. Play your policy on the protocol's 200 test images for each seed and write "
               "`results/<id name>/<task>/<algo>.json` (`rlasc_env.results.results_document` and `write_results`; "
@@ -255,13 +301,24 @@ def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str
     return "\n".join(lines)
 
 
+def leaderboard_files(root: Path = RESULTS_DIR) -> dict[Path, str]:
+    """Every leaderboard ``build`` writes: ``LEADERBOARD.md`` for the current id, and
+    ``results/<id name>/LEADERBOARD.md`` for every earlier id that has results."""
+    files = {ROOT / "LEADERBOARD.md": build_leaderboard(CURRENT_ID, root)}
+    for folder in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if folder.is_dir() and f"rlasc/{folder.name}" != CURRENT_ID:
+            files[folder / "LEADERBOARD.md"] = build_leaderboard(f"rlasc/{folder.name}", root)
+    return files
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="write LEADERBOARD.md from results/")
-    b.add_argument("--env-id", default=CURRENT_ID)
+    b = sub.add_parser("build", help="write LEADERBOARD.md (the current id) and results/<id>/LEADERBOARD.md (earlier "
+                                     "ids) from results/")
+    b.add_argument("--env-id", default=None, help="only this id's table, to --out")
     b.add_argument("--root", type=Path, default=RESULTS_DIR)
-    b.add_argument("--out", type=Path, default=ROOT / "LEADERBOARD.md")
+    b.add_argument("--out", type=Path, default=None)
     e = sub.add_parser("export", help="results file from train_agent.py runs (one results.json per seed)")
     e.add_argument("runs", nargs="+")
     e.add_argument("--algo", required=True)
@@ -273,10 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--root", type=Path, default=RESULTS_DIR)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bpp-budget", type=float, default=None, help="rows of the rate-budget mode at this budget")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        args.out.write_text(build_leaderboard(args.env_id, args.root))
-        print(f"wrote {args.out}")
+        if args.env_id is not None:
+            out = args.out or ROOT / "LEADERBOARD.md"
+            out.write_text(build_leaderboard(args.env_id, args.root))
+            print(f"wrote {out}")
+        else:
+            for path, text in leaderboard_files(args.root).items():
+                path.write_text(text)
+                print(f"wrote {path}")
     elif args.cmd == "export":
         print(f"wrote {export_runs(args.runs, args.algo, args.root)}")
     else:
@@ -284,8 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         for task in args.task:
-            load_references(task, args.env_id)  # the score needs them: fail before playing
-            play_baselines(task, args.env_id, args.names, args.seeds, root=args.root)
+            if args.bpp_budget is None:
+                load_references(task, args.env_id)  # the score needs them: fail before playing
+            play_baselines(task, args.env_id, args.names, args.seeds, root=args.root, bpp_budget=args.bpp_budget)
     return 0
 
 

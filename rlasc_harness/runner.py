@@ -87,7 +87,7 @@ def make_engine(cfg: EnvFlags, task: str, device: str) -> Engine:
     if cfg.train_images is not None:
         sizes["train"] = cfg.train_images
     return engine_of(cfg.env_id, task=task, observation=cfg.observation, lam=cfg.lam, eta=cfg.eta, device=device,
-                     sizes=sizes)
+                     sizes=sizes, bpp_budget=cfg.bpp_budget)
 
 
 def protocol_references(cfg: EnvFlags, engine: Engine, log: Log = print) -> Any:
@@ -98,6 +98,10 @@ def protocol_references(cfg: EnvFlags, engine: Engine, log: Log = print) -> Any:
 
     if engine.spec.env_id is None:
         return None  # a custom environment: no id, no score
+    if engine.spec.bpp_budget is not None:
+        log(f"baselines played, no benchmark score: the rate-budget mode (bpp_budget {engine.spec.bpp_budget}) has no "
+            "score references; its rows are mean returns (LEADERBOARD.md)")
+        return None
     if (cfg.lam, cfg.eta) != (PROTOCOL.lam, PROTOCOL.eta):
         log(f"baselines played, no benchmark score: lam {cfg.lam}, eta {cfg.eta} are not the protocol's")
         return None
@@ -304,9 +308,13 @@ def run_one(cfg: TrainAgentConfig, engine: Engine, task: str, seed: int, device:
                 f"is seed 0's)")
     if not first:
         policies = {k: v for k, v in policies.items() if k in ("policy", "random") and k not in cache}
+    budget = engine.spec.bpp_budget is not None
+    if budget and first and (cfg.greedy or cfg.oracle_cap or cfg.random_search):
+        log("greedy, the oracle and random search not run: they try every level, and the rate-budget mode masks some")
     ev = evaluate(engine, policies, cfg.eval_images, batch_size=cfg.eval_batch,
-                  greedy=cfg.greedy and first and refs is None, oracle_cap=cfg.oracle_cap if first else 0,
-                  log=log, keep_returns=True, random_search=cfg.random_search if first else ())
+                  greedy=cfg.greedy and first and refs is None and not budget,
+                  oracle_cap=cfg.oracle_cap if first and not budget else 0,
+                  log=log, keep_returns=True, random_search=cfg.random_search if first and not budget else ())
     if first:
         cache.update({k: dict(v) for k, v in ev.items() if k not in ("policy", "random")})
     ev.update({k: dict(v) for k, v in cache.items()})
@@ -392,6 +400,9 @@ def run(cfg: TrainAgentConfig, log: Log = print, engine_factory: EngineFactory =
     tasks = list(cfg.task)
     if not tasks:
         raise ValueError("give at least one --task")
+    if cfg.bpp_budget is not None and cfg.algo not in ("reinforce", "maskable_ppo"):
+        raise ValueError(f"--algo {cfg.algo} does not read action masks: the rate-budget mode (--bpp-budget) trains "
+                         "reinforce or maskable_ppo")
     several = len(seeds) * len(tasks) > 1
     if several and cfg.eval_only is not None:
         raise ValueError("--eval-only evaluates one saved policy: give one task and one seed")

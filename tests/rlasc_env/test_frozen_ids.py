@@ -58,7 +58,7 @@ def test_v5_fixed_levels_replay_its_score_references(level):
 
 def test_v6_fixed_level_replays_its_score_references():
     """-v6, the current id until v7, is frozen: level 4 replays rlasc_env/references/SemanticCoding-v6.json, and -v7
-    (the codec tiny-hq, the same task networks) gives other returns on the same images."""
+    (the codec tiny-sf3: the same decoded images, fewer bits) gives other returns on the same images."""
     from rlasc_env.score import load_references
 
     stored = load_references("detection", "rlasc/SemanticCoding-v6").returns["fixed_4"][:2]

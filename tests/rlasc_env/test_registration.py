@@ -37,7 +37,7 @@ def test_current_id_is_the_latest_and_pins_v6_with_the_finer_codec():
     assert v6["codec"] == "tiny-sf2" and v6["codec_sha256"] != v5["codec_sha256"]
     assert {k: v for k, v in v7.items() if not k.startswith("codec")} == {k: v for k, v in v6.items()
                                                                           if not k.startswith("codec")}
-    assert v7["codec"] == "tiny-hq" and v7["codec_sha256"] != v6["codec_sha256"]
+    assert v7["codec"] == "tiny-sf3" and v7["codec_sha256"] != v6["codec_sha256"]
     assert v5["image_size"] == [64, 128] and v5["preset"] == "tiny"
     for old in ("rlasc/SemanticCoding-v5", "rlasc/SemanticCoding-v6"):
         assert rlasc_env.CARDS[old].observations == ("preview", "paper") and "frozen" in rlasc_env.CARDS[old].history

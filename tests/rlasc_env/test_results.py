@@ -77,3 +77,31 @@ def test_cli_refuses_a_file_that_does_not_cover_the_protocol(tmp_path, played, c
     out = capsys.readouterr().out
     assert "REFUSED" in out and "num_images is 4, the benchmark's is 200" in out
     assert np.isfinite(doc["seeds"][0]["episodes"][0]["return"])
+
+
+def test_budget_rows_replay_and_an_episode_over_its_budget_is_refused(tmp_path, engine):
+    """A rate-budget row (protocol bpp_budget): its lam = 0 returns replay; levels that take an image over the budget
+    are refused with the image named; the same returns without the budget do not replay; a bad budget is refused."""
+    from rlasc_env.engine import reset_slots
+
+    core, images = engine.core("test", N), engine.parts("test").images
+    reset_slots(core, images, np.arange(N), range(N), bpp_budget=1.0)
+    orders = [core.order[j, :core.count[j]].tolist() for j in range(N)]
+    levels = np.zeros((N, engine.codec.num_classes), np.int64)
+    levels[np.arange(N), [order[0] for order in orders]] = 3  # the first concept at level 3, the others at 0
+    returns, _ = core.finish(np.arange(N), levels)
+    episodes = {0: [Episode(i, orders[i], [3] + [0] * (len(orders[i]) - 1), float(returns[i])) for i in range(N)]}
+    doc = results_document(CURRENT_ID, "segmentation", "preview_rule", episodes, num_images=N, bpp_budget=1.0)
+    assert doc["protocol"]["bpp_budget"] == 1.0
+    assert validate_results(_write(tmp_path, doc), engine=engine, num_images=N).ok
+    over = json.loads(json.dumps(doc))
+    over["seeds"][0]["episodes"][1]["levels"] = [engine.num_levels - 1] * len(orders[1])
+    problems = validate_results(_write(tmp_path, over), engine=engine, num_images=N).problems
+    assert len(problems) == 1 and "image 1: the levels go over the rate budget" in problems[0]
+    plain = json.loads(json.dumps(doc))
+    del plain["protocol"]["bpp_budget"]  # lam 1: the rate term is back, every return differs
+    assert len(validate_results(_write(tmp_path, plain), engine=engine, num_images=N).problems) == N
+    bad = json.loads(json.dumps(doc))
+    bad["protocol"]["bpp_budget"] = -1
+    assert any("protocol bpp_budget" in p for p in validate_results(_write(tmp_path, bad), engine=engine,
+                                                                    num_images=N).problems)

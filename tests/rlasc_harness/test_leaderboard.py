@@ -66,13 +66,63 @@ def test_export_from_train_agent_runs(tmp_path, root):
 
 
 def test_shipped_leaderboard_regenerates_and_its_files_replay():
-    """LEADERBOARD.md is `python -m rlasc_harness.leaderboard build`'s output, byte for byte, and the first images of
-    every shipped results file replay on their id (the validator's full run: `python -m rlasc_env.validate`)."""
+    """LEADERBOARD.md (the current id) and results/<id>/LEADERBOARD.md (earlier ids) are `python -m
+    rlasc_harness.leaderboard build`'s output, byte for byte, and the first images of every shipped results file
+    replay on their id (the validator's full run: `python -m rlasc_env.validate`)."""
     from rlasc_env import CURRENT_ID
     from rlasc_env.results import validate_results
     from rlasc_harness.leaderboard import RESULTS_DIR, ROOT
 
-    assert (ROOT / "LEADERBOARD.md").read_text() == build_leaderboard(CURRENT_ID)
-    for path in sorted(RESULTS_DIR.glob("*/*/*.json")):
+    from rlasc_harness.leaderboard import leaderboard_files
+
+    files = leaderboard_files()
+    assert files[ROOT / "LEADERBOARD.md"] == build_leaderboard(CURRENT_ID)
+    for path, text in files.items():
+        assert path.read_text() == text, path
+    for path in sorted([*RESULTS_DIR.glob("*/*/*.json"), *RESULTS_DIR.glob("*/*/budget-*/*.json")]):
         replay = validate_results(path, limit=2)
         assert replay.ok, replay.problems
+
+
+def test_budget_baselines_respect_the_budget_replay_and_get_their_section(tmp_path):
+    """The rate-budget rows: play_baselines with bpp_budget writes budget-<b>/ files whose episodes stay within the
+    budget (masked random, clipped fixed levels, the masked preview rule), they replay, and build shows them in the
+    rate-budget section; greedy is refused there."""
+    from rlasc_env.results import validate_results
+    from rlasc_harness.leaderboard import play_baselines
+
+    budget = 0.8  # above every image's all-level-0 rate on -v5 (codec tiny)
+    paths = play_baselines("segmentation", ENV, ("random", "fixed", "preview_rule"), seeds=2, num_images=N,
+                           root=tmp_path, log=lambda *_: None, bpp_budget=budget)
+    assert all(p.parent.name == "budget-0.8" for p in paths) and len(paths) == 1 + 6 + 1
+    engine = make_engine(ENV, task="segmentation", observation="paper", sizes={"test": N, "train": 1})
+    for path in paths:
+        doc = read_results(path)
+        assert doc["protocol"]["bpp_budget"] == budget
+        replay = validate_results(path, engine=engine, num_images=N)
+        assert replay.ok, replay.problems
+    fixed5 = read_results(results_path(ENV, "segmentation", "fixed_5", tmp_path, budget))
+    levels = [q for e in fixed5["seeds"][0]["episodes"] for q in e["levels"]]
+    assert max(levels) == 5 and min(levels) < 5  # level 5 where the budget allows it, lower where it does not
+    text = build_leaderboard(ENV, tmp_path)
+    assert "### segmentation, 0.8 bpp" in text and "| preview_rule | 1 |" in text
+    assert text.index("## Rate-budget mode") < text.index("### segmentation, 0.8 bpp")
+    with pytest.raises(ValueError, match="greedy steps every level"):
+        play_baselines("segmentation", ENV, ("greedy",), num_images=N, root=tmp_path, bpp_budget=budget)
+
+
+def test_train_agent_in_the_rate_budget_mode(tmp_path):
+    """train_agent.py --bpp-budget: REINFORCE samples and evaluates within the budget (its masks), the baselines
+    too; no greedy, no score; an algorithm that reads no mask is refused before training."""
+    from rlasc_harness.config import TrainAgentConfig
+    from rlasc_harness.runner import run
+
+    cfg = TrainAgentConfig(env_id=ENV, bpp_budget=0.8, episodes=8, eval_images=3, train_images=8, preview_rule_images=2,
+                           run_dir=tmp_path / "run", threads=1, progress=False)
+    run(cfg, log=lambda *_: None)  # the core refuses a step over the budget: finishing is the check
+    ev = json.loads((tmp_path / "run" / "results.json").read_text())["eval"]
+    assert "greedy" not in ev and "policy" in ev and "preview_rule" in ev
+    for name, row in ev.items():
+        assert row["bpp_mean"] is None or row["bpp_mean"] <= 0.8 + 1e-9, name
+    with pytest.raises(ValueError, match="does not read action masks"):
+        run(TrainAgentConfig(env_id=ENV, algo="ppo", bpp_budget=0.8, run_dir=tmp_path / "ppo"), log=lambda *_: None)
