@@ -253,15 +253,16 @@ def test_shipped_tiny_codec():
     assert info["bits"] == len(codec.compress(image, {**coarse, **info["levels"]})) * 8
 
 
-def test_base_section_codec_bits_are_the_file():
-    """Bitstream format 4 (tiny-sf2): every step's bits, with the base section's padding, are the file's; the
-    observation's per-level rate (preview) is the concept's own bits."""
+@pytest.mark.parametrize("codec_name", ["tiny-sf2", "tiny-sf3"])
+def test_base_section_codec_bits_are_the_file(codec_name):
+    """Bitstream format 4 (tiny-sf2; tiny-sf3 with range-coded concepts): every step's bits, with the base section's
+    padding, are the file's; the observation's per-level rate (preview) is the concept's own bits."""
     from codec_models import load_codec, load_dataset
 
-    codec = load_codec("tiny-sf2", device="cpu")
+    codec = load_codec(codec_name, device="cpu")
     assert codec.bitstream_version == 4
     data = load_dataset("streets", split="test", preset="tiny", size=3)
-    env = SemanticCodingEnv(task="pixel-test", codec="tiny-sf2", images=data, observation="preview")
+    env = SemanticCodingEnv(task="pixel-test", codec=codec_name, images=data, observation="preview")
     coarse = {m: 0 for m in range(codec.num_classes)}
     for seed in (0, 1):
         (_, info0), steps = run_episode(env, seed=seed, actions_seed=seed)

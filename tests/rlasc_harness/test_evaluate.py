@@ -537,7 +537,7 @@ def test_cli_flags_parse():
     from rlasc_harness.evaluate_codecs.runner import EvalConfig
 
     pinned = tyro.cli(EvalConfig, args=[]).resolved()  # the current id's codec, task networks and data
-    assert pinned.codec == ("tiny-sf2",) and pinned.task_weights.endswith("weights/v3") and pinned.preset == "tiny"
+    assert pinned.codec == ("tiny-sf3",) and pinned.task_weights.endswith("weights/v3") and pinned.preset == "tiny"
     with pytest.raises(ValueError, match="contradict"):
         tyro.cli(EvalConfig, args=["--codec", "tiny-v0"]).resolved()
     cfg = tyro.cli(EvalConfig, args=["--env-id", "None", "--codec", "tiny", "--policy", "runs/a/policy.pt", "--task-weights", "w",
