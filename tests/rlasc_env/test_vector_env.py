@@ -155,7 +155,7 @@ def test_benchmark_measures_the_current_id_beside_v4(tmp_path):
                  "--json", str(out), "--no-progress"]) == 0
     res = json.loads(out.read_text())
     assert res["env_id"] == "rlasc/SemanticCoding-v7" and res["observation"] == "preview"
-    assert res["compare_codec"] == "rlasc/SemanticCoding-v4" and res["codec"].endswith("tiny-sf2.pt")
+    assert res["compare_codec"] == "rlasc/SemanticCoding-v4" and res["codec"].endswith("tiny-sf3.pt")
     assert res["single_env_steps_per_s"] > 0 and res["compare_single_env_ms_per_transition"] > 0
     # issue 30: the fast paths against the reference ops (and -v4 on them), timed in the same run
     assert res["reference_ops"] and not res["windowed_preview"]
