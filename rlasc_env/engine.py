@@ -27,7 +27,8 @@ from .registration import CURRENT_ID, resolve_env
 from .versions import check_pins, with_pinned_weights
 
 __all__ = ["EnvSpec", "EpisodeRecord", "Engine", "ActFn", "ACTION_MASK", "copy_slot", "run_episodes", "run_copies",
-           "reset_slots", "make_engine", "record_from", "EpisodeCore", "EnvParts", "build_parts", "load_items", "observation_space",
+           "reset_slots", "make_engine", "record_from", "EpisodeCore", "EnvParts", "build_parts", "load_items",
+           "observation_space",
            "NUM_STATS", "stats_size", "STAKE_FLOOR", "level_preview", "preview_entries", "preview_size"]
 
 # act(observation of the live slots, live slot ids) -> levels (one per live slot)

@@ -74,7 +74,8 @@ def main() -> None:
                 x_hat = torch.stack([codec.decompress(f) for f in files])
                 bits = torch.tensor([8.0 * len(f) for f in files])
                 batches.append((idx, images, x_hat, labels, bits, data.instance_batch(idx)))
-            row = {"ratio": ratio, "level": level, "centres": codec.config.level_centers[level], **score_images(batches, tasks, None, data.count)}
+            row = {"ratio": ratio, "level": level, "centres": codec.config.level_centers[level],
+                   **score_images(batches, tasks, None, data.count)}
             out["rows"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
         print(f"ratio {ratio}: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
