@@ -633,6 +633,28 @@ def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_s
     codec.invalidate_id()
 
 
+def requantized(codec: SemanticCodec, dataset: Dataset, images: int, channel_step_ratio: float | None = None,
+                coder: str | None = None, label_neighbours: str | None = None) -> SemanticCodec:
+    """A copy of ``codec`` with the same networks under another quantizer or entropy coder: the quantization matrix
+    ``channel_step_ratio`` (``CodecConfig.channel_step_ratio``: channel c of n gets the level's step times
+    r ** (c / (n - 1))) and the concept payloads' ``coder`` ("huffman" or "range"); None keeps the codec's own.
+    A new matrix changes the symbols, so the symbol tables and the label-map model are refit on ``images`` images
+    of ``dataset`` (the label model with ``label_neighbours``' contexts, None: the codec's own); the source codec is
+    left as it was."""
+    changes: dict[str, Any] = {}
+    if channel_step_ratio is not None:
+        changes["channel_step_ratio"] = float(channel_step_ratio)
+    if coder is not None:
+        changes["coder"] = coder
+    config = replace(codec.config, **changes).validate()
+    out = SemanticCodec(config).to(codec.device)
+    out.load_state_dict(codec.state_dict())
+    out.label_model = codec.label_model
+    out.meta = dict(getattr(codec, "meta", {}) or {})
+    fit_code_tables(out, dataset, images, progress=False, label_neighbours=label_neighbours)
+    return out
+
+
 @torch.no_grad()
 def fit_label_model(codec: SemanticCodec, dataset: Dataset, images: int, neighbours: str, batch_size: int = 32) -> None:
     """Refit only the label-map model (eq. 27) on F's label maps of ``images`` training images, with the

@@ -22,7 +22,11 @@ is selected on *validation* images by those same networks, and the codec is scor
 
 The run resumes from ``<run_dir>/fidelity_last.pt`` (weights, D, optimizers, step, random states, best score); the
 best checkpoint by the selection score is ``best.pt`` and the final export ``codec.pt`` (``--export`` too). Because E
-and the code tables are unchanged, the bits of every (concept, level) are those of the starting codec.
+and the code tables are unchanged, the bits of every (concept, level) are those of the starting codec, unless the run
+starts under a new quantizer (``--channel-step-ratio``, ``--coder``): then the tables are refit once, before the
+first step, and the decoder learns the symbols the new quantizer sends:
+
+    python train_codec.py fidelity --codec tiny-hq --channel-step-ratio 16 --coder range --label-neighbours wnne
 """
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ from codec_models.device import resolve_device
 from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
 from codec_models.perceptual import perceptual_loss
 from codec_models.training import (data_preset_of, environment_record, export_codec, fit_code_tables,
-                                   fit_label_model, make_grid_image, write_json)
+                                   fit_label_model, make_grid_image, requantized, write_json)
 from rlasc_env.tasks import Task, make_task
 from rlasc_harness.stage3 import load_start_codec, task_training_loss, train_and_export
 
@@ -74,6 +78,12 @@ class FidelityConfig:
     # --segmenter-from: F comes from that codec and the code tables are refitted on its label maps (--label-images
     # images, --label-neighbours contexts); E and the decoder stay --codec's.
     segmenter_from: str | None = None  # start with F taken from this codec (name or codec.pt)
+    # A new quantizer for the start (ignored by --resume, which keeps the run's): the quantization matrix r
+    # (channel c of n gets the level's step times r ** (c / (n - 1))) and the concept payloads' entropy coder
+    # (huffman | range). The symbol tables are refit on --label-images training images before the first step, so
+    # the decoder trains on the symbols it will be sent (codec_models.training.requantized).
+    channel_step_ratio: float | None = None
+    coder: str | None = None
     seed: int = 0  # torch and data-order seed
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (0: torch's default)
@@ -188,12 +198,20 @@ class FidelityTrainer:
         record = Path(self.sources["codec"]).with_suffix(".json")
         if "codec_record" not in self.sources and record.is_file():  # how the starting codec was trained (stage I)
             self.sources["codec_record"] = json.loads(record.read_text())
-        codec = self.codec
+        preset = data_preset_of(self.codec.config.name)
+        self.train_set = load_dataset("streets", "train", preset=preset, size=cfg.train_images, progress=False)
         refit = saved is None and cfg.segmenter_from is not None
         if refit:
             donor, _, donor_path = load_start_codec(cfg.segmenter_from, self.device)
-            codec.segmenter.load_state_dict(donor.segmenter.state_dict())
+            self.codec.segmenter.load_state_dict(donor.segmenter.state_dict())
             self.sources["segmenter"] = str(donor_path)
+        if saved is None and (cfg.channel_step_ratio is not None or cfg.coder is not None):
+            self.codec = requantized(self.codec, self.train_set, cfg.label_images, cfg.channel_step_ratio, cfg.coder,
+                                     label_neighbours=cfg.label_neighbours if refit else None)
+            self.sources["quantizer"] = {"channel_step_ratio": self.codec.config.channel_step_ratio,
+                                         "coder": self.codec.config.coder, "table_images": cfg.label_images}
+            refit = False  # the tables were just refit
+        codec = self.codec
         for module in (codec.segmenter, codec.perceptual, codec.encoder, codec.classifier):
             module.requires_grad_(False).eval()
         self.trained = [codec.local, codec.global_, codec.attention]
@@ -209,8 +227,6 @@ class FidelityTrainer:
             task.network.requires_grad_(False).eval()
             self.tasks[name] = task
         self.sources["task_networks"] = {name: str(task.describe().get("weights")) for name, task in self.tasks.items()}
-        preset = data_preset_of(codec.config.name)
-        self.train_set = load_dataset("streets", "train", preset=preset, size=cfg.train_images, progress=False)
         val = load_dataset("streets", "val", preset=preset, size=cfg.val_images, progress=False)
         self.val_x = torch.stack([val[i][0] for i in range(len(val))])
         self.val_y = torch.stack([torch.as_tensor(val[i][1]).long() for i in range(len(val))])

@@ -246,3 +246,56 @@ def test_shipped_tiny_hq_keeps_64_coefficients_at_the_top_and_records_both_stage
         errors.append(float((codec.decompress(data) - image).pow(2).mean()))
         sizes.append(len(data))
     assert errors[1] < errors[0] and sizes[1] > sizes[0]
+
+
+def test_a_new_quantizer_at_the_start_refits_the_tables_and_survives_export_and_resume(tmp_path, test_codec,
+                                                                                       test_dataset):
+    """--channel-step-ratio / --coder: the run starts from the same networks under the new quantizer, with symbol
+    tables refit for its symbols; the export and a resumed run keep it; a matrix on even centres is refused."""
+    import dataclasses
+
+    from codec_models.codec import SemanticCodec
+    from codec_models.training import fit_code_tables, requantized
+
+    odd = SemanticCodec(dataclasses.replace(test_codec.config, level_centers=(3, 5, 9)))
+    odd.load_state_dict(test_codec.state_dict())
+    fit_code_tables(odd, test_dataset, 8, progress=False)
+    start_file = str(export_codec(odd.eval(), tmp_path / "odd.pt", {"command": "test"}))
+
+    graded = requantized(odd, test_dataset, 8, channel_step_ratio=4.0, coder="range")
+    assert (graded.config.channel_step_ratio, graded.config.coder) == (4.0, "range")
+    assert (odd.config.channel_step_ratio, odd.config.coder) == (1.0, test_codec.config.coder)  # source untouched
+    for key, value in odd.state_dict().items():
+        torch.testing.assert_close(graded.state_dict()[key], value, rtol=0, atol=0)
+    assert graded.codec_id != odd.codec_id
+    image = test_dataset[2][0]
+    top = {m: 2 for m in range(odd.num_classes)}
+    assert len(graded.compress(image, top)) < len(odd.compress(image, top))  # coarser steps: fewer bits
+    torch.testing.assert_close(graded.decompress(graded.compress(image, top)),
+                               graded.decode(graded.analyse(image[None]), torch.full((1, odd.num_classes), 2))[0],
+                               rtol=0, atol=1e-6)
+
+    trainer = FidelityTrainer(config(tmp_path / "q", codec=start_file, channel_step_ratio=4.0, coder="range"))
+    assert trainer.sources["quantizer"] == {"channel_step_ratio": 4.0, "coder": "range", "table_images": 8}
+    for a, b in zip(trainer.codec.tables.state_dict().values(), graded.tables.state_dict().values()):
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # the same refit on the same images
+    trainer.train_step()
+    trainer.step += 1
+    trainer.save_state()
+    trainer.close()
+    resumed = FidelityTrainer(config(tmp_path / "q", codec=start_file, resume=True))
+    assert resumed.codec.config.channel_step_ratio == 4.0 and resumed.step == 1
+    resumed.run()
+    paths = resumed.export()
+    resumed.close()
+    exported = load_codec(paths["codec"])
+    assert (exported.config.channel_step_ratio, exported.config.coder) == (4.0, "range")
+    assert exported.decompress(exported.compress(image, top)).shape == image.shape
+
+    with pytest.raises(ValueError, match="odd"):
+        FidelityTrainer(config(tmp_path / "even", codec=codec_file_even(tmp_path, test_codec), channel_step_ratio=4.0))
+
+
+def codec_file_even(tmp_path, test_codec) -> str:
+    assert any(k % 2 == 0 for k in test_codec.config.level_centers)
+    return str(export_codec(test_codec, tmp_path / "even.pt", {"command": "test"}))
