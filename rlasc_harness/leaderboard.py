@@ -14,6 +14,8 @@ Rows: one per results file (an algorithm or baseline on one task), from its per-
   Agarwal et al. 2021 recommend for few runs);
 - **P(> best baseline)**: rliable's probability of improvement of the row's seeds over the best baseline that reads
   only the observation (random, fixed levels, preview rule), per image;
+- **return - best baseline**: the paired difference of returns on the same image (mean over seeds and images), with
+  a 95% interval that resamples seeds and images (:func:`rlasc_harness.benchmark_table.paired_difference`);
 - wall time and device per seed, from the entry.
 
 Only files that replay count: ``build`` validates none itself (minutes per file), so run the validator first; CI
@@ -37,6 +39,8 @@ import numpy as np
 from rlasc_env.registration import CURRENT_ID, TASKS
 from rlasc_env.results import Episode, read_results, results_document, write_results
 from rlasc_env.score import PROTOCOL, benchmark_score, load_references
+
+from .benchmark_table import paired_difference
 
 __all__ = ["results_path", "budget_folder", "leaderboard_files", "export_runs", "play_baselines", "leaderboard_rows",
            "build_leaderboard", "main",
@@ -233,6 +237,7 @@ def leaderboard_rows(env_id: str, task: str, root: Path = RESULTS_DIR,
     for row in rows:
         if best is not None and row["algo"] != best and row["algo"] not in PEEKS:
             row["p_improvement"] = _p_improvement(per_image[row["algo"]], per_image[best].mean(0, keepdims=True))
+            row["difference"] = paired_difference(per_image[row["algo"]], per_image[best].mean(0))
             row["versus"] = best
     rows.sort(key=lambda r: (r["algo"] in PEEKS, -r["score"], r["algo"]))
     return rows
@@ -242,13 +247,15 @@ def _table(rows: list[dict[str, Any]], score_name: str) -> list[str]:
     """The Markdown table of ``rows`` (``leaderboard_rows``), or a line saying there is none."""
     if not rows:
         return ["No entry yet.", ""]
-    lines = [f"| entry | seeds | {score_name} | mean return | P(> best baseline) | wall time per seed | device |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| entry | seeds | {score_name} | mean return | return - best baseline [95% CI] | P(> best baseline) | "
+             "wall time per seed | device |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = f"{r['p_improvement']:.2f} (vs {r['versus']})" if "p_improvement" in r else "–"
+        d = "{:+.4f} [{:+.4f}, {:+.4f}]".format(*r["difference"]) if "difference" in r else "–"
         name = f"{r['algo']} (peeks)" if r["algo"] in PEEKS else r["algo"]
         lines.append(f"| {name} | {r['seeds']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
-                     f"{r['return_mean']:.4f} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
+                     f"{r['return_mean']:.4f} | {d} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
     return lines + [""]
 
 
@@ -266,8 +273,10 @@ def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str
              "file there replays: `python -m rlasc_env.validate results/*/*/*.json`. Protocol: the first "
              f"{PROTOCOL.num_images} test images, lam {PROTOCOL.lam:g}, eta {PROTOCOL.eta:g}, deterministic actions. "
              "Score: 0 = the best fixed level, 1 = the greedy look-ahead (which peeks at rewards: a reference); IQM "
-             "over seeds with its 95% stratified bootstrap interval (rliable). P(>): rliable's probability that "
-             "the row beats the best baseline that reads only the observation, per image.", ""]
+             "over seeds with its 95% stratified bootstrap interval (rliable). The best baseline is the best row "
+             "that reads only the observation and learns nothing (a fixed level, random, the preview rule). Return - "
+             "best baseline: the paired difference of returns on the same image, its 95% interval resampling seeds "
+             "and images. P(>): rliable's probability that the row beats that baseline, per image.", ""]
     for task in TASKS:
         lines += [f"## {task}", ""] + _table(leaderboard_rows(env_id, task, root) if results_path(
             env_id, task, "x", root).parent.is_dir() else [], "score (IQM) [95% CI]")

@@ -43,6 +43,11 @@ def test_build_is_deterministic_and_ordered(root):
     rand = next(r for r in rows if r["algo"] == "random")
     assert rand["seeds"] == 3 and rand["low"] <= rand["score"] <= rand["high"]
     assert 0.0 <= rand["p_improvement"] <= 1.0 and rand["versus"] == "fixed_4"
+    returns = {a: np.array([[e["return"] for e in s["episodes"]] for s in read_results(
+        results_path(ENV, "segmentation", a, root))["seeds"]]) for a in ("random", "fixed_4")}
+    mean, low, high = rand["difference"]  # paired on the same images, over the seeds
+    assert mean == pytest.approx((returns["random"] - returns["fixed_4"][0]).mean()) and low <= mean <= high
+    assert "difference" not in rows[0]  # the best baseline is not compared with itself
     assert "## detection\n\nNo entry yet." in text and "| fixed_4 | 1 |" in text
 
 
