@@ -254,9 +254,16 @@ def _table(rows: list[dict[str, Any]], score_name: str) -> list[str]:
         p = f"{r['p_improvement']:.2f} (vs {r['versus']})" if "p_improvement" in r else "–"
         d = "{:+.4f} [{:+.4f}, {:+.4f}]".format(*r["difference"]) if "difference" in r else "–"
         name = f"{r['algo']} (peeks)" if r["algo"] in PEEKS else r["algo"]
-        lines.append(f"| {name} | {r['seeds']} | {r['score']:.3f} [{r['low']:.3f}, {r['high']:.3f}] | "
+        lines.append(f"| {name} | {r['seeds']} | {_fmt3(r['score'])} [{_fmt3(r['low'])}, {_fmt3(r['high'])}] | "
                      f"{r['return_mean']:.4f} | {d} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
     return lines + [""]
+
+
+def _fmt3(value: float) -> str:
+    """Three decimals; a value that rounds to zero prints as 0.000 whatever its sign (the best fixed level's row
+    replayed on another machine can differ from the references by a last bit)."""
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
 
 
 def _fmt_wall(seconds: float | None) -> str:
