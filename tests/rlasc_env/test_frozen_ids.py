@@ -103,10 +103,18 @@ def _replay_default(tmp_path, env_id: str, doc: dict) -> float:
 @pytest.mark.slow
 def test_v1_default_command_replays_its_documented_return(tmp_path):
     """`python train_agent.py --algo reinforce --env-id rlasc/SemanticCoding-v1 --eval-images 48`: the -v1 default
-    figure 2.1087 (docs/default_command_v1.json). About 8 minutes on 2 cores."""
+    figure 2.1087 (docs/default_command_v1.json). About 8 minutes on 2 cores.
+
+    -v1's step sizes (lr 1e-3 over 1200 episodes) make its training trajectory follow the last bits of the rewards,
+    which differ between CPUs (docs/benchmark.md, "Replays across machines"): the machine that wrote the document
+    gives 2.1087, session 25's AMD EPYC host 2.0535, while the environment itself replays (the fixed levels' means
+    above, to 1e-4). So the figure is checked to the spread measured between machines, and the trained policy must
+    still beat every fixed level; the -v4 default command below is checked to 1e-4."""
     doc = _documented("default_command_v1.json")
-    assert _replay_default(tmp_path, "rlasc/SemanticCoding-v1", doc) == pytest.approx(
-        doc["eval"]["policy"]["return_mean"], abs=1e-4)
+    value = _replay_default(tmp_path, "rlasc/SemanticCoding-v1", doc)
+    best_fixed = max(v["return_mean"] for k, v in doc["eval"].items() if k.startswith("fixed_"))
+    assert value == pytest.approx(doc["eval"]["policy"]["return_mean"], abs=0.08)
+    assert value > best_fixed + 0.05, (value, best_fixed)
 
 
 @pytest.mark.slow
