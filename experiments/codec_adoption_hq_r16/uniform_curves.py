@@ -70,8 +70,9 @@ def main() -> None:
         print(f"{name}: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
     for name, table in out["bd"].items():
         for task, pairs in table.items():
-            cells = [f"{a} {p['bd_rate'] if p['bd_rate'] is None else round(p['bd_rate'], 1)}% / "
-                     f"{p['bd_' + METRICS[task]] if p['bd_' + METRICS[task]] is None else round(p['bd_' + METRICS[task]], 4)}"
+            def rounded(value, digits):
+                return None if value is None else round(value, digits)
+            cells = [f"{a} {rounded(p['bd_rate'], 1)}% / {rounded(p['bd_' + METRICS[task]], 4)}"
                      for a, p in pairs.items()]
             print(f"{name} {task}: " + "; ".join(cells))
     if cfg.json:
