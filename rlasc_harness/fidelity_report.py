@@ -42,7 +42,8 @@ from rlasc_harness.evaluate_codecs.metrics import INDEPENDENT_SEGMENTER, Quality
 from rlasc_harness.evaluate_codecs.rlasc import compress_levels
 from rlasc_harness.evaluate_codecs.sweep import EvalSet
 
-__all__ = ["FidelityReportConfig", "INDEPENDENT_SEGMENTER", "concept_psnr_gain", "fidelity_report", "main"]
+__all__ = ["FidelityReportConfig", "INDEPENDENT_SEGMENTER", "concept_psnr_gain", "fidelity_report", "uniform_level_batches",
+           "main"]
 
 TASKS = ("segmentation", "detection", "classification")
 
@@ -126,6 +127,18 @@ def score_images(batches: list[tuple[list[int], torch.Tensor, torch.Tensor, torc
     return keep
 
 
+def uniform_level_batches(codec: SemanticCodec, data: EvalSet, level: int, batch_size: int) -> list[tuple[Any, ...]]:
+    """Every concept of every image of ``data`` at ``level``, through real files: the batches
+    :func:`score_images` takes (indices, originals, decoded images, labels, bits of each file, instances)."""
+    batches = []
+    for idx, images, labels in data.batches(batch_size):
+        files = [compress_levels(codec, x, [{m: level for m in range(codec.num_classes)}])[0] for x in images]
+        x_hat = torch.stack([codec.decompress(f) for f in files])
+        bits = torch.tensor([8.0 * len(f) for f in files])
+        batches.append((idx, images, x_hat, labels, bits, data.instance_batch(idx)))
+    return batches
+
+
 @torch.no_grad()
 def draw_figure(path: str, columns: list[tuple[str, torch.Tensor]], segmenter: Task, labels: torch.Tensor) -> str:
     """One row pair per image: the pictures of every column, then the segmenter's label maps of them (the first
@@ -176,12 +189,7 @@ def fidelity_report(cfg: FidelityReportConfig) -> dict[str, Any]:
         top = codec.num_levels - 1
         row: dict[str, Any] = {"source": str(getattr(codec, "source", name))}
         for level in (0, top):
-            batches = []
-            for idx, images, labels in data.batches(cfg.batch_size):
-                files = [compress_levels(codec, x, [{m: level for m in range(codec.num_classes)}])[0] for x in images]
-                x_hat = torch.stack([codec.decompress(f) for f in files])
-                bits = torch.tensor([8.0 * len(f) for f in files])
-                batches.append((idx, images, x_hat, labels, bits, data.instance_batch(idx)))
+            batches = uniform_level_batches(codec, data, level, cfg.batch_size)
             row[f"level{level}"] = score_images(batches, tasks, independent, data.count)
             pictures = torch.cat([b[2] for b in batches])[:shown]
             columns.append((f"{Path(name).stem} level {level}\n{row[f'level{level}']['bpp']:.3f} bpp", pictures))

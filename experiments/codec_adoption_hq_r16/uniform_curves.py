@@ -22,9 +22,8 @@ import tyro
 from codec_models.checkpoint import load_codec
 from codec_models.datasets import load_dataset
 from rlasc_harness.evaluate_codecs.bd import bd_pair
-from rlasc_harness.evaluate_codecs.rlasc import compress_levels
 from rlasc_harness.evaluate_codecs.sweep import EvalSet
-from rlasc_harness.fidelity_report import FidelityReportConfig, load_scorers, score_images
+from rlasc_harness.fidelity_report import FidelityReportConfig, load_scorers, score_images, uniform_level_batches
 
 METRICS = {"segmentation": "miou_dataset", "detection": "map50", "classification": "macro_ap",
            "segmentation_independent": "miou_dataset_independent", "psnr": "psnr"}
@@ -55,12 +54,7 @@ def main() -> None:
         codec = load_codec(name).eval()
         rows = []
         for level in range(codec.num_levels):
-            batches = []
-            for idx, images, labels in data.batches(20):
-                files = [compress_levels(codec, x, [{m: level for m in range(codec.num_classes)}])[0] for x in images]
-                x_hat = torch.stack([codec.decompress(f) for f in files])
-                bits = torch.tensor([8.0 * len(f) for f in files])
-                batches.append((idx, images, x_hat, labels, bits, data.instance_batch(idx)))
+            batches = uniform_level_batches(codec, data, level, 20)
             row = {"level": level, **score_images(batches, tasks, independent, data.count)}
             rows.append(row)
             print(name, json.dumps(row), file=sys.stderr, flush=True)

@@ -20,9 +20,8 @@ from codec_models.checkpoint import load_codec
 from codec_models.codec import SemanticCodec
 from codec_models.datasets import load_dataset
 from codec_models.training import fit_code_tables
-from rlasc_harness.evaluate_codecs.rlasc import compress_levels
 from rlasc_harness.evaluate_codecs.sweep import EvalSet
-from rlasc_harness.fidelity_report import FidelityReportConfig, load_scorers, score_images
+from rlasc_harness.fidelity_report import FidelityReportConfig, load_scorers, score_images, uniform_level_batches
 
 
 @dataclass
@@ -68,12 +67,7 @@ def main() -> None:
         started = time.time()
         codec = with_ratio(base, ratio, train_set, cfg.table_images, top, cfg.coder)
         for level in levels:
-            batches = []
-            for idx, images, labels in data.batches(16):
-                files = [compress_levels(codec, x, [{m: level for m in range(codec.num_classes)}])[0] for x in images]
-                x_hat = torch.stack([codec.decompress(f) for f in files])
-                bits = torch.tensor([8.0 * len(f) for f in files])
-                batches.append((idx, images, x_hat, labels, bits, data.instance_batch(idx)))
+            batches = uniform_level_batches(codec, data, level, 16)
             row = {"ratio": ratio, "level": level, "centres": codec.config.level_centers[level],
                    **score_images(batches, tasks, None, data.count)}
             out["rows"].append(row)
