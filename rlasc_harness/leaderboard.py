@@ -1,7 +1,7 @@
 """The leaderboard: results files that replay (:mod:`rlasc_env.results`) in, ``LEADERBOARD.md`` out.
 
     python -m rlasc_harness.leaderboard baselines --task segmentation        # random (5 seeds), fixed levels,
-                                                                           # preview rule, greedy -> results/
+                                                                           # preview rule, class table, greedy
     python -m rlasc_harness.leaderboard export runs/agent/reinforce-segmentation-*/results.json --algo reinforce
     python -m rlasc_env.validate results/SemanticCoding-v7/*/*.json         # every entry replays
     python -m rlasc_harness.leaderboard build                              # LEADERBOARD.md, byte for byte
@@ -13,7 +13,7 @@ Rows: one per results file (an algorithm or baseline on one task), from its per-
   returns; the row shows the IQM over seeds and its 95% stratified bootstrap interval, computed with rliable (as
   Agarwal et al. 2021 recommend for few runs);
 - **P(> best baseline)**: rliable's probability of improvement of the row's seeds over the best baseline that reads
-  only the observation (random, fixed levels, preview rule), per image;
+  only the observation (random, fixed levels, preview rule, class table), per image;
 - **return - best baseline**: the paired difference of returns on the same image (mean over seeds and images), with
   a 95% interval that resamples seeds and images (:func:`rlasc_harness.benchmark_table.paired_difference`);
 - wall time and device per seed, from the entry.
@@ -48,8 +48,11 @@ __all__ = ["results_path", "budget_folder", "leaderboard_files", "export_runs", 
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "results"
-BASELINES = ("random", "fixed", "preview_rule", "greedy")
-OBSERVATION_ONLY = ("random", "preview_rule")  # with fixed_<q>: baselines that read only the observation
+BASELINES = ("random", "fixed", "preview_rule", "class_table", "greedy")
+OBSERVATION_ONLY = ("random", "preview_rule", "class_table")  # with fixed_<q>: baselines that read only the observation
+CLASS_TABLE_FIT = {"train_images": 300, "uniform_images": 100}
+"""The class table's fit (``rlasc_harness.learnability.fit_deployed_class_table``): q* on 100 training images, every
+level's immediate reward along q*'s episodes on 300."""
 PEEKS = ("greedy",)  # references that look at rewards: not legal policies
 BOOTSTRAP_REPS = 2000
 
@@ -116,11 +119,13 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
 
 def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = BASELINES, seeds: int = 5,
                    num_images: int = PROTOCOL.num_images, root: Path = RESULTS_DIR, device: str = "cpu",
-                   log: Any = print, bpp_budget: float | None = None) -> list[Path]:
+                   log: Any = print, bpp_budget: float | None = None,
+                   class_table_fit: dict[str, int] | None = None) -> list[Path]:
     """Play the baselines on the protocol's images and write one results file each: ``random`` (seeds
     0..``seeds``-1), ``fixed_<q>`` for every level, the preview rule (weight fitted on 16 training images, as the
     references) and the greedy look-ahead. ``bpp_budget``: the rate-budget mode's rows (the policies respect the
-    mask, :mod:`agents.baselines`; greedy, which steps every level, is refused there)."""
+    mask, :mod:`agents.baselines`; greedy, which steps every level, is refused there). The class table is fitted on
+    the training split (``class_table_fit``, default ``CLASS_TABLE_FIT``)."""
     from agents.baselines import FixedPolicy, RandomPolicy, greedy_episodes
     from rlasc_env.engine import make_engine, run_episodes
 
@@ -167,6 +172,17 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
             recs, wall = timed(lambda: run_episodes(engine.core(PROTOCOL.split, 48), images, indices, rule,
                                                     engine.metric_name))
             write("preview_rule", {0: recs}, {0: wall}, {"preview_rule_weight": rule.weight})
+        elif name == "class_table":
+            if bpp_budget is not None:
+                raise ValueError("the class table is fitted on rewards with the rate term: it has no row in the "
+                                 "rate-budget mode (--names without class_table)")
+            fit = dict(CLASS_TABLE_FIT if class_table_fit is None else class_table_fit)
+            (table, q_star), fit_wall = timed(lambda: _fit_class_table(env_id, task, device, fit))
+            log(f"class table: q* = fixed_{q_star}, fitted in {fit_wall:.0f} s")
+            recs, wall = timed(lambda: run_episodes(engine.core(PROTOCOL.split, 48), images, indices, table,
+                                                    engine.metric_name))
+            write("class_table", {0: recs}, {0: wall}, {"class_table": table.to_json(), "q_star": q_star,
+                                                        "fit": {**fit, "wall_seconds": round(fit_wall, 1)}})
         elif name == "greedy":
             recs, wall = timed(lambda: greedy_episodes(engine.core(PROTOCOL.split, q * 8), images, indices,
                                                        engine.metric_name))
@@ -174,6 +190,18 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
         else:
             raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
     return out
+
+
+def _fit_class_table(env_id: str, task: str, device: str, fit: dict[str, int]) -> tuple[Any, int]:
+    """The class table of ``task`` fitted on the training split (``fit``: train_images, uniform_images), on an
+    engine of its own (the preview rule's fit reads the first 16 training images only)."""
+    from rlasc_env.engine import make_engine
+
+    from .learnability import fit_deployed_class_table
+
+    engine = make_engine(env_id, task=task, observation="preview", lam=PROTOCOL.lam, eta=PROTOCOL.eta, device=device,
+                         sizes={PROTOCOL.split: 1, "train": max(fit.values())})
+    return fit_deployed_class_table(engine, **fit)
 
 
 # ------------------------------------------------------------------------------------------------------ table
@@ -281,7 +309,8 @@ def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str
              f"{PROTOCOL.num_images} test images, lam {PROTOCOL.lam:g}, eta {PROTOCOL.eta:g}, deterministic actions. "
              "Score: 0 = the best fixed level, 1 = the greedy look-ahead (which peeks at rewards: a reference); IQM "
              "over seeds with its 95% stratified bootstrap interval (rliable). The best baseline is the best row "
-             "that reads only the observation and learns nothing (a fixed level, random, the preview rule). Return - "
+             "that reads only the observation and learns at most a few numbers (a fixed level, random, the preview "
+             "rule, the class table: one level per class and size, counted on training images). Return - "
              "best baseline: the paired difference of returns on the same image, its 95% interval resampling seeds "
              "and images. P(>): rliable's probability that the row beats that baseline, per image.", ""]
     for task in TASKS:

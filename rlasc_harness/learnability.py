@@ -69,7 +69,8 @@ from .evaluation import baseline_policies, evaluate, gap_closure, results_table
 from .runner import make_engine, write_json
 
 __all__ = ["LearnabilityConfig", "GreedySteps", "collect_greedy_steps", "cached_greedy_steps", "step_scores",
-           "fit_policy", "CompactChooser", "ChooserEnsemble", "fit_compact_ensemble", "class_table", "table_of", "paired_difference", "signal_gate",
+           "fit_policy", "CompactChooser", "ChooserEnsemble", "fit_compact_ensemble", "class_table", "table_of",
+           "best_uniform_level", "fit_deployed_class_table", "paired_difference", "signal_gate",
            "gate_summary", "term_ranges", "uniform_optimum_by_lam", "run", "main", "GATE_REGRET_REDUCTION"]
 
 GATE_REGRET_REDUCTION = 0.4
@@ -265,6 +266,30 @@ def fit_compact_ensemble(engine: Engine, steps: GreedySteps, members: int = 5, m
                                  device, objective="reward_regression", network="compact",
                                  validation=steps.subset(val_rows), check_every=check_every))
     return ChooserEnsemble(fitted).eval()
+
+
+def best_uniform_level(engine: Engine, num_images: int, batch: int = 96) -> tuple[int, dict[str, float]]:
+    """q*, the fixed level of highest mean return (eq. 14 summed) on the first ``num_images`` training images, and
+    every fixed level's mean return there."""
+    q = engine.num_levels
+    uniform = evaluate(engine, {f"fixed_{lv}": FixedPolicy(lv, q) for lv in range(q)}, num_images, split="train",
+                       batch_size=batch, greedy=False)
+    returns = {f"fixed_{lv}": float(uniform[f"fixed_{lv}"]["return_mean"]) for lv in range(q)}
+    return max(range(q), key=lambda lv: returns[f"fixed_{lv}"]), returns
+
+
+def fit_deployed_class_table(engine: Engine, train_images: int = 300, uniform_images: int = 100, batch: int = 96,
+                             progress: bool = False) -> tuple[ClassTable, int]:
+    """The class table as the diagnostic deploys it: q* on the first ``uniform_images`` training images, then
+    every level's immediate reward (eq. 14) along q*'s episodes on the first ``train_images``, and per (class,
+    size bucket) the level of least mean regret (:func:`agents.class_table.fit_class_table`). Returns the table
+    and q*."""
+    if engine.num_images("train") < max(train_images, uniform_images):
+        raise ValueError(f"the train split has {engine.num_images('train')} images, "
+                         f"{max(train_images, uniform_images)} asked for")
+    q_star, _ = best_uniform_level(engine, uniform_images, batch)
+    follow, _ = collect_greedy_steps(engine, "train", range(train_images), batch, progress, follow=q_star)
+    return table_of(follow), q_star
 
 
 def class_table(steps: GreedySteps) -> dict[int, int]:
@@ -525,9 +550,7 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
     fit, held = steps.subset(fit_rows), steps.subset(test_rows)
     # the best uniform level q* on training images, and every level's immediate reward along its episodes: the
     # one-step deviations from q* that the class table is fitted on (one step of policy improvement over q*)
-    uniform = evaluate(engine, {f"fixed_{lv}": FixedPolicy(lv, q) for lv in range(q)},
-                       min(cfg.uniform_images, cfg.train_images), split="train", batch_size=cfg.batch, greedy=False)
-    q_star = max(range(q), key=lambda lv: uniform[f"fixed_{lv}"]["return_mean"])
+    q_star, uniform_returns = best_uniform_level(engine, min(cfg.uniform_images, cfg.train_images), cfg.batch)
     follow = cached_greedy_steps(engine, cfg, follow=q_star)
     follow_fit = follow.subset(np.flatnonzero(~np.isin(follow.image, np.unique(held.image))))
     choices, policies = held_out_choices(engine, fit, follow_fit, held, cfg, device)
@@ -552,7 +575,7 @@ def run(cfg: LearnabilityConfig, engine: Engine | None = None) -> dict[str, Any]
                          "fit_images": int(len(np.unique(fit.image))), "held_out_images": int(len(np.unique(held.image))),
                          "level_histogram": np.bincount(steps.levels, minlength=q).tolist()},
         "uniform_on_train": {"images": min(cfg.uniform_images, cfg.train_images), "best_level": q_star,
-                             "returns": {k: v["return_mean"] for k, v in uniform.items()}},
+                             "returns": uniform_returns},
         "class_table": deployed_table.to_json(),
         "class_only_table": {str(k): v for k, v in sorted(class_table(fit).items())},
         "gate": gate,

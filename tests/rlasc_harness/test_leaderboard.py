@@ -89,6 +89,33 @@ def test_shipped_leaderboard_regenerates_and_its_files_replay():
         assert replay.ok, replay.problems
 
 
+def test_class_table_baseline_is_fitted_on_training_images_recorded_and_replays(tmp_path):
+    """The class-table row: fitted on the training split (q* there, then every level's reward along q*'s episodes),
+    its table and q* recorded in the entry, its episodes playing that table, replaying; refused in the budget mode."""
+    from agents.class_table import ClassTable
+    from rlasc_env.results import validate_results
+    from rlasc_harness.leaderboard import play_baselines
+    from rlasc_harness.learnability import fit_deployed_class_table
+
+    fit = {"train_images": 6, "uniform_images": 3}
+    (path,) = play_baselines("segmentation", ENV, ("class_table",), num_images=N, root=tmp_path, log=lambda *_: None,
+                             class_table_fit=fit)
+    doc = read_results(path)
+    assert doc["algo"] == "class_table" and doc["entry"]["fit"]["train_images"] == 6
+    engine = make_engine(ENV, task="segmentation", observation="preview", sizes={"test": N, "train": 6})
+    table, q_star = fit_deployed_class_table(engine, **fit)
+    assert doc["entry"]["q_star"] == q_star and doc["entry"]["class_table"] == table.to_json()
+    recorded = ClassTable.from_json(doc["entry"]["class_table"])
+    played = run_episodes(engine.core("test", N), engine.parts("test").images, range(N), recorded, "miou")
+    assert [r.levels for r in played] == [e["levels"] for e in doc["seeds"][0]["episodes"]]
+    replay = validate_results(path, engine=engine, num_images=N)
+    assert replay.ok, replay.problems
+    with pytest.raises(ValueError, match="class table"):
+        play_baselines("segmentation", ENV, ("class_table",), num_images=N, root=tmp_path, bpp_budget=0.8)
+    with pytest.raises(ValueError, match="train split has"):
+        fit_deployed_class_table(engine, train_images=7, uniform_images=3)
+
+
 def test_budget_baselines_respect_the_budget_replay_and_get_their_section(tmp_path):
     """The rate-budget rows: play_baselines with bpp_budget writes budget-<b>/ files whose episodes stay within the
     budget (masked random, clipped fixed levels, the masked preview rule), they replay, and build shows them in the
