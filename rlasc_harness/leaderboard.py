@@ -1,7 +1,7 @@
 """The leaderboard: results files that replay (:mod:`rlasc_env.results`) in, ``LEADERBOARD.md`` out.
 
     python -m rlasc_harness.leaderboard baselines --task segmentation        # random (5 seeds), fixed levels,
-                                                                           # preview rule, class table, greedy
+                                                   # preview rule, class table, greedy, random search (16 per image)
     python -m rlasc_harness.leaderboard export runs/agent/reinforce-segmentation-*/results.json --algo reinforce
     python -m rlasc_env.validate results/SemanticCoding-v7/*/*.json         # every entry replays
     python -m rlasc_harness.leaderboard build                              # LEADERBOARD.md, byte for byte
@@ -48,12 +48,14 @@ __all__ = ["results_path", "budget_folder", "leaderboard_files", "export_runs", 
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "results"
-BASELINES = ("random", "fixed", "preview_rule", "class_table", "greedy")
+BASELINES = ("random", "fixed", "preview_rule", "class_table", "greedy", "random_search")
 OBSERVATION_ONLY = ("random", "preview_rule", "class_table")  # with fixed_<q>: baselines that read only the observation
 CLASS_TABLE_FIT = {"train_images": 300, "uniform_images": 100}
 """The class table's fit (``rlasc_harness.learnability.fit_deployed_class_table``): q* on 100 training images, every
 level's immediate reward along q*'s episodes on 300."""
-PEEKS = ("greedy",)  # references that look at rewards: not legal policies
+PEEKS = ("greedy", "random_search")  # references that look at rewards (random_search_<k>): not legal policies
+RANDOM_SEARCH_SAMPLES = 16
+"""Level sequences per image of the random-search reference (the best of them by return)."""
 BOOTSTRAP_REPS = 2000
 
 
@@ -120,12 +122,16 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
 def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = BASELINES, seeds: int = 5,
                    num_images: int = PROTOCOL.num_images, root: Path = RESULTS_DIR, device: str = "cpu",
                    log: Any = print, bpp_budget: float | None = None,
-                   class_table_fit: dict[str, int] | None = None) -> list[Path]:
+                   class_table_fit: dict[str, int] | None = None,
+                   random_search_samples: int = RANDOM_SEARCH_SAMPLES) -> list[Path]:
     """Play the baselines on the protocol's images and write one results file each: ``random`` (seeds
     0..``seeds``-1), ``fixed_<q>`` for every level, the preview rule (weight fitted on 16 training images, as the
     references) and the greedy look-ahead. ``bpp_budget``: the rate-budget mode's rows (the policies respect the
     mask, :mod:`agents.baselines`; greedy, which steps every level, is refused there). The class table is fitted on
-    the training split (``class_table_fit``, default ``CLASS_TABLE_FIT``)."""
+    the training split (``class_table_fit``, default ``CLASS_TABLE_FIT``). ``random_search_<k>`` (k =
+    ``random_search_samples``) plays, per image, the best of k uniformly random level sequences: it peeks at their
+    returns, so it is a reference like greedy; its episodes run on the paper observation (the same rewards, without
+    the preview's cost)."""
     from agents.baselines import FixedPolicy, RandomPolicy, greedy_episodes
     from rlasc_env.engine import make_engine, run_episodes
 
@@ -133,6 +139,9 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
 
     if bpp_budget is not None and "greedy" in names:
         raise ValueError("greedy steps every level: it has no row in the rate-budget mode (--names without greedy)")
+    if bpp_budget is not None and "random_search" in names:
+        raise ValueError("random search draws unmasked levels: it has no row in the rate-budget mode "
+                         "(--names without random_search)")
     engine = make_engine(env_id, task=task, observation="preview", lam=PROTOCOL.lam, eta=PROTOCOL.eta, device=device,
                          sizes={PROTOCOL.split: num_images, "train": 16}, bpp_budget=bpp_budget)
     images = engine.parts(PROTOCOL.split).images
@@ -187,6 +196,17 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
             recs, wall = timed(lambda: greedy_episodes(engine.core(PROTOCOL.split, q * 8), images, indices,
                                                        engine.metric_name))
             write("greedy", {0: recs}, {0: wall}, {"peeks": True})
+        elif name == "random_search":
+            from agents.baselines import random_search_episodes
+
+            plain = make_engine(env_id, task=task, observation="paper", lam=PROTOCOL.lam, eta=PROTOCOL.eta,
+                                device=device, sizes={PROTOCOL.split: num_images, "train": 1})
+            lengths = [r.length for r in run_episodes(plain.core(PROTOCOL.split, 48), images, indices,
+                                                      FixedPolicy(0, q), plain.metric_name)]
+            k = int(random_search_samples)
+            recs, wall = timed(lambda: random_search_episodes(plain.core(PROTOCOL.split, min(k, 48)), images, indices,
+                                                              lengths, plain.metric_name, k, seed=0))
+            write(f"random_search_{k}", {0: recs}, {0: wall}, {"peeks": True, "samples": k})
         else:
             raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
     return out
@@ -263,12 +283,17 @@ def leaderboard_rows(env_id: str, task: str, root: Path = RESULTS_DIR,
     legal = {a: r for a, r in per_image.items() if a in OBSERVATION_ONLY or a.startswith("fixed_")}
     best = max(legal, key=lambda a: legal[a].mean()) if legal else None
     for row in rows:
-        if best is not None and row["algo"] != best and row["algo"] not in PEEKS:
+        if best is not None and row["algo"] != best and not _peeks(row["algo"]):
             row["p_improvement"] = _p_improvement(per_image[row["algo"]], per_image[best].mean(0, keepdims=True))
             row["difference"] = paired_difference(per_image[row["algo"]], per_image[best].mean(0))
             row["versus"] = best
-    rows.sort(key=lambda r: (r["algo"] in PEEKS, -r["score"], r["algo"]))
+    rows.sort(key=lambda r: (_peeks(r["algo"]), -r["score"], r["algo"]))
     return rows
+
+
+def _peeks(algo: str) -> bool:
+    """Whether ``algo``'s row is a reference that looks at rewards (greedy, random_search_<k>)."""
+    return algo in PEEKS or any(algo.startswith(f"{p}_") for p in PEEKS)
 
 
 def _table(rows: list[dict[str, Any]], score_name: str) -> list[str]:
@@ -281,7 +306,7 @@ def _table(rows: list[dict[str, Any]], score_name: str) -> list[str]:
     for r in rows:
         p = f"{r['p_improvement']:.2f} (vs {r['versus']})" if "p_improvement" in r else "–"
         d = "{:+.4f} [{:+.4f}, {:+.4f}]".format(*r["difference"]) if "difference" in r else "–"
-        name = f"{r['algo']} (peeks)" if r["algo"] in PEEKS else r["algo"]
+        name = f"{r['algo']} (peeks)" if _peeks(r["algo"]) else r["algo"]
         lines.append(f"| {name} | {r['seeds']} | {_fmt3(r['score'])} [{_fmt3(r['low'])}, {_fmt3(r['high'])}] | "
                      f"{r['return_mean']:.4f} | {d} | {p} | {_fmt_wall(r['wall_seconds'])} | {r['device']} |")
     return lines + [""]
@@ -384,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=RESULTS_DIR)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bpp-budget", type=float, default=None, help="rows of the rate-budget mode at this budget")
+    p.add_argument("--samples", type=int, default=RANDOM_SEARCH_SAMPLES,
+                   help="level sequences per image of random_search (its row is random_search_<samples>)")
     args = parser.parse_args(argv)
     if args.cmd == "build":
         if args.env_id is not None:
@@ -403,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for task in args.task:
             if args.bpp_budget is None:
                 load_references(task, args.env_id)  # the score needs them: fail before playing
-            play_baselines(task, args.env_id, args.names, args.seeds, root=args.root, bpp_budget=args.bpp_budget)
+            play_baselines(task, args.env_id, args.names, args.seeds, root=args.root, bpp_budget=args.bpp_budget,
+                           random_search_samples=args.samples)
     return 0
 
 

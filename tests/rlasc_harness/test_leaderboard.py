@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agents.baselines import FixedPolicy, RandomPolicy
-from rlasc_env.engine import make_engine, run_episodes
+from rlasc_env.engine import make_engine, reset_slots, run_episodes
 from rlasc_env.results import Episode, read_results, results_document, write_results
 from rlasc_harness.leaderboard import build_leaderboard, export_runs, leaderboard_rows, results_path
 
@@ -114,6 +114,37 @@ def test_class_table_baseline_is_fitted_on_training_images_recorded_and_replays(
         play_baselines("segmentation", ENV, ("class_table",), num_images=N, root=tmp_path, bpp_budget=0.8)
     with pytest.raises(ValueError, match="train split has"):
         fit_deployed_class_table(engine, train_images=7, uniform_images=3)
+
+
+def test_random_search_reference_is_the_best_of_its_samples_and_replays(tmp_path):
+    """random_search_<k>: per image the best return of k random level sequences (played on the paper observation,
+    the same rewards); it replays on the id, peeks (listed after the policies, no comparison with the best
+    baseline), and is refused in the rate-budget mode."""
+    from rlasc_env.results import validate_results
+    from rlasc_harness.leaderboard import play_baselines
+
+    paths = play_baselines("segmentation", ENV, ("fixed", "random_search"), num_images=N, root=tmp_path,
+                           log=lambda *_: None, random_search_samples=3)
+    doc = read_results(results_path(ENV, "segmentation", "random_search_3", tmp_path))
+    assert doc["entry"]["peeks"] and doc["entry"]["samples"] == 3
+    search = [e["return"] for e in doc["seeds"][0]["episodes"]]
+    engine = make_engine(ENV, task="segmentation", observation="preview", sizes={"test": N, "train": 1})
+    replay = validate_results(paths[-1], engine=engine, num_images=N)
+    assert replay.ok, replay.problems
+    # the searched sequences of image i come from default_rng([0, i]): replaying all three, the best is the row's
+    images, core, slot = engine.parts("test").images, engine.core("test", 1), np.array([0])
+    for i, best in enumerate(search):
+        k = len(doc["seeds"][0]["episodes"][i]["levels"])
+        returns = []
+        for levels in np.random.default_rng([0, i]).integers(0, 6, (3, k)):
+            reset_slots(core, images, slot, [i])
+            returns.append(sum(float(core.step(slot, np.array([lv]))[0][0]) for lv in levels))
+        assert best == pytest.approx(max(returns), abs=1e-5)
+    rows = leaderboard_rows(ENV, "segmentation", tmp_path)
+    assert rows[-1]["algo"] == "random_search_3" and "difference" not in rows[-1]
+    assert "| random_search_3 (peeks) |" in build_leaderboard(ENV, tmp_path)
+    with pytest.raises(ValueError, match="random search"):
+        play_baselines("segmentation", ENV, ("random_search",), num_images=N, root=tmp_path, bpp_budget=0.8)
 
 
 def test_budget_baselines_respect_the_budget_replay_and_get_their_section(tmp_path):
