@@ -190,7 +190,7 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
             log(f"class table: q* = fixed_{q_star}, fitted in {fit_wall:.0f} s")
             recs, wall = timed(lambda: run_episodes(engine.core(PROTOCOL.split, 48), images, indices, table,
                                                     engine.metric_name))
-            write("class_table", {0: recs}, {0: wall}, {"class_table": table.to_json(), "q_star": q_star,
+            write("class_table", {0: recs}, {0: fit_wall + wall}, {"class_table": table.to_json(), "q_star": q_star,
                                                         "fit": {**fit, "wall_seconds": round(fit_wall, 1)}})
         elif name == "greedy":
             recs, wall = timed(lambda: greedy_episodes(engine.core(PROTOCOL.split, q * 8), images, indices,
