@@ -139,6 +139,9 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
 
     if bpp_budget is not None and "greedy" in names:
         raise ValueError("greedy steps every level: it has no row in the rate-budget mode (--names without greedy)")
+    if bpp_budget is not None and "class_table" in names:
+        raise ValueError("the class table is fitted on rewards with the rate term: it has no row in the rate-budget "
+                         "mode (--names without class_table)")
     if bpp_budget is not None and "random_search" in names:
         raise ValueError("random search draws unmasked levels: it has no row in the rate-budget mode "
                          "(--names without random_search)")
@@ -182,9 +185,6 @@ def play_baselines(task: str, env_id: str = CURRENT_ID, names: Sequence[str] = B
                                                     engine.metric_name))
             write("preview_rule", {0: recs}, {0: wall}, {"preview_rule_weight": rule.weight})
         elif name == "class_table":
-            if bpp_budget is not None:
-                raise ValueError("the class table is fitted on rewards with the rate term: it has no row in the "
-                                 "rate-budget mode (--names without class_table)")
             fit = dict(CLASS_TABLE_FIT if class_table_fit is None else class_table_fit)
             (table, q_star), fit_wall = timed(lambda: _fit_class_table(env_id, task, device, fit))
             log(f"class table: q* = fixed_{q_star}, fitted in {fit_wall:.0f} s")
