@@ -154,7 +154,9 @@ def dataset_from_results(path: str | Path, seeds: Sequence[int] | None = None, a
         make_kwargs = {"eta": float(protocol["eta"]), "bpp_budget": float(protocol["bpp_budget"])}
     records = results_episodes(doc, seeds)
     kept = [int(s["seed"]) for s in doc["seeds"] if seeds is None or int(s["seed"]) in set(seeds)]
-    algo = doc["algo"] if protocol.get("bpp_budget") is None else f"{doc['algo']}-budget{protocol['bpp_budget']:g}"
+    algo = doc["algo"]
+    if protocol.get("bpp_budget") is not None:  # Minari's names take no dots: budget-0.5 -> budget0_5
+        algo = f"{algo}-budget{protocol['bpp_budget']:g}".replace(".", "_")
     returns = [r.episode_return for r in records]
     description = (f"the leaderboard row {doc['algo']} of {env_id}, task {doc['task']}: seeds {kept}, "
                    f"{len(records)} episodes on the first {protocol['num_images']} {protocol['split']} images "

@@ -25,15 +25,15 @@ def test_small_dataset_builds_and_loads_with_the_policys_returns(tmp_path, monke
         assert list(first.actions) == records[0].levels and set(first.observations) >= {"features", "stats"}
 
 
-def _row_copy(tmp_path, name, change=None):
-    """The shipped preview-rule row of segmentation, cut to its first two episodes (``change`` edits them)."""
+def _row_copy(tmp_path, name, change=None, row="preview_rule.json", episodes=2):
+    """A shipped row of segmentation, cut to its first ``episodes`` episodes (``change`` edits the second)."""
     import json
 
     from rlasc_harness.leaderboard import RESULTS_DIR
 
-    doc = json.loads((RESULTS_DIR / "SemanticCoding-v7" / "segmentation" / "preview_rule.json").read_text())
+    doc = json.loads((RESULTS_DIR / "SemanticCoding-v7" / "segmentation" / row).read_text())
     doc["seeds"] = doc["seeds"][:1]
-    doc["seeds"][0]["episodes"] = doc["seeds"][0]["episodes"][:2]
+    doc["seeds"][0]["episodes"] = doc["seeds"][0]["episodes"][:episodes]
     if change is not None:
         change(doc["seeds"][0]["episodes"][1])
     path = tmp_path / name
@@ -72,3 +72,15 @@ def test_a_leaderboard_row_becomes_a_dataset_with_its_returns_and_a_changed_row_
         assert minari.list_local_datasets() == {}, f"a dataset was written from the row with a changed {label}"
     with pytest.raises(ValueError, match="seeds \\[3\\]"):
         dataset_from_results(path, seeds=[3])
+
+
+def test_a_rate_budget_row_becomes_a_dataset_in_its_mode(tmp_path, monkeypatch):
+    minari = pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    from rlasc_harness.offline_data import dataset_from_results
+
+    path, doc = _row_copy(tmp_path, "budget.json", row="budget-0.5/preview_rule.json", episodes=1)
+    data = dataset_from_results(path)
+    assert data.spec.dataset_id.endswith("-preview_rule-budget0_5-test-v0")
+    (episode,) = list(minari.load_dataset(data.spec.dataset_id).iterate_episodes())
+    assert float(np.sum(episode.rewards)) == pytest.approx(doc["seeds"][0]["episodes"][0]["return"], abs=1e-5)
