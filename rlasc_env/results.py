@@ -39,7 +39,7 @@ from .registration import CARDS
 from .score import PROTOCOL
 
 __all__ = ["RESULTS_FORMAT", "RESULTS_VERSION", "ResultsError", "Episode", "Replay", "results_document",
-           "write_results", "read_results", "validate_results", "REPLAY_ATOL"]
+           "write_results", "read_results", "validate_results", "REPLAY_ATOL", "id_pins"]
 
 RESULTS_FORMAT = "rlasc-results"
 RESULTS_VERSION = 1
@@ -64,7 +64,8 @@ class Episode:
                 "levels": [int(q) for q in self.levels], "return": float(self.episode_return)}
 
 
-def _id_pins(env_id: str) -> dict[str, Any]:
+def id_pins(env_id: str) -> dict[str, Any]:
+    """The pins of a registered id as JSON holds them (lists, not tuples); :class:`ResultsError` for an unknown id."""
     if env_id not in CARDS:
         raise ResultsError(f"unknown id {env_id!r}; registered: {list(CARDS)}")
     return json.loads(json.dumps(CARDS[env_id].pins))  # a JSON copy: lists, not tuples
@@ -80,7 +81,7 @@ def results_document(env_id: str, task: str, algo: str, seeds: dict[int, Sequenc
     if bpp_budget is not None:
         protocol["bpp_budget"] = float(check_budget(bpp_budget, 1)[0])
     return {"format": RESULTS_FORMAT, "version": RESULTS_VERSION, "env_id": env_id, "task": task, "algo": algo,
-            "pins": _id_pins(env_id),
+            "pins": id_pins(env_id),
             "protocol": protocol,
             "entry": dict(entry or {}),
             "seeds": [{"seed": int(s), "wall_seconds": (wall_seconds or {}).get(s),
@@ -136,7 +137,7 @@ class Replay:
 
 def _check_header(doc: dict[str, Any], path: str, num_images: int) -> list[str]:
     problems = []
-    pins = _id_pins(doc["env_id"])
+    pins = id_pins(doc["env_id"])
     if doc["pins"] != pins:
         keys = sorted(k for k in set(pins) | set(doc["pins"]) if pins.get(k) != doc["pins"].get(k))
         problems.append(f"{path}: pins differ from {doc['env_id']}'s in {keys} (played on other weights or data)")

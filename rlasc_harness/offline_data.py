@@ -21,7 +21,6 @@ for scoring offline evaluators against the leaderboard, never for training a pol
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from collections.abc import Sequence
@@ -139,14 +138,11 @@ def dataset_from_results(path: str | Path, seeds: Sequence[int] | None = None, a
     """A Minari dataset of a leaderboard row: the results file's episodes (``seeds``: only these) stepped through
     its pinned id on the protocol's split; each return checked against the file's (``atol``). Refused: a file that
     does not read (:class:`rlasc_env.results.ResultsError`), pins other than the id's, an unknown id."""
-    from rlasc_env.registration import CARDS
-    from rlasc_env.results import ResultsError, read_results
+    from rlasc_env.results import ResultsError, id_pins, read_results
 
     doc = read_results(path)
     env_id = doc["env_id"]
-    if env_id not in CARDS:
-        raise ResultsError(f"{path}: unknown id {env_id!r}; registered: {list(CARDS)}")
-    if json.loads(json.dumps(CARDS[env_id].pins)) != doc["pins"]:
+    if id_pins(env_id) != doc["pins"]:  # an unknown id is refused there
         raise ResultsError(f"{path}: its pins are not those of {env_id} (it was played on other components)")
     protocol = doc["protocol"]
     make_kwargs: dict[str, Any] = {"lam": float(protocol["lam"]), "eta": float(protocol["eta"])}
