@@ -3,6 +3,7 @@
     python -m rlasc_harness.leaderboard baselines --task segmentation        # random (5 seeds), fixed levels,
                                                    # preview rule, class table, greedy, random search (16 per image)
     python -m rlasc_harness.leaderboard export runs/agent/reinforce-segmentation-*/results.json --algo reinforce
+    python -m rlasc_harness.leaderboard export runs/more-seeds/*/results.json --algo ppo --merge   # add seeds
     python -m rlasc_env.validate results/SemanticCoding-v7/*/*.json         # every entry replays
     python -m rlasc_harness.leaderboard build                              # LEADERBOARD.md, byte for byte
     python -m rlasc_harness.leaderboard baselines --task segmentation --bpp-budget 0.5 --names random fixed preview_rule
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from rlasc_env.registration import CURRENT_ID, TASKS
-from rlasc_env.results import Episode, read_results, results_document, write_results
+from rlasc_env.results import Episode, id_pins, read_results, results_document, write_results
 from rlasc_env.score import PROTOCOL, benchmark_score, load_references
 
 from .benchmark_table import paired_difference
@@ -75,9 +76,37 @@ def _episodes(rows: Sequence[dict[str, Any]]) -> list[Episode]:
 
 
 # ----------------------------------------------------------------------------------------------------- export
-def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS_DIR, row: str = "policy") -> Path:
+def _merge_existing(path: Path, env_id: str, task: str, algo: str, budget: float | None,
+                    seeds: dict[int, list[Episode]], walls: dict[int, float], entry: dict[str, Any]) -> None:
+    """Add the seeds of the results file at ``path`` that ``seeds`` lacks (in place); ValueError if it is another
+    row's file or shares a seed with the runs."""
+    doc = read_results(path)
+    found = (doc["env_id"], doc["task"], doc["algo"], doc["protocol"].get("bpp_budget"))
+    if found != (env_id, task, algo, budget):
+        raise ValueError(f"{path}: {found}, the runs are {(env_id, task, algo, budget)}: cannot merge")
+    if doc["pins"] != id_pins(env_id):
+        raise ValueError(f"{path}: its pins are not {env_id}'s today: replay it or write a new row, not a merge")
+    both = sorted(set(seeds) & {int(s["seed"]) for s in doc["seeds"]})
+    if both:
+        raise ValueError(f"{path}: seed(s) {both} are in the file and in the runs; merge adds seeds, it does not "
+                         f"replace them")
+    old_runs = {int(r["seed"]): r for r in (doc.get("entry") or {}).get("runs", [])}
+    for s in doc["seeds"]:
+        seed = int(s["seed"])
+        seeds[seed] = _episodes(s["episodes"])
+        if s.get("wall_seconds") is not None:
+            walls[seed] = float(s["wall_seconds"])
+        entry["runs"].append(old_runs.get(seed, {"seed": seed}))
+
+
+def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS_DIR, row: str = "policy",
+                merge: bool = False) -> Path:
     """One results file from ``train_agent.py`` runs (their ``results.json``, one per seed, evaluated on the
-    protocol's 200 images): the ``row`` policy's episodes, with each run's command, device and wall time."""
+    protocol's 200 images): the ``row`` policy's episodes, with each run's command, device and wall time.
+
+    ``merge``: keep the seeds of the row's existing results file that the runs do not have (their episodes, wall
+    time and run record), so seeds trained in another session join the row; the file must be of the same id, pins,
+    task, algorithm and budget, and a seed in both is refused rather than replaced."""
     seeds: dict[int, list[Episode]] = {}
     walls: dict[int, float] = {}
     entry: dict[str, Any] = {"runs": []}
@@ -112,9 +141,12 @@ def export_runs(run_files: Sequence[str | Path], algo: str, root: Path = RESULTS
     if env_id is None:
         raise ValueError("give at least one results.json")
     budget = budgets.pop()
+    out = results_path(env_id, task, algo, root, budget)
+    if merge and out.is_file():
+        _merge_existing(out, env_id, task, algo, budget, seeds, walls, entry)
+    entry["runs"].sort(key=lambda r: r["seed"])
     entry["command"] = (f"python train_agent.py --algo {algo} --task {task} --seeds {' '.join(map(str, sorted(seeds)))}"
                         + ("" if budget is None else f" --bpp-budget {budget:g}"))
-    out = results_path(env_id, task, algo, root, budget)
     write_results(out, results_document(env_id, task, algo, seeds, entry, walls, bpp_budget=budget))
     return out
 
@@ -360,7 +392,8 @@ def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str
     lines += ["## Submitting an entry", "",
               "1. Play your policy on the protocol's 200 test images for each seed and write "
               "`results/<id name>/<task>/<algo>.json` (`rlasc_env.results.results_document` and `write_results`; "
-              "`train_agent.py` runs: `python -m rlasc_harness.leaderboard export RUN/results.json ... --algo NAME`).",
+              "`train_agent.py` runs: `python -m rlasc_harness.leaderboard export RUN/results.json ... --algo NAME`, with `--merge` to add seeds "
+              "to a row's file).",
               "2. `python -m rlasc_env.validate FILE` must print `ok` (every image, the id's pins, returns within "
               "1e-5).", "3. `python -m rlasc_harness.leaderboard build` and commit both.", ""]
     return "\n".join(lines)
@@ -401,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("runs", nargs="+")
     e.add_argument("--algo", required=True)
     e.add_argument("--root", type=Path, default=RESULTS_DIR)
+    e.add_argument("--merge", action="store_true",
+                   help="keep the seeds of the row's existing results file that these runs do not have")
     p = sub.add_parser("baselines", help="play the baselines on the protocol and write their results files")
     p.add_argument("--task", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--env-id", default=CURRENT_ID)
@@ -422,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path.write_text(text)
                 print(f"wrote {path}")
     elif args.cmd == "export":
-        print(f"wrote {export_runs(args.runs, args.algo, args.root)}")
+        print(f"wrote {export_runs(args.runs, args.algo, args.root, merge=args.merge)}")
     else:
         import torch
 

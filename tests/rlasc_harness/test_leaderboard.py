@@ -70,6 +70,32 @@ def test_export_from_train_agent_runs(tmp_path, root):
     assert np.isfinite(got["seeds"][0]["episodes"][0]["return"])
 
 
+def test_export_merge_adds_seeds_and_refuses_a_seed_in_both(tmp_path, root):
+    doc = read_results(results_path(ENV, "segmentation", "random", root))
+
+    def run(seed, episodes):
+        run_dir = tmp_path / f"run-{seed}"
+        run_dir.mkdir(exist_ok=True)
+        (run_dir / "results.json").write_text(json.dumps(
+            {"seed": seed, "task": "segmentation", "eval_images": 200, "device": "cpu", "train_seconds": 5.0 + seed,
+             "eval_seconds": 1.0, "run_dir": str(run_dir), "eval": {"policy": {"episodes": episodes * 50}}}))
+        (run_dir / "config.json").write_text(json.dumps({"env_id": ENV}))
+        return run_dir / "results.json"
+
+    first, second = (run(i, doc["seeds"][i]["episodes"]) for i in (0, 1))
+    out = export_runs([first], "my_algo", tmp_path / "results")
+    assert export_runs([second], "my_algo", tmp_path / "results", merge=True) == out
+    got = read_results(out)
+    assert [s["seed"] for s in got["seeds"]] == [0, 1] and [s["wall_seconds"] for s in got["seeds"]] == [6.0, 7.0]
+    assert got["seeds"][0]["episodes"] == sorted(doc["seeds"][0]["episodes"] * 50, key=lambda e: e["image"])
+    assert [r["seed"] for r in got["entry"]["runs"]] == [0, 1] and got["entry"]["command"].endswith("--seeds 0 1")
+    with pytest.raises(ValueError, match=r"seed\(s\) \[1\] are in the file"):
+        export_runs([second], "my_algo", tmp_path / "results", merge=True)
+    assert read_results(out) == got  # refused: nothing written
+    export_runs([second], "my_algo", tmp_path / "results")  # without merge the runs make the row
+    assert [s["seed"] for s in read_results(out)["seeds"]] == [1]
+
+
 def test_shipped_leaderboard_regenerates_and_its_files_replay():
     """LEADERBOARD.md (the current id) and results/<id>/LEADERBOARD.md (earlier ids) are `python -m
     rlasc_harness.leaderboard build`'s output, byte for byte, and the first images of every shipped results file
