@@ -16,6 +16,9 @@ training images; it is scored on the first ``--test`` test images by
 - a round trip: the first ``--decode-check`` maps decoded back in wavefront order (pixel (i, j) at step j + 4i, every
   context pixel earlier; both sides compute each wavefront's probabilities alike), compared with the originals,
   with the decode time per map;
+- the same network with 8-bit integer weights and activations and an integer softmax table
+  (:class:`IntegerContextModel`), whose probabilities are bit-exact whatever the batch: each map encoded with its
+  probabilities computed in one batch, the first ``--decode-check`` decoded wavefront by wavefront;
 - with ``--eval-json`` (an ``evaluate.py`` results.json of this codec on the first N test images): the BD-metrics of
   RL-ASC against every curve, recomputed with each RL-ASC point moved left by the mean label saving on those N images
   (the label section is the only part of a file that changes). ``--savings-from`` reuses an earlier run's savings
@@ -156,6 +159,81 @@ def projection(evaluation: dict, saving_bpp: list[float]) -> dict:
     return out
 
 
+class IntegerContextModel:
+    """The trained MLP with integer weights (8 bits) and activations (8 bits unsigned), the softmax an integer table.
+
+    Every product and sum is an integer below 2^53, so float64 BLAS returns the same numbers whatever the batch size
+    or summation order, and the remaining steps (a multiplication by a constant, floor, a table lookup, one division)
+    are exactly rounded IEEE operations: the probabilities of a pixel are bit-identical whether the encoder computes
+    the whole map in one batch or the decoder one wavefront at a time, on any IEEE machine.
+    """
+
+    TABLE_STEP = 1 / 16  # logit resolution of the softmax table (nats)
+    TABLE_SIZE = 16 * 24  # differences beyond 24 nats get the floor probability
+
+    def __init__(self, model: ContextMLP, calib_context: torch.Tensor, calib_rows: torch.Tensor) -> None:
+        def w(t: torch.Tensor) -> np.ndarray:
+            return t.detach().double().numpy()
+
+        emb_n, emb_r = w(model.neighbours.weight), w(model.rows.weight)
+        scale = 127 / max(np.abs(emb_n).max(), np.abs(emb_r).max())
+        self.emb_n, self.emb_r = np.round(emb_n * scale), np.round(emb_r * scale)
+        self.shift = model.shift.numpy()
+        self.layers: list[tuple[np.ndarray, np.ndarray, float | None]] = []
+        linears = [model.mlp[0], model.mlp[2], model.mlp[4]]
+        a = self._embed(calib_context.numpy(), calib_rows.numpy())
+        for k, lin in enumerate(linears):
+            wq_scale = 127 / np.abs(w(lin.weight)).max()
+            wq, bq = np.round(w(lin.weight) * wq_scale), np.round(w(lin.bias) * scale * wq_scale)
+            acc = a @ wq.T + bq
+            if k < len(linears) - 1:
+                requant = 255 / max(float(np.maximum(acc, 0).max()), 1.0)
+                self.layers.append((wq, bq, requant))
+                a = np.clip(np.floor(np.maximum(acc, 0) * requant + 0.5), 0, 255)
+                scale = scale * wq_scale * requant
+            else:
+                self.layers.append((wq, bq, None))
+                self.to_table = 1 / (scale * wq_scale * self.TABLE_STEP)  # logit units -> table index
+        self.table = np.maximum(np.round(2.0 ** 20 * np.exp(-self.TABLE_STEP * np.arange(self.TABLE_SIZE))), 1.0)
+
+    def _embed(self, context: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        e = self.emb_n[context + self.shift].reshape(len(context), -1)
+        return np.concatenate([e, self.emb_r[rows]], -1)
+
+    def probabilities(self, context: torch.Tensor, rows: torch.Tensor) -> np.ndarray:
+        a = self._embed(context.numpy(), rows.numpy())
+        for wq, bq, requant in self.layers:
+            acc = a @ wq.T + bq
+            if requant is not None:
+                a = np.clip(np.floor(np.maximum(acc, 0) * requant + 0.5), 0, 255)
+        index = np.minimum(np.floor((acc.max(-1, keepdims=True) - acc) * self.to_table), self.TABLE_SIZE - 1)
+        p = self.table[index.astype(np.int64)] + 1.0  # integers: the sum is exact
+        return p / p.sum(-1, keepdims=True)
+
+
+def encode_batch(qmodel: IntegerContextModel, label_map: torch.Tensor) -> np.ndarray:
+    """The whole map's probabilities in one batch, coded in wavefront order (the order :func:`decode_int` reads)."""
+    h, w = label_map.shape
+    context = gather_context(label_map[None])[0].reshape(-1, len(OFFSETS))
+    order = torch.cat(wave_groups(h, w))
+    p = qmodel.probabilities(context, torch.arange(h).repeat_interleave(w))
+    encoder = constriction.stream.queue.RangeEncoder()
+    encoder.encode(label_map.reshape(-1)[order].numpy().astype(np.int32),
+                   constriction.stream.model.Categorical(perfect=False), p[order.numpy()])
+    return encoder.get_compressed()
+
+
+def decode_int(qmodel: IntegerContextModel, words: np.ndarray, h: int, w: int) -> torch.Tensor:
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    categorical = constriction.stream.model.Categorical(perfect=False)
+    flat = torch.full((h * w,), M, dtype=torch.long)
+    for idx in wave_groups(h, w):
+        context = gather_context(flat.view(1, h, w))[0].reshape(-1, len(OFFSETS))[idx]
+        flat[idx] = torch.as_tensor(decoder.decode(categorical, qmodel.probabilities(context, idx // w)),
+                                    dtype=torch.long)
+    return flat.view(h, w)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--codec", default="tiny-sf3", help="codec whose F makes the maps (-v7's)")
@@ -245,6 +323,18 @@ def main() -> None:
     out["real_bpp"] = float(sum(s.nbytes for s in streams) * 8 / (len(f_test) * h * w))
     shipped_bytes = [len(entropy.encode_label_map(m.numpy(), shipped)) for m in f_test]
     out["per_image_saving_bpp"] = [(b - s.nbytes) * 8 / (h * w) for b, s in zip(shipped_bytes, streams)]
+    calib = torch.randint(len(labels), (100_000,), generator=torch.Generator().manual_seed(1))
+    qmodel = IntegerContextModel(model, context[calib], rows[calib])
+    start = time.time()
+    int_streams = [encode_batch(qmodel, m) for m in f_test]
+    out["integer"] = {"real_bpp": float(sum(s.nbytes for s in int_streams) * 8 / (len(f_test) * h * w)),
+                      "encode_seconds_per_map": (time.time() - start) / len(f_test), "decode_check": []}
+    for i in range(min(args.decode_check, len(f_test))):
+        start = time.time()
+        back = decode_int(qmodel, int_streams[i], h, w)
+        out["integer"]["decode_check"].append({"image": i, "seconds": round(time.time() - start, 2),
+                                               "equal": bool(torch.equal(back, f_test[i]))})
+    print({"integer": out["integer"]}, flush=True)
     checks = []
     for i in range(min(args.decode_check, len(f_test))):
         start = time.time()
