@@ -392,8 +392,8 @@ def build_leaderboard(env_id: str = CURRENT_ID, root: Path = RESULTS_DIR) -> str
     lines += ["## Submitting an entry", "",
               "1. Play your policy on the protocol's 200 test images for each seed and write "
               "`results/<id name>/<task>/<algo>.json` (`rlasc_env.results.results_document` and `write_results`; "
-              "`train_agent.py` runs: `python -m rlasc_harness.leaderboard export RUN/results.json ... --algo NAME`, with `--merge` to add seeds "
-              "to a row's file).",
+              "`train_agent.py` runs: `python -m rlasc_harness.leaderboard export RUN/results.json ... --algo NAME`, "
+              "with `--merge` to add seeds to a row's file).",
               "2. `python -m rlasc_env.validate FILE` must print `ok` (every image, the id's pins, returns within "
               "1e-5).", "3. `python -m rlasc_harness.leaderboard build` and commit both.", ""]
     return "\n".join(lines)

@@ -97,7 +97,7 @@ def probabilities(model: ContextMLP, context: torch.Tensor, rows: torch.Tensor) 
 
 
 def wave_groups(h: int, w: int) -> list[torch.Tensor]:
-    """Raster positions grouped by wavefront t = j + 4 i (every causal context pixel of a group is in an earlier one)."""
+    """Raster positions grouped by wavefront t = j + 4 i (each causal context pixel of a group is in an earlier one)."""
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     t = (jj + 4 * ii).reshape(-1)
     return [torch.nonzero(t == k).ravel() for k in range(int(t.max()) + 1)]
@@ -339,7 +339,8 @@ def main() -> None:
     for i in range(min(args.decode_check, len(f_test))):
         start = time.time()
         back = decode_wave(model, streams[i], h, w)
-        checks.append({"image": i, "seconds": round(time.time() - start, 2), "equal": bool(torch.equal(back, f_test[i]))})
+        checks.append({"image": i, "seconds": round(time.time() - start, 2),
+                       "equal": bool(torch.equal(back, f_test[i]))})
     out["decode_check"] = checks
     print({k: out[k] for k in ("real_bpp", "encode_seconds_per_map", "decode_check", "parameters")}, flush=True)
     if args.eval_json:

@@ -1,6 +1,7 @@
 """Classification at level 0: which classes does the decoded picture lose, and does the bitstream carry them?
 
-    python experiments/semantic_fidelity/level0_classification.py --json experiments/semantic_fidelity/level0_classification.json
+    python experiments/semantic_fidelity/level0_classification.py \
+        --json experiments/semantic_fidelity/level0_classification.json
 
 Issue 31 asks for a classification macro AP of at least 0.85 with every concept at level 0; `-v7`'s codec `tiny-sf3`
 reads 0.825 (the `-v3` classifier, 200 test images). For the first ``--images`` test images this script scores,
