@@ -56,6 +56,7 @@ from codec_models.perceptual import perceptual_loss
 from codec_models.training import (data_preset_of, environment_record, export_codec, fit_code_tables,
                                    fit_label_model, make_grid_image, requantized, write_json)
 from rlasc_env.tasks import Task, make_task
+from rlasc_env.tasks.classification import dataset_average_precision, presence_vector
 from rlasc_harness.stage3 import load_start_codec, task_training_loss, train_and_export
 
 __all__ = ["FIDELITY_FORMAT", "FIDELITY_VERSION", "FidelityConfig", "FidelityTrainer", "level_fraction", "sample_levels",
@@ -65,6 +66,7 @@ FIDELITY_FORMAT = "rlasc-fidelity-training"
 FIDELITY_VERSION = 1
 STATE_FILE = "fidelity_last.pt"
 TASKS = ("segmentation", "detection", "classification")
+SELECTIONS = ("segmentation", "segmentation_classification")
 
 
 @dataclass
@@ -96,6 +98,8 @@ class FidelityConfig:
     grad_clip: float = 1.0  # max gradient norm of the generator step (0: off)
     tasks: tuple[str, ...] = TASKS  # task losses L_t in the objective (the -v1 task networks)
     task_weight: float = 0.5  # w: weight of each task loss
+    # Per-task multipliers of w (e.g. ``--task-scale classification 4``): task t's term is w * scale[t] * L_t
+    task_scale: dict[str, float] = field(default_factory=dict)
     l1_weight: float = 1.0
     level_l1_boost: float = 0.0  # a pixel's L1 weight: l1_weight * (1 + boost * t), t = its concept's level / (L-1)
     task_level_decay: float = 0.0  # the task terms' gradient at a pixel scaled by 1 - decay * t (0: uniform)
@@ -118,6 +122,10 @@ class FidelityConfig:
     # The targets of the task terms: "ground_truth" (the data's labels) or "original" (H's output on the original
     # image: eq. 4's f_degrade(H(x), H(x_hat)), whose optimum at a fine level is x_hat = x)
     task_reference: str = "ground_truth"
+    # best.pt's selection score on the validation images (the loss's own -v1 networks): "segmentation" = the mean of
+    # the level-0 and highest-level mIoU; "segmentation_classification" = the mean of those two and the classifier's
+    # macro AP at level 0 (issue 31's level-0 classification target)
+    selection: str = "segmentation"
 
 
 def sample_levels(present: Tensor, num_levels: int, uniform_share: float, level0_share: float,
@@ -169,6 +177,14 @@ class FidelityTrainer:
         unknown = sorted(set(cfg.tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"--tasks {unknown}: choose among {list(TASKS)}")
+        unscaled = sorted(set(cfg.task_scale) - set(cfg.tasks))
+        if unscaled or any(not math.isfinite(v) or v < 0 for v in cfg.task_scale.values()):
+            raise ValueError(f"--task-scale: each key one of --tasks {list(cfg.tasks)} (got {unscaled or 'ok'}) and "
+                             f"each scale finite and >= 0 (got {dict(cfg.task_scale)})")
+        if cfg.selection not in SELECTIONS:
+            raise ValueError(f"--selection must be one of {list(SELECTIONS)}, not {cfg.selection!r}")
+        if cfg.selection == "segmentation_classification" and not {"segmentation", "classification"} <= set(cfg.tasks):
+            raise ValueError("--selection segmentation_classification needs both tasks in --tasks")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.cfg = cfg
@@ -332,7 +348,7 @@ class FidelityTrainer:
                 total = total + cfg.adversarial_weight * terms["loss_g"]
             for name, task in self.tasks.items():
                 terms[f"loss_{name}"] = task_training_loss(task, task_input, x, y)
-                total = total + cfg.task_weight * terms[f"loss_{name}"]
+                total = total + cfg.task_weight * cfg.task_scale.get(name, 1.0) * terms[f"loss_{name}"]
             self.opt_g.zero_grad(set_to_none=True)
             total.backward()
             if cfg.grad_clip > 0:
@@ -353,16 +369,17 @@ class FidelityTrainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Validation images at level 0 and at the highest level: mIoU of the loss's segmenter, PSNR; the
-        selection score is the mean of the two mIoUs (never a test image, never a scoring network)."""
+        """Validation images at level 0 and at the highest level: mIoU of the loss's segmenter, PSNR, and the loss's
+        classifier's macro AP; the selection score (``cfg.selection``) never sees a test image or a scoring network."""
         codec = self.codec
         codec.eval()
-        seg = self.tasks.get("segmentation")
+        seg, cls = self.tasks.get("segmentation"), self.tasks.get("classification")
         out: dict[str, float] = {}
         jaccard = MulticlassJaccardIndex(NUM_TRAIN_CLASSES, average="macro", ignore_index=IGNORE_INDEX)
-        for q in (0, codec.num_levels - 1):
+        top = codec.num_levels - 1
+        for q in (0, top):
             jaccard.reset()
-            sq = []
+            sq, probs = [], []
             for i in range(0, len(self.val_x), 16):
                 x, y = self.val_x[i:i + 16].to(self.device), self.val_y[i:i + 16].to(self.device)
                 analysis = codec.analyse(x)
@@ -370,13 +387,20 @@ class FidelityTrainer:
                 sq.append(((x_hat - x) ** 2).flatten(1).mean(1))
                 if seg is not None:
                     jaccard.update(seg.network(x_hat).argmax(1).cpu(), y.cpu())
+                if cls is not None:
+                    probs.append(torch.sigmoid(cls.network(x_hat)).cpu())
             out[f"val/psnr_level{q}"] = float((10 * torch.log10(1 / torch.cat(sq).clamp_min(1e-10))).mean())
             if seg is not None:
                 out[f"val/miou_level{q}"] = float(jaccard.compute())
-        if seg is not None:
-            out["val/selection"] = 0.5 * (out["val/miou_level0"] + out[f"val/miou_level{codec.num_levels - 1}"])
+            if cls is not None:
+                out[f"val/cls_ap_level{q}"] = dataset_average_precision(
+                    torch.cat(probs), presence_vector(self.val_y, NUM_TRAIN_CLASSES))["macro_ap"]
+        if self.cfg.selection == "segmentation_classification":
+            out["val/selection"] = (out["val/miou_level0"] + out[f"val/miou_level{top}"] + out["val/cls_ap_level0"]) / 3
+        elif seg is not None:
+            out["val/selection"] = 0.5 * (out["val/miou_level0"] + out[f"val/miou_level{top}"])
         else:
-            out["val/selection"] = 0.5 * (out["val/psnr_level0"] + out[f"val/psnr_level{codec.num_levels - 1}"])
+            out["val/selection"] = 0.5 * (out["val/psnr_level0"] + out[f"val/psnr_level{top}"])
         return out
 
     def log(self, values: dict[str, float], prefix: str = "") -> None:

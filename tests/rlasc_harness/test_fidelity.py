@@ -68,6 +68,33 @@ def test_level_dependent_weights_change_the_step_and_default_to_the_uniform_loss
     assert any(not torch.equal(plain_state[k], weighted_state[k]) for k in plain_state)
 
 
+def test_task_scale_weights_one_task_and_the_selection_can_count_level0_classification(tmp_path, codec_file):
+    """--task-scale classification s: the total moves by w (s - 1) L_cls; --selection segmentation_classification
+    averages level 0's classification AP into best.pt's score; bad keys, scales and selections are refused."""
+    def first(name, **kw):
+        trainer = FidelityTrainer(config(tmp_path / name, codec=codec_file, **kw))
+        out, values = trainer.train_step(), trainer.validate()
+        trainer.close()
+        return out, values
+
+    plain, plain_val = first("plain")
+    scaled, scaled_val = first("scaled", task_scale={"classification": 3.0}, selection="segmentation_classification")
+    assert scaled["loss_classification"] == pytest.approx(plain["loss_classification"], rel=1e-6)
+    assert scaled["loss_total"] - plain["loss_total"] == pytest.approx(0.5 * 2.0 * plain["loss_classification"],
+                                                                       rel=1e-4)
+    assert 0.0 <= scaled_val["val/cls_ap_level0"] <= 1.0
+    top = max(int(k.removeprefix("val/miou_level")) for k in plain_val if k.startswith("val/miou_level"))
+    assert plain_val["val/selection"] == pytest.approx(
+        0.5 * (plain_val["val/miou_level0"] + plain_val[f"val/miou_level{top}"]))
+    assert scaled_val["val/selection"] == pytest.approx(
+        (scaled_val["val/miou_level0"] + scaled_val[f"val/miou_level{top}"] + scaled_val["val/cls_ap_level0"]) / 3)
+    for bad in ({"task_scale": {"colour": 2.0}}, {"task_scale": {"classification": -1.0}},
+                {"task_scale": {"classification": float("nan")}}, {"selection": "psnr"},
+                {"tasks": ("segmentation",), "selection": "segmentation_classification"}):
+        with pytest.raises(ValueError, match="--task-scale|--selection"):
+            FidelityTrainer(config(tmp_path / "bad", codec=codec_file, **bad))
+
+
 def test_resume_continues_the_same_run(tmp_path, codec_file):
     straight = FidelityTrainer(config(tmp_path / "a", codec=codec_file))
     straight.run()
