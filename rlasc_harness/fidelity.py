@@ -8,11 +8,11 @@ level 0 it paints less of what the map says than a flat class-mean painting does
 trainer keeps F (the segmenter) and E (the block transform, whose symbols and code tables define the bits) fixed and
 trains G_l, G_g and the attention, with D, on
 
-    L = l1 * |x - x_hat| + lambda1 * L_P (eq. 11) + adv * L_G (eq. 33) + w * sum_t L_t(H_t(x_hat), y)
+    L = l1 * |x - x_hat| + lambda1 * L_P (eq. 11) + adv * L_G (eq. 33) + w * sum_t s_t L_t(H_t(x_hat), y)
 
 where L_t is the training loss of task network H_t (segmentation cross-entropy, FCOS's per-pixel thing
 cross-entropy, classification BCE: :func:`rlasc_harness.stage3.task_training_loss`, the differentiable stand-in of
-eq. 4-9) for the three tasks together, and D takes its hinge step (eq. 32) first. Levels are random per concept
+eq. 4-9; s_t = ``--task-scale``, 1 unless set) for the three tasks together, and D takes its hinge step (eq. 32) first. Levels are random per concept
 (eq. 24): an image draws one level for all its concepts with probability ``uniform_share``, else each concept draws
 level 0 with probability ``level0_share`` and a uniform finer level otherwise, so every operating point trains.
 
@@ -246,6 +246,7 @@ class FidelityTrainer:
         val = load_dataset("streets", "val", preset=preset, size=cfg.val_images, progress=False)
         self.val_x = torch.stack([val[i][0] for i in range(len(val))])
         self.val_y = torch.stack([torch.as_tensor(val[i][1]).long() for i in range(len(val))])
+        self.val_presence = presence_vector(self.val_y, NUM_TRAIN_CLASSES)  # the classification targets
         if refit:  # new label maps: new symbol statistics and label model
             fit_code_tables(codec, self.train_set, cfg.label_images, progress=False,
                             label_neighbours=cfg.label_neighbours)
@@ -388,13 +389,12 @@ class FidelityTrainer:
                 if seg is not None:
                     jaccard.update(seg.network(x_hat).argmax(1).cpu(), y.cpu())
                 if cls is not None:
-                    probs.append(torch.sigmoid(cls.network(x_hat)).cpu())
+                    probs.append(cls.probabilities(x_hat))
             out[f"val/psnr_level{q}"] = float((10 * torch.log10(1 / torch.cat(sq).clamp_min(1e-10))).mean())
             if seg is not None:
                 out[f"val/miou_level{q}"] = float(jaccard.compute())
             if cls is not None:
-                out[f"val/cls_ap_level{q}"] = dataset_average_precision(
-                    torch.cat(probs), presence_vector(self.val_y, NUM_TRAIN_CLASSES))["macro_ap"]
+                out[f"val/cls_ap_level{q}"] = dataset_average_precision(torch.cat(probs), self.val_presence)["macro_ap"]
         if self.cfg.selection == "segmentation_classification":
             out["val/selection"] = (out["val/miou_level0"] + out[f"val/miou_level{top}"] + out["val/cls_ap_level0"]) / 3
         elif seg is not None:

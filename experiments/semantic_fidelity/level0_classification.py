@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     codec = load_codec(args.codec)
-    classifier = make_task("classification", weights=str(WEIGHTS_DIR / "v3" / "classification.pt")).network.eval()
+    classifier = make_task("classification", weights=str(WEIGHTS_DIR / "v3" / "classification.pt"))
     ds = load_dataset("streets", "test", preset="tiny", size=args.images, progress=False)
     x = torch.stack([ds[i][0] for i in range(len(ds))])
     y = torch.stack([torch.as_tensor(ds[i][1]).long() for i in range(len(ds))])
@@ -50,7 +50,7 @@ def main() -> None:
         for name, level in (("level 0", 0), ("highest level", top)):
             pictures[name] = torch.stack([codec.decompress(codec.compress(
                 x[i], {int(m): level for m in torch.unique(labels[i])})) for i in range(len(x))])
-        scores = {name: classifier_probs(classifier, p)
+        scores = {name: torch.cat([classifier.probabilities(p[i:i + 50]) for i in range(0, len(p), 50)])
                   for name, p in pictures.items()}
     shares = torch.stack([torch.bincount(m.reshape(-1), minlength=NUM_TRAIN_CLASSES)[:NUM_TRAIN_CLASSES]
                           for m in labels]).float() / labels[0].numel()
@@ -61,11 +61,6 @@ def main() -> None:
         print(f"{name}: macro AP {out['scores'][name]['macro_ap']:.4f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
-
-
-def classifier_probs(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Presence probabilities (N, M) of the classification network, in batches of 50."""
-    return torch.cat([torch.sigmoid(classifier(images[i:i + 50])) for i in range(0, len(images), 50)])
 
 
 if __name__ == "__main__":
