@@ -52,6 +52,7 @@ from codec_models.checkpoint import atomic_save, build_codec, check_format, code
 from codec_models.datasets import load_dataset
 from codec_models.device import resolve_device
 from codec_models.discriminator import discriminator_hinge_loss, generator_hinge_loss
+from codec_models.entropy import LabelMapModel
 from codec_models.perceptual import perceptual_loss
 from codec_models.training import (data_preset_of, environment_record, export_codec, fit_code_tables,
                                    fit_label_model, make_grid_image, requantized, write_json)
@@ -116,7 +117,9 @@ class FidelityConfig:
     log_every: int = 25  # training scalars to tensorboard every N steps
     checkpoint_every: int = 100  # resumable state (fidelity_last.pt) every N steps
     progress: bool = True  # a tqdm bar
-    label_neighbours: str = "wn"  # export: refit the label-map model with this context set (wn | wnne: bitstream v3)
+    # The label-map model's context set (wn | wnne: bitstream v3); None keeps the start codec's (wn if it has none).
+    # The export refits the model (on label_images training images) only when this differs from the codec's.
+    label_neighbours: str | None = None
     label_images: int = 2000  # training images the export's label model is counted on
     task_weights: dict[str, str] = field(default_factory=dict)  # task -> weights file of H (default: the -v1 ones)
     # The targets of the task terms: "ground_truth" (the data's labels) or "original" (H's output on the original
@@ -185,6 +188,9 @@ class FidelityTrainer:
             raise ValueError(f"--selection must be one of {list(SELECTIONS)}, not {cfg.selection!r}")
         if cfg.selection == "segmentation_classification" and not {"segmentation", "classification"} <= set(cfg.tasks):
             raise ValueError("--selection segmentation_classification needs both tasks in --tasks")
+        if cfg.label_neighbours not in (None, *LabelMapModel.NEIGHBOURS.values()):
+            raise ValueError(f"--label-neighbours must be one of {sorted(LabelMapModel.NEIGHBOURS.values())} (or "
+                             f"left out: the start codec's), not {cfg.label_neighbours!r}")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.cfg = cfg
@@ -466,8 +472,9 @@ class FidelityTrainer:
         """The best checkpoint by the validation score as ``codec.pt`` (and ``--export``), with its record."""
         best = safe_load(self.run_dir / "best.pt")
         codec = build_codec(best, self.run_dir / "best.pt", self.device)
-        if codec.label_model is None or codec.label_model.neighbours != self.cfg.label_neighbours:
-            fit_label_model(codec, self.train_set, self.cfg.label_images, self.cfg.label_neighbours)
+        wanted = self.cfg.label_neighbours or (codec.label_model.neighbours if codec.label_model else "wn")
+        if codec.label_model is None or codec.label_model.neighbours != wanted:
+            fit_label_model(codec, self.train_set, self.cfg.label_images, wanted)
         meta = self.meta(argv)
         meta["selected_step"] = int(self.history.get("best_step", 0))
         paths = {"codec": export_codec(codec, self.run_dir / "codec.pt", meta)}

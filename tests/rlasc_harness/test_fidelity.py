@@ -137,6 +137,27 @@ def test_export_with_the_up_right_label_context(tmp_path, codec_file, test_datas
         new.decompress(old.compress(image))
 
 
+def test_export_keeps_the_start_codecs_label_context_unless_told(tmp_path, codec_file):
+    """--label-neighbours left out keeps the start codec's context set: a wnne start is not refit to wn."""
+    first = FidelityTrainer(config(tmp_path / "a", codec=codec_file, steps=0, label_neighbours="wnne"))
+    first.run()
+    wnne_file = first.export()["codec"]
+    first.close()
+    kept = FidelityTrainer(config(tmp_path / "b", codec=str(wnne_file), steps=0, label_images=4))  # a refit differs
+    kept.run()
+    exported = load_codec(kept.export()["codec"])
+    kept.close()
+    assert exported.label_model.neighbours == "wnne" and exported.bitstream_version == 3
+    torch.testing.assert_close(exported.label_model.state_dict()["counts"],
+                               load_codec(wnne_file).label_model.state_dict()["counts"], rtol=0, atol=0)
+    back = FidelityTrainer(config(tmp_path / "c", codec=str(wnne_file), steps=0, label_neighbours="wn"))
+    back.run()
+    assert load_codec(back.export()["codec"]).label_model.neighbours == "wn"
+    back.close()
+    with pytest.raises(ValueError, match="--label-neighbours must be one of"):
+        FidelityTrainer(config(tmp_path / "d", codec=codec_file, label_neighbours="nw"))
+
+
 def test_fidelity_report_counts_real_bytes(tmp_path):
     report = fidelity_report(FidelityReportConfig(codecs=("tiny",), images=2, batch_size=2, independent=None,
                                                   json=str(tmp_path / "r.json")))
