@@ -32,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from agents.baselines import PreviewRule
+from codec_models.perceptual import feature_distance
 from rlasc_env.engine import make_engine, run_copies
 from rlasc_env.preview import current_x_hat, level_preview
 from rlasc_env.score import load_references
@@ -68,14 +69,11 @@ class VariantPreviewRule:
         return (-rate + self.weight * core.eta * drops).argmax(1).astype(np.int64)
 
     def _drops(self, pasted: torch.Tensor, slot: int) -> np.ndarray:
-        phi = self.core.phi
-        h = (pasted - phi.mean) / phi.std
-        stages = phi.stages if self.stages is None else phi.stages[:self.stages]
-        lp = torch.zeros(len(pasted), dtype=torch.float64)
-        for stage, ref in zip(stages, self.core.phi_feats):
-            h = stage(h)
-            lp += (h - ref[slot]).pow(2).flatten(1).mean(1).double()
-        lp = (lp / len(stages)).numpy()
+        """L_P (eq. 11, ``feature_distance``) with y(m, 0) pasted minus L_P with y(m, q) pasted, per level q; phi's
+        first stage only for the stage-1 previews."""
+        feats = self.core.phi.features(pasted)[:self.stages]
+        lp = feature_distance([f[slot:slot + 1] for f in self.core.phi_feats[:self.stages]], feats)
+        lp = lp.double().numpy()
         return lp[0] - lp
 
 
