@@ -603,14 +603,21 @@ def init_block_transform(codec: SemanticCodec, dataset: Dataset, images: int = 4
     return {"block_transform/init_psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
 
 
+def label_context(codec: SemanticCodec, wanted: str | None = None) -> str:
+    """The label model's context set (eq. 27) to fit for ``codec``: ``wanted`` if given, else the codec's own,
+    "wn" for a codec without a label model."""
+    if wanted is not None:
+        return wanted
+    return codec.label_model.neighbours if codec.label_model is not None else "wn"
+
+
 @torch.no_grad()
 def fit_code_tables(codec: SemanticCodec, dataset: Dataset, images: int, batch_size: int = 16,
                     progress: bool = True, label_neighbours: str | None = None) -> None:
     """Count quantization symbols per (level, channel) and label-map contexts on ``images`` images.
     ``label_neighbours``: the label model's context set ("wn" or "wnne"; None: the codec's current one,
     "wn" for a codec without one)."""
-    if label_neighbours is None:
-        label_neighbours = codec.label_model.neighbours if codec.label_model is not None else "wn"
+    label_neighbours = label_context(codec, label_neighbours)
     codec.eval()
     cfg = codec.config
     counts = [np.zeros((cfg.channels_at(q), k), np.int64) for q, k in enumerate(cfg.level_centers)]

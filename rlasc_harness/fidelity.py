@@ -55,7 +55,7 @@ from codec_models.discriminator import discriminator_hinge_loss, generator_hinge
 from codec_models.entropy import LabelMapModel
 from codec_models.perceptual import perceptual_loss
 from codec_models.training import (data_preset_of, environment_record, export_codec, fit_code_tables,
-                                   fit_label_model, make_grid_image, requantized, write_json)
+                                   fit_label_model, label_context, make_grid_image, requantized, write_json)
 from rlasc_env.tasks import Task, make_task
 from rlasc_env.tasks.classification import dataset_average_precision, presence_vector
 from rlasc_harness.stage3 import load_start_codec, task_training_loss, train_and_export
@@ -472,7 +472,7 @@ class FidelityTrainer:
         """The best checkpoint by the validation score as ``codec.pt`` (and ``--export``), with its record."""
         best = safe_load(self.run_dir / "best.pt")
         codec = build_codec(best, self.run_dir / "best.pt", self.device)
-        wanted = self.cfg.label_neighbours or (codec.label_model.neighbours if codec.label_model else "wn")
+        wanted = label_context(codec, self.cfg.label_neighbours)
         if codec.label_model is None or codec.label_model.neighbours != wanted:
             fit_label_model(codec, self.train_set, self.cfg.label_images, wanted)
         meta = self.meta(argv)
