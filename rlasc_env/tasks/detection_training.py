@@ -193,8 +193,8 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    from .training import (_resume_key, cosine_factor, data_version, evaluation_degradation, initialise_from,
-                           restore_training_state, run_steps, write_training_state)
+    from .training import (ResumableRun, _resume_key, cosine_factor, data_version, evaluation_degradation,
+                           initialise_from, run_steps)
 
     wall_start = time.time()
     torch.manual_seed(cfg.seed)
@@ -216,18 +216,9 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     run_dir = Path(cfg.run_dir) / "detection"
     state_path = run_dir / "state.pt"
     key = _resume_key("detection", cfg, steps, kwargs) | {"network": DETECTOR_NAME}
-    first, running, done_seconds, done_cpu = 0, None, 0.0, 0.0
-    if cfg.resume and state_path.is_file():
-        first, running, done_seconds, done_cpu = restore_training_state(state_path, key, network, opt, sched, gen,
-                                                                         device)
-    elif cfg.resume:
-        print(f"detection: no training state at {state_path}; starting from step 0")
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=first if first else None)
-    start, cpu_start = time.time(), time.process_time()
-
-    def save_state(step: int, running: Any) -> None:
-        write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
-                             done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
+    state = ResumableRun(state_path, key, network, opt, sched, gen, device)
+    state.resume(cfg.resume, "detection")
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.first if state.first else None)
 
     def step_loss(idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         x = images[idx].float() / 255.0
@@ -238,10 +229,9 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
         return sum(losses.values()), losses
 
     network.train()
-    running = run_steps("train detection", first, steps, running, cfg, int(images.shape[0]), gen, step_loss, opt,
-                        sched, writer, save_state, clip_norm=CLIP_NORM)
-    train_seconds = done_seconds + time.time() - start
-    cpu_seconds = done_cpu + time.process_time() - cpu_start
+    running = run_steps("train detection", state.first, steps, state.running, cfg, int(images.shape[0]), gen,
+                        step_loss, opt, sched, writer, state.save, clip_norm=CLIP_NORM)
+    train_seconds, cpu_seconds = state.seconds()
 
     network.eval()
     task = DetectionTask(network, "ground_truth", DETECTOR_NAME)
@@ -264,7 +254,7 @@ def train_detection(cfg: Any, train: tuple[Tensor, Tensor], val: tuple[Tensor, T
     writer.close()
     meta = {"command": command, "seed": cfg.seed, "device": str(device), "torch_threads": torch.get_num_threads(),
             "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr * LR_SCALE, "train_seconds": round(train_seconds, 1),
-            "train_cpu_seconds": round(cpu_seconds, 1), "resumed_from_step": first,
+            "train_cpu_seconds": round(cpu_seconds, 1), "resumed_from_step": state.first,
             "initialised_from": initialised,
             "train_images": int(images.shape[0]), "val_images": int(val[0].shape[0]),
             "test_images": 0 if test is None else int(test[0].shape[0]), "dataset": cfg.dataset,

@@ -332,6 +332,39 @@ def restore_training_state(state_path: Path, key: dict[str, Any], network: torch
     return int(state["step"]), state["running"], float(state["train_seconds"]), float(state["train_cpu_seconds"])
 
 
+class ResumableRun:
+    """One task network's training as a run that resumes: the state file ``path`` (the network, optimiser, schedule
+    and random generators, written under ``key``; a state of another run is refused), the step the run starts at
+    with its running loss, and the wall and CPU seconds of the runs before this one. ``save`` is :func:`run_steps`'
+    ``save_state``."""
+
+    def __init__(self, path: Path, key: dict[str, Any], network: torch.nn.Module, opt: torch.optim.Optimizer,
+                 sched: Any, gen: torch.Generator, device: torch.device) -> None:
+        self.path, self.key = path, key
+        self._parts = (network, opt, sched, gen, device)
+        self.first: int = 0
+        self.running: Any = None
+        self.earlier: tuple[float, float] = (0.0, 0.0)  # wall and CPU seconds of the runs before this one
+        self._clock = (time.time(), time.process_time())
+
+    def resume(self, asked: bool, name: str) -> None:
+        """With ``asked`` (``--resume``), continue from the state at ``path``, or say there is none and start at 0."""
+        if asked and self.path.is_file():
+            self.first, self.running, wall, cpu = restore_training_state(self.path, self.key, *self._parts)
+            self.earlier = (wall, cpu)
+        elif asked:
+            print(f"{name}: no training state at {self.path}; starting from step 0")
+        self._clock = (time.time(), time.process_time())
+
+    def seconds(self) -> tuple[float, float]:
+        """Wall and CPU seconds of training so far, the runs before this one included."""
+        return (self.earlier[0] + time.time() - self._clock[0], self.earlier[1] + time.process_time() - self._clock[1])
+
+    def save(self, step: int, running: Any) -> None:
+        """Write the state after ``step`` steps (atomically)."""
+        write_training_state(self.path, self.key, step, running, *self._parts, *self.seconds())
+
+
 def _resume_key(task: str, cfg: TrainTasksConfig, steps: int, network_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The settings a resumed run must share with the run that wrote the state."""
     key = {"task": task, "seed": cfg.seed, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
@@ -472,33 +505,22 @@ def train_one(task: str, cfg: TrainTasksConfig, train: tuple[Tensor, Tensor], va
     images, labels = train
     run_dir = Path(cfg.run_dir) / task
     state_path = run_dir / "state.pt"
-    key = _resume_key(task, cfg, steps, network_kwargs)
-    first, running, done_seconds, done_cpu = 0, None, 0.0, 0.0
-    if cfg.resume and state_path.is_file():
-        first, running, done_seconds, done_cpu = restore_training_state(state_path, key, network, opt, sched, gen,
-                                                                         device)
-    elif cfg.resume:
-        print(f"{task}: no training state at {state_path}; starting from step 0")
+    state = ResumableRun(state_path, _resume_key(task, cfg, steps, network_kwargs), network, opt, sched, gen, device)
+    state.resume(cfg.resume, task)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=first if first else None)
-    start, cpu_start = time.time(), time.process_time()
-
-    def save_state(step: int, running: Any) -> None:
-        write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
-                             done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=state.first if state.first else None)
 
     def step_loss(idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         x, lab = train_batch(train, idx, device, gen, cfg, crop)
         return objective(network.forward_with_aux(x) if isinstance(network, ClsNetH) else network(x), lab), {}
 
     network.train()
-    running = run_steps(f"train {task}", first, steps, running, cfg, int(images.shape[0]), gen, step_loss, opt,
-                        sched, writer, save_state)
-    train_seconds = done_seconds + time.time() - start
-    cpu_seconds = done_cpu + time.process_time() - cpu_start
+    running = run_steps(f"train {task}", state.first, steps, state.running, cfg, int(images.shape[0]), gen,
+                        step_loss, opt, sched, writer, state.save)
+    train_seconds, cpu_seconds = state.seconds()
     return finish_task(task, cfg, network, network_kwargs, weights, val, test, writer, command, steps=steps,
-                       first=first, running=running, train_seconds=train_seconds, cpu_seconds=cpu_seconds,
+                       first=state.first, running=running, train_seconds=train_seconds, cpu_seconds=cpu_seconds,
                        wall_start=wall_start, train_images=int(images.shape[0]), initialised=initialised)
 
 
@@ -671,15 +693,8 @@ def finetune_presence_end_to_end(network: torch.nn.Module, train: tuple[Tensor, 
     seg_loss, _ = training_objective("segmentation", labels)
     opt = torch.optim.Adam(network.parameters(), lr=cfg.presence_finetune_lr)
     sched = cosine_schedule(opt, steps)
-    first, running, done_seconds, done_cpu = 0, None, 0.0, 0.0
-    if resume:
-        first, running, done_seconds, done_cpu = restore_training_state(state_path, key, network, opt, sched, gen,
-                                                                         device)
-    start, cpu_start = time.time(), time.process_time()
-
-    def save_state(step: int, running: Any) -> None:
-        write_training_state(state_path, key, step, running, network, opt, sched, gen, device,
-                             done_seconds + time.time() - start, done_cpu + time.process_time() - cpu_start)
+    state = ResumableRun(state_path, key, network, opt, sched, gen, device)
+    state.resume(resume, "presence end to end")
 
     def step_loss(idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         x, lab = train_batch(train, idx, device, gen, cfg)
@@ -689,10 +704,10 @@ def finetune_presence_end_to_end(network: torch.nn.Module, train: tuple[Tensor, 
             presence, presence_vector(lab).to(device)), {}
 
     network.train()
-    running = run_steps("presence end to end", first, steps, running, cfg, int(images.shape[0]), gen, step_loss,
-                        opt, sched, writer, save_state)
+    running = run_steps("presence end to end", state.first, steps, state.running, cfg, int(images.shape[0]), gen,
+                        step_loss, opt, sched, writer, state.save)
     network.eval()
-    return first, running, done_seconds, done_cpu
+    return state.first, running, *state.earlier
 
 
 def run(cfg: TrainTasksConfig, command: str = "") -> dict[str, dict[str, Any]]:
