@@ -84,10 +84,11 @@ class PerceptualNet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def features(self, x: Tensor) -> list[Tensor]:
+    def features(self, x: Tensor, stages: int | None = None) -> list[Tensor]:
+        """phi's feature maps of ``x`` (eq. 11), stage by stage; only the first ``stages`` when given."""
         h = (x - self.mean) / self.std
         feats = []
-        for stage in self.stages:
+        for stage in self.stages[:stages]:
             h = stage(h)
             feats.append(h)
         return feats

@@ -19,7 +19,7 @@ first weight its returns must equal the shipped rule's (a check of this script).
     python experiments/env_speed/cheap_preview.py --task segmentation --test-images 100 --variants exact reset stage1 \
         --json experiments/env_speed/cheap_preview_segmentation.json
 
-(README.md has the three commands that wrote the JSON files; ``reset_stage1`` is available and was not run: both
+(experiments/env_speed/README.md has the three commands that wrote the JSON files; ``reset_stage1`` is available and was not run: both
 parts already lose on their own.)
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ class VariantPreviewRule:
     def _drops(self, pasted: torch.Tensor, slot: int) -> np.ndarray:
         """L_P (eq. 11, ``feature_distance``) with y(m, 0) pasted minus L_P with y(m, q) pasted, per level q; phi's
         first stage only for the stage-1 previews."""
-        feats = self.core.phi.features(pasted)[:self.stages]
+        feats = self.core.phi.features(pasted, self.stages)
         lp = feature_distance([f[slot:slot + 1] for f in self.core.phi_feats[:self.stages]], feats)
         lp = lp.double().numpy()
         return lp[0] - lp
